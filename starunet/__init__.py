@@ -1,0 +1,67 @@
+"""starunet -- can the element-wise product replace activation functions in a U-Net?
+
+The helper package of the course. Notebooks do ``import starunet as su`` and call
+the public names below; each lives in the module of its concept:
+
+=====================  ==========================================================
+``starunet.config``    environment switches (smoke mode) and default folders
+``starunet.data``      STARE download/verify/cache, FOV masks, splits, patches, tiling
+``starunet.metrics``   segmentation metrics pooled inside the field of view
+``starunet.theory``    the algebra of the star operation and 2-D toy experiments
+``starunet.fusion``    the registry of skip-fusion ops (``FUSIONS``)
+``starunet.model``     the ReLU-free U-Net
+``starunet.train``     the training engine (configs, presets, resume, cache)
+``starunet.evaluate``  full-image inference, the experiment grid, statistics
+``starunet.plots``     the figures of the notebooks
+``starunet.widgets``   ipywidgets front-ends over plain functions
+``starunet.bench``     speed benchmarks
+=====================  ==========================================================
+
+Names are imported lazily (PEP 562) so that ``import starunet`` stays cheap and a
+notebook only pays for the modules it uses.
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "smoke_mode": "config",
+    "default_data_root": "config",
+    "default_runs_dir": "config",
+    "STARE_IDS": "data",
+    "StareRecord": "data",
+    "load_stare": "data",
+    "compute_fov": "data",
+    "split_ids": "data",
+    "image_to_tensor": "data",
+    "PatchDataset": "data",
+    "Tiler": "data",
+    "METRIC_NAMES": "metrics",
+    "segmentation_metrics": "metrics",
+    "FUSIONS": "fusion",
+    "make_fusion": "fusion",
+    "ACTIVATIONS": "model",
+    "UNet": "model",
+    "count_parameters": "model",
+    "TrainConfig": "train",
+    "PRESETS": "train",
+    "train": "train",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'starunet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"starunet.{module}"), name)
+    globals()[name] = value  # cache: the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

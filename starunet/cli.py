@@ -1,0 +1,38 @@
+"""Command line: ``python -m starunet COMMAND [options]``.
+
+Each command lives in the module of its concept; this file only dispatches, so
+``--help`` of a command is owned by the code that implements it.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, one-line help). Each module defines ``cli(argv) -> int``.
+COMMANDS = {
+    "fetch": ("starunet.data", "download (or copy from a mirror), verify and cache STARE"),
+    "train": ("starunet.train", "train one configuration into a run directory"),
+    "reproduce": ("starunet.evaluate", "train/reuse the sum|star x none|relu grid over seeds and evaluate it"),
+    "bench": ("starunet.bench", "measure training/inference speed against the hardware's peak"),
+    "course": ("starunet.course", "execute all notebooks headless into one output folder"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: python -m starunet COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "python -m starunet COMMAND --help shows a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(_usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"unknown command {command!r}; valid commands: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.cli(rest) or 0)

@@ -1,0 +1,55 @@
+"""Environment switches and default locations shared by the whole package.
+
+Everything a reader may want to change without editing code is an environment
+variable, read here and nowhere else:
+
+* ``STARUNET_SMOKE=1`` -- smoke mode: notebooks and presets shrink to seconds
+  (tiny data subsets, a few iterations). CI and nbval use it; readers never need it.
+* ``STARUNET_STARE_SOURCE`` -- where STARE comes from (URL, mirror directory or
+  extracted folder); see :func:`starunet.data.load_stare`.
+* ``STARUNET_DATA`` -- the data cache directory.
+* ``STARUNET_RUNS`` -- where training runs (checkpoints, histories) are written.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+_TRUE = {"1", "true", "yes", "on"}
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def smoke_mode() -> bool:
+    """True when ``STARUNET_SMOKE`` is set to 1/true/yes/on."""
+    return os.environ.get("STARUNET_SMOKE", "").strip().lower() in _TRUE
+
+
+def _user_cache() -> Path:
+    # XDG on Linux, ~/Library/Caches on macOS, %LOCALAPPDATA% on Windows.
+    if os.name == "nt":
+        return Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local")) / "starunet"
+    if os.uname().sysname == "Darwin":
+        return Path.home() / "Library" / "Caches" / "starunet"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "starunet"
+
+
+def default_data_root() -> Path:
+    """The STARE cache directory: ``$STARUNET_DATA`` or a per-user cache folder."""
+    env = os.environ.get("STARUNET_DATA")
+    return Path(env).expanduser() if env else _user_cache() / "data"
+
+
+def default_runs_dir() -> Path:
+    """Where training runs live: ``$STARUNET_RUNS``, else ``runs/`` in a source
+    checkout (next to the notebooks, easy to find), else the user cache.
+
+    Smoke-mode runs go to a ``smoke/`` subfolder so they never mix with real ones.
+    """
+    env = os.environ.get("STARUNET_RUNS")
+    if env:
+        base = Path(env).expanduser()
+    elif (PROJECT_ROOT / "pyproject.toml").is_file():
+        base = PROJECT_ROOT / "runs"
+    else:
+        base = _user_cache() / "runs"
+    return base / "smoke" if smoke_mode() else base
