@@ -1,0 +1,189 @@
+"""Skip-fusion ops: how a U-Net decoder combines its upsampled features with the
+matching encoder skip. The whole study is the difference between two of them,
+``sum`` (d + s) and ``star`` (d ⊙ s, the element-wise product).
+
+Every op is a small ``nn.Module`` registered by name in :data:`FUSIONS`:
+
+==================  ============================  ===============  =====================
+name                output                        out_channels     parameters
+==================  ============================  ===============  =====================
+``sum``             d + s                         C                0
+``star``            d ⊙ s                         C                0
+``concat``          [d, s] (channel concat)       2C               0 (next conv +9·C·C')
+``residual_star``   d + d ⊙ s = d ⊙ (1 + s)       C                0
+``gated``           d ⊙ σ(s)                      C                0
+``max``             max(d, s)                     C                0
+``attention``       [d, α ⊙ s], α = attention     2C               2·C·F + 2·F + 1
+                    gate of Oktay et al. (2018)                    (F = max(1, C // 2))
+==================  ============================  ===============  =====================
+
+``d`` is the upsampled decoder tensor, ``s`` the encoder skip, both ``(N, C, H, W)``.
+``concat`` and ``attention`` double the channels, so the next decoder block's first
+conv gets ``2C`` input channels (:class:`starunet.UNet` reads ``out_channels``).
+
+Adding an op is one class and one decorator::
+
+    @register_fusion("mean")
+    class MeanFusion(Fusion):
+        def combine(self, decoder, skip):
+            return 0.5 * (decoder + skip)
+"""
+from __future__ import annotations
+
+from typing import Callable, TypeVar
+
+import torch
+from torch import nn
+
+
+class Fusion(nn.Module):
+    """Base class: fuse ``decoder`` and ``skip`` of shape ``(N, channels, H, W)``.
+
+    Subclasses implement :meth:`combine`; ``forward`` checks the shapes first so a
+    mismatch names both tensors instead of failing deep inside an op.
+    Class attribute ``channel_factor`` says how many channels come out per input
+    channel (2 for concatenations).
+    """
+
+    name: str = "?"
+    channel_factor: int = 1
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+        self.out_channels = channels * self.channel_factor
+
+    def forward(self, decoder: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        if decoder.shape != skip.shape:
+            raise ValueError(
+                f"{self.name} fusion needs decoder and skip of the same shape, got "
+                f"decoder {tuple(decoder.shape)} and skip {tuple(skip.shape)}")
+        if decoder.shape[1] != self.channels:
+            raise ValueError(f"{self.name} fusion was built for {self.channels} channels, "
+                             f"got {decoder.shape[1]}")
+        return self.combine(decoder, skip)
+
+    def combine(self, decoder: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"channels={self.channels}, out_channels={self.out_channels}"
+
+
+FUSIONS: dict[str, type[Fusion]] = {}
+
+FusionClass = TypeVar("FusionClass", bound=type[Fusion])
+
+
+def register_fusion(name: str) -> Callable[[FusionClass], FusionClass]:
+    """Class decorator: register a :class:`Fusion` subclass under ``name``."""
+
+    def decorator(cls: FusionClass) -> FusionClass:
+        if name in FUSIONS:
+            raise ValueError(f"fusion {name!r} is already registered (by {FUSIONS[name].__name__})")
+        if not (isinstance(cls, type) and issubclass(cls, Fusion)):
+            raise TypeError(f"register_fusion({name!r}) decorates Fusion subclasses, got {cls!r}")
+        cls.name = name
+        FUSIONS[name] = cls
+        return cls
+
+    return decorator
+
+
+def make_fusion(name: str, channels: int) -> Fusion:
+    """Build the fusion op registered as ``name`` for ``channels``-channel inputs."""
+    if name not in FUSIONS:
+        raise ValueError(f"unknown fusion {name!r}; valid names: {', '.join(sorted(FUSIONS))}")
+    if not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"channels must be a positive int, got {channels!r}")
+    return FUSIONS[name](channels)
+
+
+# ---------------------------------------------------------------- parameter-free ops
+
+@register_fusion("sum")
+class SumFusion(Fusion):
+    """``d + s``: the additive skip (FPN/LinkNet style). Linear, 0 parameters."""
+
+    def combine(self, decoder, skip):
+        return decoder + skip
+
+
+@register_fusion("star")
+class StarFusion(Fusion):
+    """``d ⊙ s``: the star operation. 0 parameters, but degree 2 in the inputs: a
+    network without activations becomes a polynomial whose degree doubles with
+    every product, which is where its non-linearity comes from."""
+
+    def combine(self, decoder, skip):
+        return decoder * skip
+
+
+@register_fusion("concat")
+class ConcatFusion(Fusion):
+    """``[d, s]`` along channels: the classic U-Net (Ronneberger et al. 2015).
+    0 parameters here; the next conv pays for them (its input doubles to 2C)."""
+
+    channel_factor = 2
+
+    def combine(self, decoder, skip):
+        return torch.cat([decoder, skip], dim=1)
+
+
+@register_fusion("residual_star")
+class ResidualStarFusion(Fusion):
+    """``d + d ⊙ s = d ⊙ (1 + s)``: the product as a correction to an identity
+    path, so a skip near zero leaves ``d`` through instead of erasing it. 0 parameters."""
+
+    def combine(self, decoder, skip):
+        return decoder + decoder * skip
+
+
+@register_fusion("gated")
+class GatedFusion(Fusion):
+    """``d ⊙ σ(s)``: the skip gates the decoder through a sigmoid (as in GLU /
+    gated convolutions), so the product is bounded by ``|d|``. 0 parameters."""
+
+    def combine(self, decoder, skip):
+        return decoder * torch.sigmoid(skip)
+
+
+@register_fusion("max")
+class MaxFusion(Fusion):
+    """``max(d, s)`` element-wise (maxout over the two inputs). Piecewise linear,
+    0 parameters."""
+
+    def combine(self, decoder, skip):
+        return torch.maximum(decoder, skip)
+
+
+# ---------------------------------------------------------------- learned ops
+
+@register_fusion("attention")
+class AttentionGateFusion(Fusion):
+    """The additive attention gate of Attention U-Net (Oktay et al. 2018):
+
+        α = σ(ψ(ReLU(W_s s + W_d d + b))),   output = [d, α ⊙ s]
+
+    ``W_s``, ``W_d``: 1×1 convs C → F (F = max(1, C // 2); only ``W_d`` has a bias),
+    ``ψ``: 1×1 conv F → 1 with bias, so ``2·C·F + 2·F + 1`` parameters. α is one
+    coefficient per pixel, computed from both inputs, that scales the skip before
+    the classic concatenation (so ``out_channels`` is 2C). Note the ReLU inside the
+    gate: with this op the network is not activation-free any more.
+    """
+
+    channel_factor = 2
+
+    def __init__(self, channels: int):
+        super().__init__(channels)
+        inter = max(1, channels // 2)
+        self.skip_proj = nn.Conv2d(channels, inter, kernel_size=1, bias=False)
+        self.decoder_proj = nn.Conv2d(channels, inter, kernel_size=1, bias=True)
+        self.psi = nn.Conv2d(inter, 1, kernel_size=1, bias=True)
+
+    def attention(self, decoder: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """The gate α, shape ``(N, 1, H, W)``, values in (0, 1)."""
+        return torch.sigmoid(self.psi(torch.relu(self.skip_proj(skip) + self.decoder_proj(decoder))))
+
+    def combine(self, decoder, skip):
+        return torch.cat([decoder, self.attention(decoder, skip) * skip], dim=1)

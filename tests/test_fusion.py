@@ -1,0 +1,107 @@
+"""The fusion registry: every op's arithmetic, channel bookkeeping, parameter
+cost and error messages."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from starunet.fusion import FUSIONS, Fusion, make_fusion, register_fusion
+from starunet.model import count_parameters
+
+# Hand-set inputs: 1 sample, 2 channels, 1x2 pixels.
+DECODER = torch.tensor([[[[1.0, -2.0]], [[0.5, 3.0]]]])
+SKIP = torch.tensor([[[[4.0, 0.5]], [[-2.0, 0.0]]]])
+
+
+def test_registry_holds_the_ops_the_study_needs():
+    assert {"sum", "star", "concat", "residual_star", "gated", "attention", "max"} <= set(FUSIONS)
+    for name, cls in FUSIONS.items():
+        assert issubclass(cls, Fusion) and cls.name == name
+        assert cls.__doc__, f"fusion {name!r} needs a docstring with its formula and cost"
+
+
+def test_sum_and_star_are_exactly_the_elementwise_sum_and_product():
+    assert torch.equal(make_fusion("sum", 2)(DECODER, SKIP),
+                       torch.tensor([[[[5.0, -1.5]], [[-1.5, 3.0]]]]))
+    assert torch.equal(make_fusion("star", 2)(DECODER, SKIP),
+                       torch.tensor([[[[4.0, -1.0]], [[-1.0, 0.0]]]]))
+
+
+def test_the_other_parameter_free_ops_follow_their_formulas():
+    d, s = DECODER, SKIP
+    assert torch.equal(make_fusion("residual_star", 2)(d, s),
+                       torch.tensor([[[[5.0, -3.0]], [[-0.5, 3.0]]]]))  # d + d*s
+    assert torch.equal(make_fusion("max", 2)(d, s), torch.tensor([[[[4.0, 0.5]], [[0.5, 3.0]]]]))
+    assert torch.allclose(make_fusion("gated", 2)(d, s), d * torch.sigmoid(s))
+    concat = make_fusion("concat", 2)(d, s)
+    assert concat.shape == (1, 4, 1, 2)
+    assert torch.equal(concat[:, :2], d) and torch.equal(concat[:, 2:], s)
+
+
+def test_attention_gate_scales_the_skip_by_a_per_pixel_coefficient_in_0_1():
+    torch.manual_seed(0)
+    gate = make_fusion("attention", 8)
+    d, s = torch.randn(2, 8, 5, 6), torch.randn(2, 8, 5, 6)
+    alpha = gate.attention(d, s)
+    assert alpha.shape == (2, 1, 5, 6) and (alpha > 0).all() and (alpha < 1).all()
+    out = gate(d, s)
+    assert torch.equal(out[:, :8], d)
+    assert torch.allclose(out[:, 8:], alpha * s)
+    # Forcing the gate open (psi bias -> +inf) gives back the plain concatenation.
+    with torch.no_grad():
+        gate.psi.bias.fill_(1e4)
+    assert torch.allclose(gate(d, s), torch.cat([d, s], dim=1))
+
+
+@pytest.mark.parametrize("channels", [1, 8, 32])
+def test_out_channels_and_parameter_costs_match_the_documented_table(channels):
+    inter = max(1, channels // 2)
+    expected_params = {"attention": 2 * channels * inter + 2 * inter + 1}
+    for name in FUSIONS:
+        op = make_fusion(name, channels)
+        doubles = name in {"concat", "attention"}
+        assert op.out_channels == (2 if doubles else 1) * channels, name
+        assert count_parameters(op) == expected_params.get(name, 0), name
+        out = op(torch.randn(2, channels, 4, 4), torch.randn(2, channels, 4, 4))
+        assert out.shape == (2, op.out_channels, 4, 4), name
+
+
+def test_unknown_name_is_rejected_with_the_valid_names_listed():
+    with pytest.raises(ValueError, match="unknown fusion 'prod'.*valid names:.*star.*sum"):
+        make_fusion("prod", 8)
+
+
+def test_bad_channels_and_mismatched_shapes_give_clear_errors():
+    with pytest.raises(ValueError, match="channels must be a positive int"):
+        make_fusion("sum", 0)
+    with pytest.raises(ValueError, match="same shape.*decoder \\(1, 2, 4, 4\\).*skip \\(1, 2, 2, 2\\)"):
+        make_fusion("star", 2)(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 2, 2))
+    with pytest.raises(ValueError, match="built for 3 channels, got 2"):
+        make_fusion("star", 3)(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4))
+
+
+def test_registering_a_new_op_is_one_decorated_class(monkeypatch):
+    monkeypatch.setattr("starunet.fusion.FUSIONS", dict(FUSIONS))
+    from starunet import fusion
+
+    @fusion.register_fusion("mean")
+    class MeanFusion(Fusion):
+        """(d + s) / 2."""
+
+        def combine(self, decoder, skip):
+            return 0.5 * (decoder + skip)
+
+    assert torch.equal(fusion.make_fusion("mean", 2)(DECODER, SKIP), 0.5 * (DECODER + SKIP))
+    with pytest.raises(ValueError, match="already registered"):
+        fusion.register_fusion("mean")(MeanFusion)
+    with pytest.raises(TypeError, match="Fusion subclasses"):
+        fusion.register_fusion("conv")(nn.Conv2d)
+    assert "mean" not in FUSIONS  # the real registry was not touched
+
+
+def test_the_registry_is_part_of_the_public_api():
+    import starunet as su
+
+    assert su.FUSIONS is FUSIONS
+    assert su.make_fusion is make_fusion and su.register_fusion is register_fusion

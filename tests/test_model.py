@@ -1,0 +1,190 @@
+"""The U-Net: the source architecture's exact size, every fusion x activation
+variant, odd input sizes, memory formats, devices and torch.compile.
+
+Most tests use ``narrow=0.125`` (widths 8..64) to stay fast on a shared CPU; the
+architecture is the same at every width."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from starunet.fusion import FUSIONS
+from starunet.model import (ACTIVATIONS, UNet, count_parameters, make_activation,
+                            pad_to_multiple, probabilities_from_logits)
+
+SMALL = dict(narrow=0.125)
+
+
+def _block_params(c_in: int, c_out: int) -> int:
+    # two 3x3 convs with bias + two BatchNorms (weight and bias)
+    return (9 * c_in * c_out + c_out) + (9 * c_out * c_out + c_out) + 2 * (2 * c_out)
+
+
+def test_default_model_has_exactly_the_source_parameter_count():
+    model = UNet()
+    assert count_parameters(model) == 2_937_345
+    # ... and that number is the documented architecture, block by block.
+    encoder = [(3, 32), (32, 64), (64, 128), (128, 256)]
+    decoder = [(256, 256), (256, 128), (128, 64), (64, 32)]
+    head = 32 * 1 + 1
+    assert sum(_block_params(*c) for c in encoder + decoder) + head == 2_937_345
+    assert [(b.in_channels, b.out_channels) for b in model.encoder] == encoder
+    assert [(b.in_channels, b.out_channels) for b in model.decoder] == decoder
+    assert len(model.fusions) == 3 and model.head.in_channels == 32
+
+
+def test_default_is_relu_free_star_fusion():
+    model = UNet()
+    assert all(type(m) is not nn.ReLU for m in model.modules())
+    assert [f.name for f in model.fusions] == ["star"] * 3
+    assert model.activation_name == "none"
+
+
+@pytest.mark.parametrize("fusion", sorted(FUSIONS))
+@pytest.mark.parametrize("activation", [None, *ACTIVATIONS])
+def test_every_fusion_and_activation_gives_one_logit_map_per_image(fusion, activation):
+    torch.manual_seed(0)
+    model = UNet(fusion=fusion, activation=activation, **SMALL)
+    x = torch.randn(2, 3, 32, 48)
+    logits = model(x)
+    assert logits.shape == (2, 1, 32, 48) and logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("fusion", sorted(FUSIONS))
+def test_every_fusion_trains_every_parameter(fusion):
+    torch.manual_seed(0)
+    model = UNet(fusion=fusion, use_shallowest_skip=True, **SMALL)
+    model(torch.randn(2, 3, 16, 16)).square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_concatenating_fusions_widen_the_next_block():
+    model = UNet(fusion="concat")
+    assert [b.in_channels for b in model.decoder] == [256, 512, 256, 128]
+    assert model.head.in_channels == 32
+    shallow = UNet(fusion="concat", use_shallowest_skip=True)
+    assert shallow.head.in_channels == 64
+    # the only new parameters are the 32 extra head inputs
+    assert count_parameters(shallow) - count_parameters(model) == 32
+
+
+def test_activation_registry_and_none_alias():
+    assert {"none", "relu", "gelu"} <= set(ACTIVATIONS)
+    assert type(make_activation(None)) is nn.Identity is type(make_activation("none"))
+    assert type(make_activation("relu")) is nn.ReLU
+    relu_net = UNet(activation="relu", **SMALL)
+    assert sum(type(m) is nn.ReLU for m in relu_net.modules()) == 2 * 8  # 2 per block, 8 blocks
+    # activations have no parameters: same count, same checkpoint keys
+    plain = UNet(activation=None, **SMALL)
+    assert count_parameters(relu_net) == count_parameters(plain)
+    assert relu_net.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_unknown_names_are_rejected_with_the_valid_names_listed():
+    with pytest.raises(ValueError, match="unknown activation 'tanh'; valid names: None, 'none', 'relu', 'gelu'"):
+        UNet(activation="tanh")
+    with pytest.raises(ValueError, match="unknown fusion 'mul'; valid names: .*star.*sum"):
+        UNet(fusion="mul")
+
+
+def test_width_scales_every_block():
+    model = UNet(narrow=0.25, channel_multiplier=2)  # same widths as the default
+    assert count_parameters(model) == 2_937_345
+    small = UNet(**SMALL)
+    assert [b.out_channels for b in small.encoder] == [8, 16, 32, 64]
+    with pytest.raises(ValueError, match="leaves no channels"):
+        UNet(narrow=0.001)
+
+
+def test_bad_inputs_get_clear_errors():
+    model = UNet(**SMALL)
+    with pytest.raises(ValueError, match=r"expects a batch \(N, 3, H, W\), got shape \(3, 32, 32\)"):
+        model(torch.zeros(3, 32, 32))
+    with pytest.raises(ValueError, match="at least 16"):
+        model(torch.zeros(1, 3, 8, 32))
+
+
+def test_odd_sizes_are_reflect_padded_and_cropped_back():
+    torch.manual_seed(0)
+    model = UNet(**SMALL).eval()
+    x = torch.randn(1, 3, 37, 53)
+    with torch.no_grad():
+        logits = model(x)
+        padded = model(pad_to_multiple(x, 16))  # 48 x 64, no further padding
+    assert pad_to_multiple(x, 16).shape[-2:] == (48, 64)
+    assert logits.shape == (1, 1, 37, 53)
+    assert torch.equal(logits, padded[..., :37, :53])
+    # the padding is a mirror of the image, not zeros
+    assert torch.equal(pad_to_multiple(x, 16)[..., 37, :53], x[..., 35, :])
+
+
+def test_a_whole_stare_sized_image_works():
+    model = UNet(narrow=1 / 32).eval()  # widths 2..16: the size logic is the same
+    with torch.no_grad():
+        logits = model(torch.rand(1, 3, 605, 700))
+    assert logits.shape == (1, 1, 605, 700)
+
+
+def test_return_feats_gives_the_fused_features_the_head_reads():
+    torch.manual_seed(0)
+    model = UNet(fusion="sum", use_shallowest_skip=True, return_feats=True, **SMALL).eval()
+    with torch.no_grad():
+        logits, feats = model(torch.randn(1, 3, 37, 53))
+    assert [tuple(f.shape) for f in feats] == [
+        (1, 64, 5, 7), (1, 32, 10, 14), (1, 16, 19, 27), (1, 8, 37, 53)]
+    assert torch.allclose(model.head(feats[-1]), logits)
+    default = UNet(return_feats=True, **SMALL)
+    assert len(default(torch.randn(1, 3, 32, 32))[1]) == 3
+
+
+def test_same_seed_same_model_same_output():
+    outputs = []
+    for _ in range(2):
+        torch.manual_seed(7)
+        model = UNet(**SMALL)
+        torch.manual_seed(8)
+        outputs.append(model(torch.randn(2, 3, 32, 32)))
+    assert torch.equal(outputs[0], outputs[1])
+
+
+@pytest.mark.parametrize("fusion", ["star", "concat", "attention"])
+def test_channels_last_gives_the_same_logits(fusion):
+    torch.manual_seed(0)
+    model = UNet(fusion=fusion, **SMALL).eval()
+    x = torch.randn(2, 3, 37, 40)
+    with torch.no_grad():
+        reference = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        logits = model(x.to(memory_format=torch.channels_last))
+    assert torch.allclose(logits, reference, atol=1e-5, rtol=1e-4)
+
+
+def test_torch_compile_captures_the_graph():
+    torch.manual_seed(0)
+    model = UNet(**SMALL).eval()
+    x = torch.randn(1, 3, 40, 40)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        assert torch.allclose(compiled(x), model(x), atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    torch.manual_seed(0)
+    model = UNet(**SMALL).eval()
+    x = torch.randn(2, 3, 37, 53)
+    with torch.no_grad():
+        reference = model(x)
+        logits = model.cuda()(x.cuda()).cpu()
+    assert torch.allclose(logits, reference, atol=1e-4, rtol=1e-3)
+
+
+def test_probabilities_use_a_sigmoid_because_a_one_channel_softmax_is_always_one():
+    logits = torch.tensor([[[[-3.0, 0.0, 5.0]]]])
+    assert torch.equal(torch.softmax(logits, dim=1), torch.ones_like(logits))  # the source's bug
+    assert torch.allclose(probabilities_from_logits(logits), torch.sigmoid(logits))
+    two = torch.randn(1, 2, 3, 3)
+    assert torch.allclose(probabilities_from_logits(two).sum(dim=1), torch.ones(1, 3, 3))
