@@ -36,6 +36,8 @@ _EXPORTS = {
     "load_stare": "data",
     "compute_fov": "data",
     "split_ids": "data",
+    "Split": "data",
+    "StareDataError": "data",
     "image_to_tensor": "data",
     "PatchDataset": "data",
     "Tiler": "data",
