@@ -43,6 +43,8 @@ _EXPORTS = {
     "Tiler": "data",
     "METRIC_NAMES": "metrics",
     "segmentation_metrics": "metrics",
+    "confusion_counts": "metrics",
+    "human_baseline": "metrics",
     "FUSIONS": "fusion",
     "make_fusion": "fusion",
     "register_fusion": "fusion",

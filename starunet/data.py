@@ -487,6 +487,8 @@ class PatchDataset(torch.utils.data.Dataset):
     Each item draws, always in the same order: the record (uniform), a centre pixel
     (uniform over that record's FOV), one of the 8 flips/90-degree rotations, and
     colour gains -- so switching ``augment`` or ``color_jitter`` never moves a patch.
+    ``color_jitter=j`` multiplies each channel by a gain in ``[1 - j, 1 + j]`` (a shared
+    brightness part plus a per-channel part), then clips to [0, 1].
     Near the border the window is shifted to stay inside the image (the sampled FOV
     pixel is then off-centre but still inside the patch).
 
@@ -540,7 +542,7 @@ class PatchDataset(torch.utils.data.Dataset):
         k = int(rng.integers(len(self._images)))
         centre = int(self._centres[k][rng.integers(len(self._centres[k]))])
         transform = int(rng.integers(8))  # rotation by transform % 4 quarter turns, then flip if >= 4
-        gains = 1.0 + rng.uniform(-1.0, 1.0, size=4)  # brightness, then one per channel
+        gains = rng.uniform(-1.0, 1.0, size=4)  # brightness, then one per channel
 
         height, width = self._labels[k].shape[1:]
         p = self.patch_size
@@ -553,8 +555,9 @@ class PatchDataset(torch.utils.data.Dataset):
         if self.augment:
             image, label, fov = (_dihedral(t, transform) for t in (image, label, fov))
         if self.color_jitter > 0:
-            # mild multiplicative gains keep black (outside the FOV) black
-            scale = (1.0 + self.color_jitter * (gains[0] - 1.0)) * (1.0 + 0.5 * self.color_jitter * (gains[1:] - 1.0))
+            # multiplicative gains keep black (outside the FOV) black; channel k's gain is
+            # 1 + j * (brightness + colour_k) / 2, so it stays within [1 - j, 1 + j]
+            scale = 1.0 + self.color_jitter * (gains[0] + gains[1:]) / 2
             image = (image * torch.from_numpy(scale.astype(np.float32))[:, None, None]).clamp_(0.0, 1.0)
         return image.contiguous(), label.contiguous(), fov.contiguous()
 
