@@ -257,8 +257,13 @@ def _safe_extract(archive: Path, dest: Path) -> None:
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
+            seen: set[str] = set()
             for member in members:
                 reason = _unsafe_reason(member)
+                if member.isfile():
+                    base = PurePosixPath(member.name).name
+                    reason = reason or (f"repeats the file name {base!r}" if base in seen else None)
+                    seen.add(base)
                 if reason:
                     raise StareDataError(
                         f"unsafe archive {archive}: member {member.name!r} {reason}; nothing was "
@@ -339,7 +344,8 @@ def _parse_pnm(raw: bytes, path: Path) -> np.ndarray:
     if len(data) != width * height * channels:
         raise StareDataError(f"{path} holds {len(data)} pixel bytes, expected "
                              f"{width}x{height}x{channels} = {width * height * channels}: truncated or corrupt")
-    array = np.frombuffer(data, dtype=np.uint8).reshape(height, width, channels)
+    # copy: frombuffer views are read-only, and records should hold ordinary arrays
+    array = np.frombuffer(data, dtype=np.uint8).reshape(height, width, channels).copy()
     return array if channels == 3 else array[..., 0]
 
 

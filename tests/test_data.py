@@ -169,6 +169,7 @@ def _member(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
     (_member("dev", tarfile.CHRTYPE), "device"),
     (_member("fifo", tarfile.FIFOTYPE), "device"),
     (_member("sub/../../up", tarfile.REGTYPE), "'..'"),
+    (_member("sub/im0001.ah.ppm.gz", tarfile.REGTYPE), "repeats the file name"),
 ])
 def test_unsafe_members_are_refused(tmp_path, member, reason):
     archive = tmp_path / "labels-ah.tar"
