@@ -1,0 +1,314 @@
+"""Speed benchmarks: ``python -m starunet bench``.
+
+Prints one table and writes it to ``benchmarks/`` (markdown + CSV) with the
+device, library versions and date. Everything is measured in the same run, so
+the numbers that matter are ratios, which survive a noisy shared machine:
+
+* FLOPs per 96x96 patch (forward, and a training step) counted by
+  ``torch.utils.flop_counter`` on the real model;
+* the device's peak: a large matmul in the training dtype, measured now;
+* training throughput (patches/s) at batch 8 and at a larger batch for
+  sum/star x none/relu, each as a fraction of that peak, next to the plain
+  eager fp32 baseline so every optimisation is reported as a ratio;
+* full-image (605x700) inference time and the metric time for the 10 test images;
+* the end-to-end time of the quick 2x2 grid, read from the runs that produced it.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from starunet.config import PROJECT_ROOT, default_runs_dir, smoke_mode
+from starunet.io import write_csv_atomic, write_text_atomic
+
+BENCH_DIR = PROJECT_ROOT / "benchmarks"
+GRID = [("sum", "none"), ("star", "none"), ("sum", "relu"), ("star", "relu")]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of executing the same model: what the benchmark compares."""
+
+    name: str
+    channels_last: bool = False
+    bf16: bool = False       # autocast to bfloat16 (GPU)
+    compile: bool = False    # torch.compile
+
+
+BASELINE = Variant("eager fp32")
+
+
+@dataclass
+class Row:
+    """One line of the benchmark table."""
+
+    what: str
+    variant: str
+    value: float
+    unit: str
+    ratio: str = ""   # relative to baseline or peak, preformatted
+    note: str = ""
+
+
+# ---------------------------------------------------------------- timing helpers
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], object], device: torch.device, min_seconds: float = 1.0,
+              warmup: int = 2, min_repeats: int = 3) -> float:
+    """Median seconds per call of ``fn`` after ``warmup`` calls, repeating for at
+    least ``min_seconds`` (and ``min_repeats`` times). Median: robust to the
+    occasional stall on a shared machine."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_repeats or time.perf_counter() - start < min_seconds:
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, size: int | None = None,
+                min_seconds: float = 1.0) -> float:
+    """Measured FLOP/s of a square matmul in ``dtype`` -- the practical peak the
+    model's throughput is compared with."""
+    size = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    seconds = time_call(lambda: a @ b, device, min_seconds)
+    return 2 * size**3 / seconds
+
+
+def count_flops(model: torch.nn.Module, batch: torch.Tensor, train_step: bool) -> int:
+    """FLOPs of one forward (or forward + backward) of ``model`` on ``batch``,
+    counted with ``torch.utils.flop_counter`` (convs and matmuls; element-wise
+    ops are not counted, which is the usual convention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = model(batch)
+        if train_step:
+            out.float().mean().backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+# ---------------------------------------------------------------- measurements
+
+def _prepare(model: torch.nn.Module, x: torch.Tensor, variant: Variant):
+    if variant.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    forward = torch.compile(model) if variant.compile else model
+    return model, forward, x
+
+
+def _autocast(device: torch.device, variant: Variant):
+    if variant.bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_throughput(fusion: str, activation: str, batch_size: int, device: torch.device,
+                     variant: Variant = BASELINE, patch: int = 96, min_seconds: float = 2.0) -> float:
+    """Training patches/s: forward, BCE-with-logits, backward and an Adam step on
+    random data of the real shape (the engine's step, without data loading)."""
+    from starunet.model import UNet
+
+    torch.manual_seed(0)
+    model = UNet(fusion=fusion, activation=None if activation == "none" else activation).to(device)
+    x = torch.randn(batch_size, 3, patch, patch, device=device)
+    y = (torch.rand(batch_size, 1, patch, patch, device=device) > 0.9).float()
+    model, forward, x = _prepare(model, x, variant)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
+
+    def step() -> None:
+        with _autocast(device, variant):
+            logits = forward(x)
+        loss = F.binary_cross_entropy_with_logits(logits.float(), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return batch_size / time_call(step, device, min_seconds)
+
+
+def inference_seconds(device: torch.device, variant: Variant = BASELINE, height: int = 605,
+                      width: int = 700, min_seconds: float = 2.0) -> float:
+    """Seconds for one full STARE-sized image (one forward pass, eval mode)."""
+    from starunet.model import UNet
+
+    torch.manual_seed(0)
+    model = UNet().to(device).eval()
+    x = torch.rand(1, 3, height, width, device=device)
+    model, forward, x = _prepare(model, x, variant)
+
+    def run() -> None:
+        with torch.inference_mode(), _autocast(device, variant):
+            forward(x)
+
+    return time_call(run, device, min_seconds, warmup=1)
+
+
+def metrics_seconds(n_images: int = 10, height: int = 605, width: int = 700) -> float:
+    """Seconds to compute all seven metrics pooled over ``n_images`` full images."""
+    from starunet.metrics import segmentation_metrics
+
+    rng = np.random.default_rng(0)
+    target = [rng.random((height, width)) < 0.1 for _ in range(n_images)]
+    prob = [np.clip(t * 0.6 + rng.random((height, width)) * 0.5, 0, 1).astype(np.float32) for t in target]
+    mask = [np.ones((height, width), bool) for _ in range(n_images)]
+    return time_call(lambda: segmentation_metrics(prob, target, mask), torch.device("cpu"),
+                     min_seconds=0, warmup=0, min_repeats=1)
+
+
+def recorded_grid_seconds(preset: str = "quick", runs_dir: Path | None = None) -> dict[str, float]:
+    """Training seconds per (fusion-activation) run of ``preset`` for seed 2024, read
+    from the runs' ``result.json`` (written by :func:`starunet.train.train`)."""
+    base = (runs_dir or default_runs_dir()) / preset
+    found = {}
+    for fusion, activation in GRID:
+        result = base / f"{fusion}-{activation}-s2024" / "result.json"
+        if result.is_file():
+            data = json.loads(result.read_text())
+            seconds = data.get("train_seconds") or data.get("seconds")
+            if seconds is not None:
+                found[f"{fusion}-{activation}"] = float(seconds)
+    return found
+
+
+# ---------------------------------------------------------------- the report
+
+def environment(device: torch.device) -> dict[str, str]:
+    """What the numbers were measured on."""
+    from starunet.train import device_description
+
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "device": device_description(device),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        "torch threads": str(torch.get_num_threads()),
+    }
+
+
+def variants_for(device: torch.device) -> list[Variant]:
+    """The execution variants worth comparing on ``device`` (baseline first)."""
+    if device.type == "cuda":
+        return [BASELINE, Variant("channels_last bf16", channels_last=True, bf16=True),
+                Variant("channels_last bf16 compile", channels_last=True, bf16=True, compile=True)]
+    return [BASELINE, Variant("channels_last", channels_last=True)]
+
+
+def run_benchmarks(device: torch.device, large_batches: list[int], min_seconds: float,
+                   log: Callable[[str], None] = print) -> list[Row]:
+    """Measure everything in the module docstring on ``device``; return the rows."""
+    from starunet.model import UNet
+
+    rows: list[Row] = []
+    model = UNet()
+    patch = torch.randn(1, 3, 96, 96)
+    fwd, step = count_flops(model, patch, False), count_flops(model, patch, True)
+    rows += [Row("FLOPs per 96x96 patch, forward", "-", fwd / 1e9, "GFLOP"),
+             Row("FLOPs per 96x96 patch, training step", "-", step / 1e9, "GFLOP")]
+    log(f"FLOPs per patch: forward {fwd / 1e9:.2f} G, training step {step / 1e9:.2f} G")
+
+    peak = matmul_peak(device, torch.float32, min_seconds=min_seconds)
+    rows.append(Row("matmul peak fp32", "-", peak / 1e12, "TFLOP/s"))
+    peaks = {False: peak}
+    if device.type == "cuda":
+        peaks[True] = matmul_peak(device, torch.bfloat16, min_seconds=min_seconds)
+        rows.append(Row("matmul peak bf16", "-", peaks[True] / 1e12, "TFLOP/s"))
+    log(f"matmul peak: {', '.join(f'{v / 1e12:.2f} TFLOP/s' for v in peaks.values())}")
+
+    for batch in [8, *large_batches]:
+        for fusion, activation in GRID:
+            baseline = None
+            for variant in variants_for(device):
+                rate = train_throughput(fusion, activation, batch, device, variant, min_seconds=min_seconds)
+                baseline = baseline or rate
+                frac = rate * step / peaks[variant.bf16]
+                rows.append(Row(f"training, batch {batch}, {fusion}/{activation}", variant.name, rate,
+                                "patches/s", f"x{rate / baseline:.2f} vs eager fp32",
+                                f"{100 * frac:.0f}% of matmul peak"))
+                log(f"train b{batch} {fusion}/{activation} [{variant.name}]: {rate:.1f} patches/s "
+                    f"({100 * frac:.0f}% of peak)")
+
+    baseline = None
+    for variant in variants_for(device):
+        seconds = inference_seconds(device, variant, min_seconds=min_seconds)
+        baseline = baseline or seconds
+        rows.append(Row("full-image inference 605x700", variant.name, seconds, "s/image",
+                        f"x{baseline / seconds:.2f} vs eager fp32", f"{fwd * 605 * 700 / 96**2 / seconds / peak:.0%} of fp32 peak"))
+        log(f"inference [{variant.name}]: {seconds:.3f} s/image")
+    seconds = metrics_seconds()
+    rows.append(Row("metrics, 10 full images pooled", "-", seconds, "s"))
+    log(f"metrics: {seconds:.2f} s")
+
+    grid = recorded_grid_seconds("quick")
+    for name, sec in grid.items():
+        rows.append(Row(f"quick preset run {name} (seed 2024, recorded)", "-", sec / 60, "min"))
+    if len(grid) == len(GRID):
+        rows.append(Row("quick preset 2x2 grid, end to end (recorded)", "-", sum(grid.values()) / 60, "min"))
+    return rows
+
+
+def to_markdown(rows: list[Row], env: dict[str, str], command: str) -> str:
+    lines = ["| what | variant | value | unit | ratio | note |", "| --- | --- | ---: | --- | --- | --- |"]
+    lines += [f"| {r.what} | {r.variant} | {r.value:.3g} | {r.unit} | {r.ratio} | {r.note} |" for r in rows]
+    head = [f"- {k}: {v}" for k, v in env.items()] + [f"- command: `{command}`"]
+    return "\n".join(head) + "\n\n" + "\n".join(lines) + "\n"
+
+
+def cli(argv: list[str]) -> int:
+    from starunet.train import select_device
+
+    parser = argparse.ArgumentParser(prog="python -m starunet bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    parser.add_argument("--large-batches", type=int, nargs="+", default=None,
+                        help="larger batch sizes to try (default: 32 on CPU; 64 256 1024 on GPU)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="minimum seconds per measurement (default 2; 0.2 in smoke mode)")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR,
+                        help="folder for <device>.md and <device>.csv (default benchmarks/)")
+    args = parser.parse_args(argv)
+    device = select_device(args.device)
+    large = args.large_batches or ([64, 256, 1024] if device.type == "cuda" else [32])
+    seconds = args.seconds if args.seconds is not None else (0.2 if smoke_mode() else 2.0)
+    env = environment(device)
+    print("\n".join(f"{k}: {v}" for k, v in env.items()), flush=True)
+    rows = run_benchmarks(device, large, seconds)
+    command = "python -m starunet bench " + " ".join(argv)
+    table = to_markdown(rows, env, command.strip())
+    print("\n" + table)
+    tag = device.type
+    write_text_atomic(args.out / f"{tag}.md", f"# Benchmark on {env['device']}\n\n" + table)
+    write_csv_atomic(args.out / f"{tag}.csv", [{**asdict(r), **env} for r in rows],
+                     fieldnames=[*Row.__dataclass_fields__, *env])
+    print(f"written: {args.out / (tag + '.md')}, {args.out / (tag + '.csv')}")
+    return 0
