@@ -56,6 +56,13 @@ _EXPORTS = {
     "TrainConfig": "train",
     "PRESETS": "train",
     "train": "train",
+    "preset_config": "train",
+    "run_dir_for": "train",
+    "select_device": "train",
+    "device_description": "train",
+    "load_model": "train",
+    "read_history": "train",
+    "predict_probabilities": "train",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

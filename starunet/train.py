@@ -1,0 +1,747 @@
+"""The training engine: one configuration in, one run directory out.
+
+The protocol is the source experiment's, in plain PyTorch:
+
+* **data** -- the STARE split of :func:`starunet.data.split_ids` (10 test images;
+  of the other 10, ``val_ratio`` = 20 % for validation, i.e. 8 train / 2 val),
+  random 96x96 training patches from :class:`starunet.data.PatchDataset`;
+* **epoch** -- a fixed number of random training patches (``samples_per_epoch``),
+  not a pass over a fixed set: patches are re-drawn each epoch, so "epoch" only
+  fixes how often we validate, checkpoint and test for early stopping. Patch ``i``
+  of epoch ``e`` is a pure function of ``(seed, e, i)``, which is what makes
+  resume exact;
+* **model** -- :class:`starunet.model.UNet` with the chosen skip fusion and
+  activation, 1-channel logits;
+* **loss** -- ``BCEWithLogitsLoss`` over every pixel of the patch, no class weight,
+  no Dice term (nothing added to the source recipe);
+* **optimiser** -- Adam, lr 5e-4, batch 8, no schedule;
+* **validation** -- after each epoch, full-image inference on the validation
+  images (:func:`predict_probabilities`), metrics inside the field of view with
+  :func:`starunet.metrics.segmentation_metrics`;
+* **model selection** -- the weights with the best validation ``monitor`` metric
+  (default PR-AUC: threshold-free like ROC-AUC, but not flattered by the ~90 % easy
+  background pixels, so it still separates models once ROC-AUC saturates) are kept
+  in ``checkpoint_best.pt``; training stops after ``patience`` epochs without
+  improvement or at ``max_epochs``.
+
+A run directory holds ``config.json``, ``history.csv`` (one row per epoch),
+``checkpoint_last.pt`` (everything needed to resume: model, optimiser, early
+stopping, RNG states, history), ``checkpoint_best.pt`` (weights) and, once
+finished, ``result.json``. Every file is written atomically (:mod:`starunet.io`),
+and checkpoints hold only tensors and plain Python values so they load with
+``torch.load(..., weights_only=True)``.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from starunet.config import default_runs_dir, smoke_mode
+from starunet.io import read_csv, torch_save_atomic, write_csv_atomic, write_json_atomic
+
+# Bump when a change to this file changes the numbers a config produces: it is part
+# of the config hash, so cached runs of the old engine are not silently reused.
+ENGINE_VERSION = 1
+
+MONITOR_CHOICES = ("pr_auc", "roc_auc", "f1", "loss")
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+CONFIG_FILE, HISTORY_FILE, RESULT_FILE = "config.json", "history.csv", "result.json"
+LAST_CHECKPOINT, BEST_CHECKPOINT = "checkpoint_last.pt", "checkpoint_best.pt"
+RUN_FILES = (CONFIG_FILE, HISTORY_FILE, RESULT_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stopped before saving it."""
+
+
+class RunDirConflictError(FileExistsError):
+    """The run directory already holds a different or unfinished run."""
+
+
+# ---------------------------------------------------------------- configuration
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides the numbers a training run produces.
+
+    Defaults are the source experiment (see the module docstring). How the run is
+    executed (device, ``torch.compile``, progress bars) is not part of the config:
+    those are arguments of :func:`train`.
+    """
+
+    fusion: str = "star"             # skip-fusion op, a key of starunet.FUSIONS
+    activation: str = "none"         # a key of starunet.ACTIVATIONS ("none" = ReLU-free)
+    seed: int = 2024                 # model init and the patch stream
+    split_seed: int = 2024           # the image split; fixed across seeds so every run sees the same test set
+    n_test: int = 10                 # test images held out (evaluated by starunet.evaluate, never here)
+    val_ratio: float = 0.2           # fraction of the non-test images used for validation
+    patch_size: int = 96             # training patch side; a multiple of 16 (four 2x poolings)
+    samples_per_epoch: int = 2000    # random training patches per epoch
+    batch_size: int = 8
+    lr: float = 5e-4                 # Adam, constant
+    max_epochs: int = 200            # hard cap
+    patience: int = 10               # epochs without a better validation `monitor` before stopping
+    monitor: str = "pr_auc"          # validation metric for early stopping and the best checkpoint
+    augment: bool = True             # random flips/rotations of the patches
+    color_jitter: float = 0.0        # brightness/contrast jitter strength (0 = off, as in the source)
+    narrow: float = 0.5              # UNet width factor (0.5 = the 2,937,345-parameter model)
+    channel_multiplier: int = 1
+    val_images: int | None = None    # use only the first N validation images (None = all)
+    val_crop: int | None = None      # centre-crop validation images to this square side (None = full image)
+    preset: str = "custom"           # a label for humans and the run folder; not part of the hash
+
+    # -- checks -------------------------------------------------------------
+    def validate(self) -> "TrainConfig":
+        """Raise ``ValueError`` listing every invalid field (and how to fix it);
+        return ``self`` so calls can be chained."""
+        problems = _config_problems(self)
+        if problems:
+            raise ValueError("invalid TrainConfig:\n  - " + "\n  - ".join(problems))
+        return self
+
+    # -- serialisation ------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        """Inverse of :meth:`to_dict` (a ``config_hash`` key is ignored)."""
+        data = {k: v for k, v in data.items() if k != "config_hash"}
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; valid fields: {sorted(names)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        return cls.from_dict(json.loads(text))
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes).validate()
+
+    @property
+    def config_hash(self) -> str:
+        """12 hex digits of SHA-256 over every field that affects results (all but
+        ``preset``) and :data:`ENGINE_VERSION`: the run-cache key."""
+        fields = {k: v for k, v in self.to_dict().items() if k != "preset"}
+        payload = json.dumps({"engine_version": ENGINE_VERSION, **fields}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    def split(self):
+        """The ``Split(train, val, test)`` of image ids this config trains on."""
+        from starunet.data import STARE_IDS, split_ids
+
+        return split_ids(STARE_IDS, n_test=self.n_test, val_ratio=self.val_ratio, seed=self.split_seed)
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.samples_per_epoch / self.batch_size)
+
+
+def _config_problems(c: TrainConfig) -> list[str]:
+    from starunet.data import STARE_IDS
+    from starunet.fusion import FUSIONS
+    from starunet.model import ACTIVATIONS
+
+    problems = []
+    if c.fusion not in FUSIONS:
+        problems.append(f"fusion={c.fusion!r} is unknown; valid: {', '.join(FUSIONS)}")
+    if c.activation not in ACTIVATIONS:
+        problems.append(f"activation={c.activation!r} is unknown; valid: {', '.join(ACTIVATIONS)}")
+    if c.monitor not in MONITOR_CHOICES:
+        problems.append(f"monitor={c.monitor!r} is unknown; valid: {', '.join(MONITOR_CHOICES)}")
+    positive_ints = ("patch_size", "samples_per_epoch", "batch_size", "max_epochs", "patience",
+                     "channel_multiplier")
+    for name in positive_ints:
+        value = getattr(c, name)
+        if not _is_int(value) or value < 1:
+            problems.append(f"{name}={value!r} must be a positive integer")
+    for name in ("seed", "split_seed"):
+        value = getattr(c, name)
+        if not _is_int(value) or value < 0:
+            problems.append(f"{name}={value!r} must be an integer >= 0")
+    if _is_int(c.patch_size) and c.patch_size % 16:
+        problems.append(f"patch_size={c.patch_size} must be a multiple of 16 (the UNet halves it 4 times); "
+                        f"e.g. {max(16, round(c.patch_size / 16) * 16)}")
+    if not _is_int(c.n_test) or not 0 <= c.n_test <= len(STARE_IDS) - 2:
+        problems.append(f"n_test={c.n_test!r} must be an integer in [0, {len(STARE_IDS) - 2}] "
+                        "(at least one training and one validation image must remain)")
+    if not _is_number(c.val_ratio) or not 0 < c.val_ratio < 1:
+        problems.append(f"val_ratio={c.val_ratio!r} must be a number in the open interval (0, 1)")
+    if not _is_number(c.lr) or not 0 < c.lr < math.inf:
+        problems.append(f"lr={c.lr!r} must be a positive finite number")
+    if not _is_number(c.narrow) or not 0 < c.narrow < math.inf:
+        problems.append(f"narrow={c.narrow!r} must be a positive number")
+    if not _is_number(c.color_jitter) or c.color_jitter < 0:
+        problems.append(f"color_jitter={c.color_jitter!r} must be a number >= 0")
+    if not isinstance(c.augment, bool):
+        problems.append(f"augment={c.augment!r} must be True or False")
+    if c.val_images is not None and (not _is_int(c.val_images) or c.val_images < 1):
+        problems.append(f"val_images={c.val_images!r} must be None (all) or a positive integer")
+    if c.val_crop is not None and (not _is_int(c.val_crop) or c.val_crop < 16 or c.val_crop % 16):
+        problems.append(f"val_crop={c.val_crop!r} must be None (full image) or a positive multiple of 16")
+    if not isinstance(c.preset, str) or not c.preset.isidentifier():
+        problems.append(f"preset={c.preset!r} must be a short name (letters, digits, _), used as a folder name")
+    return problems
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# Presets differ only in how much training they buy; the recipe is the same.
+# Epoch sizes of `quick` were chosen from a throughput probe on the 2-core CI CPU
+# (see notebooks/04_training.ipynb and the module's measured numbers there).
+PRESETS: dict[str, TrainConfig] = {
+    # seconds: pipeline check for CI and nbval, not a result
+    "smoke": TrainConfig(samples_per_epoch=16, batch_size=8, max_epochs=2, patience=2,
+                         val_images=1, val_crop=160, preset="smoke"),
+    # minutes on a 2-core CPU: a meaningful but under-trained model
+    "quick": TrainConfig(samples_per_epoch=384, max_epochs=12, preset="quick"),
+    # the faithful protocol, meant for a GPU: early stopping decides the length
+    "full": TrainConfig(samples_per_epoch=2000, max_epochs=200, preset="full"),
+}
+
+
+def preset_config(preset: str, **overrides: Any) -> TrainConfig:
+    """``PRESETS[preset]`` with ``overrides`` (e.g. ``fusion="sum", seed=1``), validated."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[preset].replace(**overrides)
+
+
+def run_dir_for(config: TrainConfig, runs_dir: str | Path | None = None) -> Path:
+    """The default run folder: ``<runs>/<preset>/<fusion>-<activation>-s<seed>``.
+
+    ``runs`` is :func:`starunet.config.default_runs_dir` unless given. The config
+    hash is stored in ``config.json`` inside; a folder holding a different config
+    is never silently overwritten (see :func:`train`).
+    """
+    base = Path(runs_dir) if runs_dir is not None else default_runs_dir()
+    return base / config.preset / f"{config.fusion}-{config.activation}-s{config.seed}"
+
+
+# ---------------------------------------------------------------- device
+
+def select_device(name: str = "auto") -> torch.device:
+    """``"auto"`` picks cuda > mps > cpu; a named device must be available."""
+    if name not in DEVICE_CHOICES:
+        raise ValueError(f"unknown device {name!r}; valid: {', '.join(DEVICE_CHOICES)}")
+    cuda_ok = torch.cuda.is_available()
+    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda_ok else "mps" if mps_ok else "cpu")
+    if (name == "cuda" and not cuda_ok) or (name == "mps" and not mps_ok):
+        raise ValueError(f"device {name!r} was requested but is not available here; "
+                         "use device='auto' or 'cpu'")
+    return torch.device(name)
+
+
+def device_description(device: torch.device | str | None = None) -> str:
+    """A one-line human description of ``device`` (GPU name, or CPU model and threads)."""
+    device = torch.device(device) if device is not None else select_device("auto")
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    if device.type == "mps":
+        return f"mps: Apple GPU ({platform.machine()})"
+    cpu = _cpu_model() or platform.processor() or platform.machine()
+    return f"cpu: {cpu}, {torch.get_num_threads()} torch threads"
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on GPUs that support it. Not fp16: products of unnormalised
+    features (the star fusion) overflow fp16's range easily; bf16 has fp32's range."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------- model and inference
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """The UNet of ``config``, initialised from ``torch.manual_seed(config.seed)``."""
+    from starunet.model import UNet
+
+    torch.manual_seed(config.seed)
+    return UNet(in_channels=3, out_channels=1, fusion=config.fusion, activation=config.activation,
+                narrow=config.narrow, channel_multiplier=config.channel_multiplier)
+
+
+def predict_logits(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """Full-image logits ``(H, W)`` for one image tensor ``(3, H, W)``.
+
+    The UNet is fully convolutional (it pads odd sizes itself), so the whole image
+    goes through in one pass: no tiling seams, and cheaper than overlapping tiles.
+    Runs on the model's device in eval mode (BatchNorm running statistics); the
+    model's train/eval mode is restored afterwards.
+    """
+    if image.ndim != 3 or image.shape[0] != 3:
+        raise ValueError(f"expected one image tensor of shape (3, H, W), got {tuple(image.shape)}; "
+                         "use starunet.image_to_tensor(record.image)")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), _autocast(device):
+            logits = model(image.to(device).unsqueeze(0))
+    finally:
+        model.train(was_training)
+    return logits[0, 0].float()
+
+
+def predict_probabilities(model: nn.Module, image: torch.Tensor) -> np.ndarray:
+    """Vessel probabilities ``(H, W) float32`` for one image tensor ``(3, H, W)``
+    (see :func:`predict_logits`)."""
+    return torch.sigmoid(predict_logits(model, image)).cpu().numpy()
+
+
+def load_model(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> nn.Module:
+    """The trained UNet of a run directory, in eval mode.
+
+    ``which="best"`` loads the weights of the best validation epoch, ``"last"``
+    those of the last finished epoch (also of an unfinished run).
+    """
+    choices = {"best": BEST_CHECKPOINT, "last": LAST_CHECKPOINT}
+    if which not in choices:
+        raise ValueError(f"which={which!r} is unknown; valid: {', '.join(choices)}")
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    path = run_dir / choices[which]
+    if not path.is_file():
+        raise FileNotFoundError(f"no {choices[which]} in run directory {run_dir}; "
+                                "train it first with starunet.train(...) or `python -m starunet train`")
+    model = build_model(config)
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(checkpoint["model"])
+    return model.to(device).eval()
+
+
+def read_config(run_dir: str | Path) -> TrainConfig:
+    """The :class:`TrainConfig` stored in ``run_dir/config.json``."""
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: {run_dir} is not a run directory")
+    return TrainConfig.from_json(path.read_text())
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    """``history.csv`` of a run as a list of rows (numbers parsed)."""
+    return [{k: float(v) for k, v in row.items()} for row in read_csv(Path(run_dir) / HISTORY_FILE)]
+
+
+# ---------------------------------------------------------------- data
+
+@dataclass
+class ValidationImage:
+    """One validation image ready for inference."""
+    id: str
+    image: torch.Tensor     # (3, H, W) float32
+    label: np.ndarray       # (H, W) bool
+    fov: np.ndarray         # (H, W) bool
+
+
+def _load_records(config: TrainConfig, records: Sequence | None):
+    """Training and validation records of the config's split; ``records`` (e.g. the
+    20 from one ``load_stare()``) avoids reading them again."""
+    from starunet.data import load_stare
+
+    split = config.split()
+    wanted = list(split.train) + list(split.val)
+    if records is None:
+        records = load_stare(ids=wanted)
+    by_id = {r.id: r for r in records}
+    missing = [i for i in wanted if i not in by_id]
+    if missing:
+        raise ValueError(f"records lack the split's image(s) {missing}; pass all STARE records "
+                         "(starunet.load_stare()) or records=None to load them")
+    return [by_id[i] for i in split.train], [by_id[i] for i in split.val]
+
+
+def _validation_images(config: TrainConfig, val_records) -> list[ValidationImage]:
+    from starunet.data import image_to_tensor
+
+    chosen = val_records[: config.val_images] if config.val_images else val_records
+    images = []
+    for rec in chosen:
+        window = _centre_crop(rec.label.shape, config.val_crop)
+        images.append(ValidationImage(rec.id, image_to_tensor(rec.image[window]),
+                                      np.asarray(rec.label[window], bool), np.asarray(rec.fov[window], bool)))
+    return images
+
+
+def _centre_crop(shape: tuple[int, int], size: int | None) -> tuple[slice, slice]:
+    if size is None:
+        return slice(None), slice(None)
+    h, w = shape
+    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
+    return slice(top, top + size), slice(left, left + size)
+
+
+def _patch_loader(config: TrainConfig, train_records, device: torch.device) -> torch.utils.data.DataLoader:
+    from starunet.data import PatchDataset
+
+    dataset = PatchDataset(train_records, patch_size=config.patch_size,
+                           samples_per_epoch=config.samples_per_epoch, augment=config.augment,
+                           color_jitter=config.color_jitter, seed=config.seed)
+    # Patches are already random, so no shuffling (and no sampler RNG to restore).
+    # Workers only pay off when a GPU waits for data; the CPU has 2 cores to share.
+    on_gpu = device.type == "cuda"
+    return torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=False,
+                                       num_workers=4 if on_gpu else 0, pin_memory=on_gpu)
+
+
+# ---------------------------------------------------------------- one epoch
+
+def training_loss(logits: torch.Tensor, label: torch.Tensor, fov: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy over all pixels of the batch (the source's loss).
+    ``fov`` is accepted for experiments that mask the loss; the source does not."""
+    return F.binary_cross_entropy_with_logits(logits.float(), label)
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
+                    epoch: int, progress: bool = False) -> float:
+    """One pass over ``loader``; returns the mean training loss.
+
+    Raises :class:`NonFiniteLossError` on the first NaN/inf loss, *before* the
+    optimiser applies it, so the model is never updated with it.
+    """
+    from tqdm.auto import tqdm
+
+    model.train()
+    total, count = 0.0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
+    for step, (image, label, fov) in enumerate(bar, start=1):
+        image, label, fov = (t.to(device, non_blocking=True) for t in (image, label, fov))
+        with _autocast(device):
+            logits = model(image)
+        loss = training_loss(logits, label, fov)
+        value = loss.item()  # one host sync per step: negligible next to a UNet step
+        if not math.isfinite(value):
+            raise NonFiniteLossError(f"training loss became {value} at epoch {epoch}, step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total, count = total + value * len(image), count + len(image)
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / count
+
+
+def validate(model: nn.Module, images: Sequence[ValidationImage]) -> dict[str, float]:
+    """Validation loss (BCE inside the FOV) and :func:`segmentation_metrics` over
+    ``images``, pixels pooled inside their FOV masks."""
+    from starunet.metrics import segmentation_metrics
+
+    probs, losses, n_pixels = [], 0.0, 0
+    for item in images:
+        logits = predict_logits(model, item.image).cpu()
+        fov = torch.from_numpy(item.fov)
+        target = torch.from_numpy(item.label).float()
+        losses += F.binary_cross_entropy_with_logits(logits[fov], target[fov], reduction="sum").item()
+        n_pixels += int(fov.sum())
+        probs.append(torch.sigmoid(logits).numpy())
+    metrics = segmentation_metrics(probs, [i.label for i in images], mask=[i.fov for i in images])
+    return {"loss": losses / max(n_pixels, 1), **{k: float(v) for k, v in metrics.items()}}
+
+
+# ---------------------------------------------------------------- run state and checkpoints
+
+@dataclass
+class RunResult:
+    """What :func:`train` returns (and ``result.json`` holds)."""
+    run_dir: Path
+    config: TrainConfig
+    best_epoch: int
+    best_val: dict[str, float]       # validation metrics at the best epoch
+    epochs: int                      # epochs trained
+    stop_reason: str                 # "early_stopping" or "max_epochs"
+    train_seconds: float             # wall time summed over epochs (all sessions of a resumed run)
+    device: str
+    reused: bool = False             # True when a cached finished run was returned
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.update(run_dir=str(self.run_dir), config=self.config.to_dict(),
+                    config_hash=self.config.config_hash)
+        data.pop("reused")
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], run_dir: Path, reused: bool = True) -> "RunResult":
+        fields = {k: data[k] for k in ("best_epoch", "best_val", "epochs", "stop_reason",
+                                       "train_seconds", "device")}
+        return cls(run_dir=run_dir, config=TrainConfig.from_dict(data["config"]), reused=reused, **fields)
+
+
+@dataclass
+class _EarlyStopping:
+    """Tracks the best validation score; ``should_stop`` after ``patience`` bad epochs."""
+    patience: int
+    higher_is_better: bool
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, score: float, epoch: int) -> bool:
+        """Record ``score``; True if it is a new best (strictly better)."""
+        signed = score if self.higher_is_better else -score
+        # the first epoch is the best so far even if its score is NaN (e.g. no vessel
+        # in a tiny validation crop), so a best checkpoint always exists
+        if self.best_epoch == 0 or signed > self.best_score:
+            self.best_score, self.best_epoch, self.bad_epochs = signed, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every global RNG, as tensors and plain values (``weights_only``-loadable)."""
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)),
+                       "pos": int(np_pos), "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _history_fields() -> list[str]:
+    from starunet.metrics import METRIC_NAMES
+
+    return ["epoch", "train_loss", "val_loss", *[f"val_{m}" for m in METRIC_NAMES], "is_best"]
+
+
+# ---------------------------------------------------------------- the run directory
+
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> None:
+    """Make ``run_dir`` ready for ``config`` (a finished run was handled before).
+
+    Never deletes work by accident: a folder holding another config, or an
+    unfinished run, is an error unless ``force`` (start over) or ``resume``.
+    """
+    if force:
+        for name in RUN_FILES:
+            (run_dir / name).unlink(missing_ok=True)
+    config_path = run_dir / CONFIG_FILE
+    if config_path.is_file():
+        stored = read_config(run_dir)
+        if stored.config_hash != config.config_hash:
+            changed = [k for k, v in config.to_dict().items() if stored.to_dict().get(k) != v and k != "preset"]
+            raise RunDirConflictError(
+                f"{run_dir} holds a run with a different config (fields {changed or ['engine version']} differ). "
+                "Pass force=True (--force) to overwrite it, or another out_dir (--out).")
+        if (run_dir / LAST_CHECKPOINT).is_file() and not resume:
+            raise RunDirConflictError(
+                f"{run_dir} holds an unfinished run of this config. Pass resume=True (--resume) to "
+                "continue it, or force=True (--force) to start over.")
+    write_json_atomic(config_path, {**config.to_dict(), "config_hash": config.config_hash})
+
+
+def _save_checkpoints(run_dir: Path, model: nn.Module, optimizer, stopper: _EarlyStopping,
+                      history: list[dict], epoch_seconds: list[float], is_best: bool) -> None:
+    """Best weights (if improved), then the full resume state, then the CSV view of it.
+    Each write is atomic; ``checkpoint_last.pt`` is the truth, history.csv a view."""
+    weights = model.state_dict()
+    epoch = int(history[-1]["epoch"])
+    if is_best:
+        torch_save_atomic({"model": weights, "epoch": epoch, "val": history[-1]}, run_dir / BEST_CHECKPOINT)
+    torch_save_atomic({
+        "model": weights, "optimizer": optimizer.state_dict(), "epoch": epoch,
+        "early_stopping": dataclasses.asdict(stopper), "history": history,
+        "epoch_seconds": epoch_seconds, "rng": _rng_state(), "engine_version": ENGINE_VERSION,
+    }, run_dir / LAST_CHECKPOINT)
+    write_csv_atomic(run_dir / HISTORY_FILE, history, _history_fields())
+
+
+# ---------------------------------------------------------------- train
+
+EpochCallback = Callable[[list[dict[str, float]]], None]
+
+
+def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,
+          force: bool = False, device: str = "auto", compile: bool = False,
+          records: Sequence | None = None, callback: EpochCallback | None = None,
+          progress: bool | None = None) -> RunResult:
+    """Train ``config`` into ``out_dir`` (default :func:`run_dir_for`) and return its result.
+
+    * A finished run of the same config in ``out_dir`` is reused (``force=True``
+      retrains from scratch); an unfinished one continues with ``resume=True``
+      from its last epoch end, ending with the same weights as an uninterrupted run.
+    * ``device``: ``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"mps"``; ``compile=True``
+      wraps the model in ``torch.compile`` (CUDA only, worth it for long runs).
+    * ``records``: STARE records already in memory (else :func:`load_stare`).
+    * ``callback(history)`` runs after each epoch is saved (e.g. a live plot); an
+      exception it raises interrupts the run, which can then be resumed.
+    * ``progress``: tqdm bars; default on, off in smoke mode.
+    """
+    config.validate()
+    run_dir = Path(out_dir) if out_dir is not None else run_dir_for(config)
+    cached = None if force else _cached_result(run_dir, config)
+    if cached is not None:
+        return cached
+    torch_device = select_device(device)
+    train_records, val_records = _load_records(config, records)  # fails before the folder is touched
+    _prepare_run_dir(run_dir, config, resume, force)
+    progress = (not smoke_mode()) if progress is None else progress
+
+    model = build_model(config).to(torch_device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    stopper = _EarlyStopping(config.patience, higher_is_better=config.monitor != "loss")
+    history: list[dict[str, float]] = []
+    epoch_seconds: list[float] = []
+    if (run_dir / LAST_CHECKPOINT).is_file():
+        history, epoch_seconds = _restore(run_dir, model, optimizer, stopper)
+    if torch_device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
+    forward_model = torch.compile(model) if compile else model
+
+    loader = _patch_loader(config, train_records, torch_device)
+    val_images = _validation_images(config, val_records)
+    _run_epochs(config, run_dir, model, forward_model, optimizer, stopper, loader, val_images,
+                history, epoch_seconds, torch_device, callback, progress)
+
+    stop_reason = "early_stopping" if stopper.should_stop else "max_epochs"
+    best = history[stopper.best_epoch - 1]
+    result = RunResult(run_dir=run_dir, config=config, best_epoch=stopper.best_epoch,
+                       best_val={k[4:]: v for k, v in best.items() if k.startswith("val_")},
+                       epochs=len(history), stop_reason=stop_reason,
+                       train_seconds=round(sum(epoch_seconds), 2),
+                       device=device_description(torch_device))
+    write_json_atomic(run_dir / RESULT_FILE, {**result.to_dict(), "run_dir": run_dir.name,
+                                               "epoch_seconds": epoch_seconds})
+    return result
+
+
+def _cached_result(run_dir: Path, config: TrainConfig) -> RunResult | None:
+    result_path, config_path = run_dir / RESULT_FILE, run_dir / CONFIG_FILE
+    if result_path.is_file() and config_path.is_file() and read_config(run_dir).config_hash == config.config_hash:
+        return RunResult.from_dict(json.loads(result_path.read_text()), run_dir)
+    return None
+
+
+def _restore(run_dir: Path, model: nn.Module, optimizer, stopper: _EarlyStopping):
+    """Load the resume state of ``checkpoint_last.pt`` into the given objects."""
+    state = torch.load(run_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    for key, value in state["early_stopping"].items():
+        setattr(stopper, key, value)
+    _set_rng_state(state["rng"])
+    history = [dict(row) for row in state["history"]]
+    # history.csv may be one epoch behind if a kill hit between the two writes
+    write_csv_atomic(run_dir / HISTORY_FILE, history, _history_fields())
+    return history, list(state["epoch_seconds"])
+
+
+def _run_epochs(config, run_dir, model, forward_model, optimizer, stopper, loader, val_images,
+                history, epoch_seconds, device, callback, progress) -> None:
+    from tqdm.auto import tqdm
+
+    first = len(history) + 1
+    if history and (stopper.should_stop or len(history) >= config.max_epochs):
+        return  # killed after the last checkpoint but before result.json
+    bar = tqdm(range(first, config.max_epochs + 1), desc=f"{config.fusion}-{config.activation}",
+               initial=first - 1, total=config.max_epochs, disable=not progress, unit="epoch")
+    for epoch in bar:
+        start = time.perf_counter()
+        loader.dataset.set_epoch(epoch)
+        try:
+            train_loss = train_one_epoch(forward_model, loader, optimizer, device, epoch, progress)
+        except NonFiniteLossError as err:
+            saved = (f"the last good checkpoint ({LAST_CHECKPOINT}, epoch {len(history)}) in {run_dir} is intact"
+                     if history else "no epoch had finished, so nothing was saved")
+            raise NonFiniteLossError(f"{err}; the run stopped and {saved}. A lower lr (or a fusion "
+                                     "that keeps activations bounded) usually avoids this.") from None
+        val = validate(model, val_images)
+        is_best = stopper.update(val[config.monitor], epoch)
+        history.append({"epoch": epoch, "train_loss": train_loss,
+                        **{f"val_{k}": v for k, v in val.items()}, "is_best": int(is_best)})
+        epoch_seconds.append(round(time.perf_counter() - start, 3))
+        _save_checkpoints(run_dir, model, optimizer, stopper, history, epoch_seconds, is_best)
+        bar.set_postfix({"loss": f"{train_loss:.4f}", f"val_{config.monitor}": f"{val[config.monitor]:.4f}"})
+        if callback is not None:
+            callback(history)
+        if stopper.should_stop:
+            break
+    bar.close()
+
+
+# ---------------------------------------------------------------- command line
+
+def cli(argv: Sequence[str]) -> int:
+    """``python -m starunet train``: train one configuration into a run directory."""
+    from starunet.fusion import FUSIONS
+    from starunet.model import ACTIVATIONS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m starunet train",
+        description="Train one configuration into a run directory (config.json, history.csv, "
+                    "checkpoint_last.pt, checkpoint_best.pt, result.json).")
+    parser.add_argument("--preset", choices=list(PRESETS), default="quick",
+                        help="smoke: seconds; quick: minutes on a CPU; full: the source protocol (GPU)")
+    parser.add_argument("--fusion", choices=list(FUSIONS), default="star")
+    parser.add_argument("--activation", choices=list(ACTIVATIONS), default="none")
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--device", choices=list(DEVICE_CHOICES), default="auto")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run directory (default: <runs>/<preset>/<fusion>-<activation>-s<seed>)")
+    parser.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
+    parser.add_argument("--force", action="store_true", help="retrain even if --out holds a run")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
+    args = parser.parse_args(list(argv))
+    try:
+        config = preset_config(args.preset, fusion=args.fusion, activation=args.activation, seed=args.seed)
+        result = train(config, args.out, resume=args.resume, force=args.force, device=args.device,
+                       compile=args.compile)
+    except (ValueError, FileNotFoundError, RunDirConflictError, NonFiniteLossError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1 if isinstance(err, NonFiniteLossError) else 2
+    status = "reused" if result.reused else f"trained {result.epochs} epochs ({result.stop_reason})"
+    metrics = ", ".join(f"{k} {v:.4f}" for k, v in result.best_val.items())
+    print(f"{result.run_dir}: {status}; best epoch {result.best_epoch}: {metrics}")
+    return 0

@@ -1,0 +1,277 @@
+"""Tests of the training engine. Runs use a tiny config (8-channel UNet, 32x32
+patches, 2 steps per epoch, a 96x96 validation crop) so each takes about a second
+on the real STARE data, except the one CLI test that runs the real smoke preset."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import starunet.train as tr
+from starunet.train import (PRESETS, NonFiniteLossError, RunDirConflictError, TrainConfig, load_model,
+                            predict_probabilities, preset_config, run_dir_for, select_device, train)
+
+TINY = TrainConfig(patch_size=32, samples_per_epoch=4, batch_size=2, max_epochs=3, patience=5,
+                   narrow=0.125, val_images=1, val_crop=96, preset="tiny")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """The tiny models gain nothing from threads, and on a busy shared CPU the
+    threads' synchronisation makes them several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Interrupt(Exception):
+    """Stands in for a kill (Ctrl-C, a dead kernel) in the resume tests."""
+
+
+def _weights(run_dir: Path, name: str = "checkpoint_last.pt") -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / name, map_location="cpu", weights_only=True)["model"]
+
+
+def _assert_bit_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+# ---------------------------------------------------------------- config
+
+def test_defaults_are_the_source_experiment():
+    c = TrainConfig()
+    assert (c.seed, c.val_ratio, c.batch_size, c.lr, c.patience, c.patch_size) == (2024, 0.2, 8, 5e-4, 10, 96)
+    assert (c.fusion, c.activation, c.narrow) == ("star", "none", 0.5)
+    split = c.validate().split()
+    assert (len(split.train), len(split.val), len(split.test)) == (8, 2, 10)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"fusion": "prod"}, r"fusion='prod' is unknown; valid: .*star"),
+    ({"activation": "tanh"}, r"activation='tanh' is unknown; valid: none, relu"),
+    ({"patch_size": 100}, r"patch_size=100 must be a multiple of 16"),
+    ({"val_ratio": 1.0}, r"val_ratio=1.0 must be a number in the open interval \(0, 1\)"),
+    ({"val_ratio": 0.0}, r"val_ratio=0.0"),
+    ({"batch_size": 0}, r"batch_size=0 must be a positive integer"),
+    ({"samples_per_epoch": 2.5}, r"samples_per_epoch=2.5 must be a positive integer"),
+    ({"lr": float("nan")}, r"lr=nan must be a positive finite number"),
+    ({"monitor": "dice"}, r"monitor='dice' is unknown; valid: pr_auc"),
+    ({"val_crop": 100}, r"val_crop=100 must be None"),
+    ({"seed": -1}, r"seed=-1 must be an integer >= 0"),
+    ({"n_test": 19}, r"n_test=19 must be an integer in \[0, 18\]"),
+])
+def test_validate_names_the_problem_and_the_fix(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**changes).validate()
+
+
+def test_validate_lists_every_problem_at_once():
+    with pytest.raises(ValueError) as err:
+        TrainConfig(fusion="x", patch_size=20, batch_size=-1).validate()
+    assert all(name in str(err.value) for name in ("fusion=", "patch_size=", "batch_size="))
+
+
+def test_invalid_config_fails_before_any_work(tmp_path):
+    with pytest.raises(ValueError, match="patch_size"):
+        train(dataclasses.replace(TINY, patch_size=40), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_json_roundtrip_and_hash():
+    c = TINY.replace(fusion="sum", activation="relu")
+    assert TrainConfig.from_json(c.to_json()) == c
+    assert c.config_hash == TrainConfig.from_json(c.to_json()).config_hash
+    assert len(c.config_hash) == 12 and int(c.config_hash, 16) >= 0
+    assert c.replace(preset="other").config_hash == c.config_hash  # a label, not a result
+    assert c.replace(seed=1).config_hash != c.config_hash
+    assert c.replace(lr=1e-3).config_hash != c.config_hash
+    with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['learning_rate'\]"):
+        TrainConfig.from_dict({"learning_rate": 0.1})
+
+
+def test_presets():
+    assert set(PRESETS) == {"smoke", "quick", "full"}
+    for name, config in PRESETS.items():
+        assert config.validate().preset == name
+    full = PRESETS["full"]
+    assert (full.batch_size, full.lr, full.patience, full.patch_size, full.val_crop) == (8, 5e-4, 10, 96, None)
+    assert preset_config("quick", fusion="sum", seed=3).fusion == "sum"
+    with pytest.raises(ValueError, match="unknown preset 'fast'; valid: smoke, quick, full"):
+        preset_config("fast")
+
+
+def test_run_dir_for(tmp_path):
+    config = preset_config("quick", fusion="sum", activation="relu", seed=7)
+    assert run_dir_for(config, tmp_path) == tmp_path / "quick" / "sum-relu-s7"
+
+
+def test_select_device():
+    assert select_device("cpu") == torch.device("cpu")
+    assert select_device("auto").type in {"cpu", "cuda", "mps"}
+    with pytest.raises(ValueError, match="unknown device 'gpu'; valid: auto, cpu, cuda, mps"):
+        select_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda' was requested but is not available"):
+            select_device("cuda")
+
+
+# ---------------------------------------------------------------- inference
+
+def test_predict_probabilities_full_image(stare_records):
+    from starunet.data import image_to_tensor
+
+    model = tr.build_model(TINY).train()
+    prob = predict_probabilities(model, image_to_tensor(stare_records[0].image))
+    assert prob.shape == (605, 700) and prob.dtype.name == "float32"
+    assert 0.0 <= prob.min() and prob.max() <= 1.0
+    assert model.training, "the model's mode must be restored"
+    with pytest.raises(ValueError, match=r"shape \(3, H, W\)"):
+        predict_probabilities(model, torch.zeros(1, 3, 32, 32))
+
+
+# ---------------------------------------------------------------- training runs
+
+def test_same_seed_gives_identical_history(stare_records, tmp_path):
+    a = train(TINY, tmp_path / "a", records=stare_records)
+    b = train(TINY, tmp_path / "b", records=stare_records)
+    history = (tmp_path / "a" / "history.csv").read_text()
+    assert history == (tmp_path / "b" / "history.csv").read_text()
+    assert len(history.strip().splitlines()) == 1 + TINY.max_epochs
+    assert a.best_val == b.best_val and a.best_epoch == b.best_epoch
+    _assert_bit_equal(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    for name in ("config.json", "history.csv", "checkpoint_last.pt", "checkpoint_best.pt", "result.json"):
+        assert (tmp_path / "a" / name).is_file(), name
+    c = train(TINY.replace(seed=1), tmp_path / "c", records=stare_records)
+    assert c.best_val != a.best_val  # the seed does change the run
+
+
+def test_resume_after_kills_ends_bit_identical(stare_records, tmp_path, monkeypatch):
+    reference = train(TINY, tmp_path / "ref", records=stare_records)
+
+    def stop_after_epoch_1(history):
+        if len(history) == 1:
+            raise Interrupt
+    with pytest.raises(Interrupt):  # killed between epochs
+        train(TINY, tmp_path / "run", records=stare_records, callback=stop_after_epoch_1)
+    with pytest.raises(RunDirConflictError, match="unfinished run.*resume=True"):
+        train(TINY, tmp_path / "run", records=stare_records)  # never silently restarts
+
+    calls = {"n": 0}
+    real_loss = tr.training_loss
+
+    def killed_in_epoch_3(logits, label, fov):  # 2 steps per epoch: call 1 of epoch 3 is call 3 here
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise Interrupt
+        return real_loss(logits, label, fov)
+    monkeypatch.setattr(tr, "training_loss", killed_in_epoch_3)
+    with pytest.raises(Interrupt):  # killed mid-epoch: resumes from the end of epoch 2
+        train(TINY, tmp_path / "run", records=stare_records, resume=True)
+    assert torch.load(tmp_path / "run" / "checkpoint_last.pt", weights_only=True)["epoch"] == 2
+    monkeypatch.setattr(tr, "training_loss", real_loss)
+
+    resumed = train(TINY, tmp_path / "run", records=stare_records, resume=True)
+    _assert_bit_equal(_weights(tmp_path / "ref"), _weights(tmp_path / "run"))
+    _assert_bit_equal(_weights(tmp_path / "ref", "checkpoint_best.pt"),
+                      _weights(tmp_path / "run", "checkpoint_best.pt"))
+    assert (tmp_path / "ref" / "history.csv").read_text() == (tmp_path / "run" / "history.csv").read_text()
+    assert (resumed.best_epoch, resumed.best_val) == (reference.best_epoch, reference.best_val)
+
+
+def test_nan_loss_stops_with_a_clear_message(stare_records, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real_loss = tr.training_loss
+
+    def nan_in_epoch_2(logits, label, fov):
+        calls["n"] += 1
+        loss = real_loss(logits, label, fov)
+        return loss * float("nan") if calls["n"] == 3 else loss
+    monkeypatch.setattr(tr, "training_loss", nan_in_epoch_2)
+    with pytest.raises(NonFiniteLossError, match=r"loss became nan at epoch 2, step 1.*checkpoint_last.pt, "
+                                                  r"epoch 1\).*intact"):
+        train(TINY, tmp_path / "run", records=stare_records)
+    state = torch.load(tmp_path / "run" / "checkpoint_last.pt", map_location="cpu", weights_only=True)
+    assert state["epoch"] == 1
+    assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+    model = load_model(tmp_path / "run", which="last")
+    assert not model.training
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_finished_runs_are_reused_unless_forced(stare_records, tmp_path, monkeypatch):
+    first = train(TINY, tmp_path / "run", records=stare_records)
+    assert not first.reused
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished run was retrained")
+    monkeypatch.setattr(tr, "train_one_epoch", must_not_train)
+    again = train(TINY, tmp_path / "run", records=stare_records)
+    assert again.reused and (again.best_epoch, again.best_val) == (first.best_epoch, first.best_val)
+    with pytest.raises(RunDirConflictError, match=r"different config \(fields \['lr'\].*force=True"):
+        train(TINY.replace(lr=1e-3), tmp_path / "run", records=stare_records)
+    monkeypatch.undo()
+    forced = train(TINY.replace(lr=1e-3), tmp_path / "run", records=stare_records, force=True)
+    assert not forced.reused
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["lr"] == 1e-3
+
+
+def test_load_model_returns_the_best_weights(stare_records, tmp_path):
+    result = train(TINY, tmp_path / "run", records=stare_records)
+    model = load_model(tmp_path / "run")  # which="best"
+    _assert_bit_equal(model.state_dict(), _weights(tmp_path / "run", "checkpoint_best.pt"))
+    best = torch.load(tmp_path / "run" / "checkpoint_best.pt", weights_only=True)
+    assert best["epoch"] == result.best_epoch
+    history = tr.read_history(tmp_path / "run")
+    assert max(history, key=lambda r: r["val_pr_auc"])["epoch"] == result.best_epoch
+    assert [r["is_best"] for r in history].count(1.0) >= 1
+    with pytest.raises(ValueError, match="which='first' is unknown; valid: best, last"):
+        load_model(tmp_path / "run", which="first")
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        load_model(tmp_path)
+
+
+def test_early_stopping_stops_after_patience(stare_records, tmp_path, monkeypatch):
+    scores = iter([0.5, 0.7, 0.6, 0.6, 0.9])  # best at epoch 2, then 2 epochs without improvement
+    real_validate = tr.validate
+    monkeypatch.setattr(tr, "validate", lambda m, imgs: {**real_validate(m, imgs), "pr_auc": next(scores)})
+    result = train(TINY.replace(max_epochs=5, patience=2), tmp_path / "run", records=stare_records)
+    assert (result.epochs, result.best_epoch, result.stop_reason) == (4, 2, "early_stopping")
+    assert math.isclose(result.best_val["pr_auc"], 0.7)
+
+
+# ---------------------------------------------------------------- command line
+
+def test_cli_smoke_preset_under_a_minute(stare_source, tmp_path):
+    """The acceptance check of the issue: the real smoke preset, as a user runs it."""
+    env = {**os.environ, "STARUNET_DATA": str(tmp_path / "data"), "STARUNET_SMOKE": "1"}
+    if stare_source is not None:
+        env["STARUNET_STARE_SOURCE"] = stare_source
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "starunet", "train", "--preset", "smoke", "--fusion", "star",
+                           "--activation", "none", "--seed", "2024", "--device", "cpu", "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr
+    assert seconds < 60, f"smoke training took {seconds:.0f} s"
+    for name in ("config.json", "history.csv", "checkpoint_last.pt", "checkpoint_best.pt", "result.json"):
+        assert (out / name).is_file(), name
+    assert len(tr.read_history(out)) == PRESETS["smoke"].max_epochs
+    assert "best epoch" in proc.stdout
+
+
+def test_cli_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        tr.cli(["--fusion", "prod"])
+    assert "invalid choice: 'prod'" in capsys.readouterr().err
