@@ -10,8 +10,10 @@ import torch
 from torch import nn
 
 from starunet.fusion import FUSIONS
-from starunet.model import (ACTIVATIONS, UNet, count_parameters, make_activation,
-                            pad_to_multiple, probabilities_from_logits)
+from starunet.model import (ACTIVATIONS, UNet, capture_features, count_parameters,
+                            feature_statistics, format_parameter_table, inspect_variant,
+                            make_activation, most_label_correlated_channel, pad_to_multiple,
+                            parameter_table, probabilities_from_logits, tensor_statistics)
 
 SMALL = dict(narrow=0.125)
 
@@ -188,3 +190,118 @@ def test_probabilities_use_a_sigmoid_because_a_one_channel_softmax_is_always_one
     assert torch.allclose(probabilities_from_logits(logits), torch.sigmoid(logits))
     two = torch.randn(1, 2, 3, 3)
     assert torch.allclose(probabilities_from_logits(two).sum(dim=1), torch.ones(1, 3, 3))
+
+
+# ---------------------------------------------------------------- inspection helpers (notebook 03)
+
+def test_parameter_table_rows_sum_to_the_model_and_name_every_block():
+    rows = parameter_table(UNet())
+    assert sum(r["params"] for r in rows) == 2_937_345
+    assert [r["block"] for r in rows] == [
+        "encoder1", "encoder2", "encoder3", "encoder4", "decoder1", "fusion1 (star)", "decoder2",
+        "fusion2 (star)", "decoder3", "fusion3 (star)", "decoder4", "head (1x1 conv)"]
+    text = format_parameter_table(rows)
+    assert text.splitlines()[-1].split() == ["total", "2,937,345"]
+    attention = parameter_table(UNet(fusion="attention", **SMALL))
+    assert sum(r["params"] for r in attention) == count_parameters(UNet(fusion="attention", **SMALL))
+
+
+def test_capture_features_records_every_stage_without_touching_the_model():
+    torch.manual_seed(0)
+    model = UNet(fusion="star", **SMALL)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(2, 3, 32, 32)
+    feats = capture_features(model, x)
+    assert list(feats)[:5] == ["encoder1", "encoder2", "encoder3", "encoder4", "decoder1"]
+    assert list(feats)[5:8] == ["fusion1.decoder", "fusion1.skip", "fusion1"]
+    assert list(feats)[-1] == "logits" and feats["logits"].shape == (2, 1, 32, 32)
+    # the recorded fusion really is the product of its recorded inputs
+    assert torch.allclose(feats["fusion2"], feats["fusion2.decoder"] * feats["fusion2.skip"])
+    assert torch.equal(feats["fusion3.skip"], feats["encoder2"])
+    # BatchNorm running statistics of the caller's model are untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_feature_statistics_match_the_batchnorm_and_product_algebra():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    rows = {r["layer"]: r for r in feature_statistics(UNet(fusion="star", **SMALL), x)}
+    # with batch statistics every block ends in a BatchNorm (gamma=1, beta=0 at init)
+    for name in ["encoder1", "encoder4", "decoder1", "decoder4"]:
+        assert abs(rows[name]["mean"]) < 1e-5 and abs(rows[name]["std"] - 1) < 1e-3
+    # a product of two such tensors is heavy-tailed (kurtosis 9 when independent)
+    assert rows["fusion1"]["kurtosis"] > 2 * rows["decoder1"]["kurtosis"]
+    relu = {r["layer"]: r for r in feature_statistics(UNet(fusion="star", activation="relu", **SMALL), x)}
+    assert abs(relu["encoder1"]["zero_fraction"] - 0.5) < 0.05
+    assert relu["fusion1"]["zero_fraction"] > 0.6  # zero wherever either factor is
+
+
+def test_tensor_statistics_on_known_values():
+    stats = tensor_statistics(torch.tensor([-2.0, 0.0, 0.0, 2.0]))
+    assert stats == pytest.approx(dict(mean=0.0, std=2**0.5, max_abs=2.0, kurtosis=2.0, zero_fraction=0.5))
+
+
+def test_inspect_variant_is_seeded_and_leaves_the_global_rng_alone():
+    x = torch.randn(2, 3, 32, 32)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = inspect_variant(x, fusion="gated", activation="gelu", narrow=0.125, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = inspect_variant(x, fusion="gated", activation="gelu", narrow=0.125, seed=3)
+    assert torch.equal(a["logits"], b["logits"])
+    assert a["params"] == count_parameters(UNet(fusion="gated", **SMALL))
+    assert torch.allclose(a["probabilities"], torch.sigmoid(a["logits"]))
+    assert [r["layer"] for r in a["statistics"]][-1] == "logits"
+
+
+def test_most_label_correlated_channel_finds_the_channel_that_copies_the_label():
+    label = torch.zeros(1, 16, 16)
+    label[:, 4:8] = 1
+    feature = torch.randn(5, 8, 8) * 0.1
+    feature[3] += -torch.nn.functional.avg_pool2d(label, 2)[0]  # anti-correlated still counts
+    assert most_label_correlated_channel(feature, label) == 3
+
+
+def test_notebook_03_figures_build(tmp_path):
+    """The figures of notebook 03 (starunet.plots) run on small inputs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from starunet import plots
+
+    torch.manual_seed(0)
+    x, y = torch.rand(2, 3, 32, 32), (torch.rand(2, 1, 32, 32) > 0.8).float()
+    feats = {name: capture_features(UNet(fusion=name, **SMALL), x) for name in ["sum", "star"]}
+    stats = {"sum, none": feature_statistics(UNet(fusion="sum", **SMALL), x),
+             "star, relu": feature_statistics(UNet(fusion="star", activation="relu", **SMALL), x)}
+    figures = [
+        plots.plot_unet_architecture(parameter_table(UNet(**SMALL))),
+        plots.plot_unet_architecture(parameter_table(UNet(fusion="concat", use_shallowest_skip=True, **SMALL))),
+        plots.plot_patch_output(x[0], y[0], feats["star"]["logits"][0], "untrained"),
+        plots.plot_softmax_pitfall(feats["star"]["logits"][:1]),
+        plots.plot_fusion_maps(feats, fusion=3, channel=1),
+        plots.plot_feature_statistics(stats),
+        plots.plot_variant(x[0], y[0], inspect_variant(x, "max", "relu", 0.125)),
+    ]
+    figures[0].savefig(tmp_path / "architecture.png", dpi=30)  # the arrows clip at draw time
+    assert all(isinstance(fig, plt.Figure) for fig in figures)
+    plt.close("all")
+
+
+def test_notebook_03_widget_builds_and_rebuilds_on_a_change():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from starunet import widgets
+
+    x, y = torch.rand(2, 3, 32, 32), (torch.rand(2, 1, 32, 32) > 0.8).float()
+    explorer = widgets.model_variant_explorer(x, y, narrow=0.125)
+    controls = explorer.children[0].children
+    assert [c.description for c in controls] == ["fusion", "activation", "narrow"]
+    assert set(controls[0].options) == set(FUSIONS)
+    controls[0].value = "sum"  # a change rebuilds the variant without error
+    plt.close("all")
