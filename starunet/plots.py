@@ -244,3 +244,141 @@ def plot_variant(image, label, variant: dict, title: str = "", sample: int = 0) 
 # ---------------------------------------------------------------- 04 training
 
 # ---------------------------------------------------------------- 05 evaluation
+
+# One colour per fusion (Okabe-Ito, colour-blind safe), solid without ReLU, dashed with.
+FUSION_COLORS = {"sum": "#0072B2", "star": "#D55E00"}
+ACTIVATION_STYLES = {"none": "-", "relu": "--"}
+ERROR_COLORS = {"TP": (1.0, 1.0, 1.0), "FP": (0.835, 0.369, 0.0), "FN": (0.337, 0.706, 0.914),
+                "TN": (0.0, 0.0, 0.0), "outside FOV": (0.25, 0.25, 0.25)}
+
+
+def _config_style(key: str) -> dict:
+    """Line style of a run key ``fusion-activation-seedN`` (grey for other fusions)."""
+    fusion, activation = key.split("-")[:2]
+    return {"color": FUSION_COLORS.get(fusion, "0.4"), "linestyle": ACTIVATION_STYLES.get(activation, ":")}
+
+
+def plot_roc_pr(curves, markers=None, roc_xmax: float = 0.3, title: str | None = None):
+    """ROC and PR curves of several runs side by side.
+
+    ``curves``: ``{run_key: {"roc": {"fpr", "tpr"}, "pr": {"recall", "precision"}}}``
+    (keys ``fusion-activation-seedN``; runs of one configuration share a colour
+    and one legend entry). ``markers``: ``{label: metrics}`` drawn as points at
+    their operating point (``1 - sp, se`` and ``se, pre``), e.g. the second observer.
+    The ROC x-axis stops at ``roc_xmax``: all models live in its top-left corner.
+    """
+    fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(11, 4.6))
+    seen = set()
+    for key, curve in curves.items():
+        config = key.rsplit("-seed", 1)[0]
+        label = None if config in seen else config.replace("-", " / ")
+        seen.add(config)
+        style = _config_style(key)
+        ax_roc.plot(curve["roc"]["fpr"], curve["roc"]["tpr"], lw=1.2, alpha=0.8, label=label, **style)
+        ax_pr.plot(curve["pr"]["recall"], curve["pr"]["precision"], lw=1.2, alpha=0.8, label=label, **style)
+    for (name, m), marker in zip((markers or {}).items(), "o^sD"):
+        ax_roc.plot(1 - m["sp"], m["se"], marker, color="black", ms=7, label=name, zorder=5)
+        ax_pr.plot(m["se"], m["pre"], marker, color="black", ms=7, label=name, zorder=5)
+    ax_roc.set(xlim=(0, roc_xmax), ylim=(0, 1.01), xlabel="false positive rate (1 - Sp)",
+               ylabel="true positive rate (Se)", title=f"ROC (x-axis cut at {roc_xmax})")
+    ax_pr.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="recall (Se)", ylabel="precision (Pre)", title="precision-recall")
+    for ax in (ax_roc, ax_pr):
+        ax.grid(alpha=0.3)
+    ax_pr.legend(loc="lower left", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_prediction_panels(image, label, fov, probabilities, threshold: float = 0.5,
+                           crop: tuple[int, int, int, int] | None = None, title: str | None = None):
+    """Image and ground truth, then for each run its probability map and error map.
+
+    ``probabilities``: ``{run name: (H, W) array}``. Error maps: TP white, FP orange,
+    FN blue, TN black, outside the FOV grey (see :func:`starunet.evaluate.error_map`).
+    ``crop=(top, bottom, left, right)`` zooms in on a region (thin vessels vanish
+    when a 700-pixel image is drawn 3 inches wide).
+    """
+    from matplotlib.patches import Patch
+
+    from starunet.evaluate import error_map
+
+    window = (slice(crop[0], crop[1]), slice(crop[2], crop[3])) if crop else (slice(None), slice(None))
+    n = len(probabilities)
+    fig, axes = plt.subplots(2, n + 1, figsize=(3.0 * (n + 1), 6.4), squeeze=False)
+    axes[0, 0].imshow(np.asarray(image)[window])
+    axes[0, 0].set_title("image")
+    axes[1, 0].imshow(np.asarray(label)[window], cmap="gray")
+    axes[1, 0].set_title("ground truth (ah)")
+    for col, (name, prob) in enumerate(probabilities.items(), start=1):
+        axes[0, col].imshow(np.asarray(prob)[window], cmap="magma", vmin=0, vmax=1)
+        axes[0, col].set_title(f"{name}\nprobability", fontsize=9)
+        axes[1, col].imshow(error_map(prob, label, fov, threshold)[window])
+        axes[1, col].set_title(f"errors at {threshold}", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [Patch(facecolor=c, edgecolor="0.5", label=k) for k, c in ERROR_COLORS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def plot_seed_metrics(runs, metrics=("roc_auc", "pr_auc", "f1")):
+    """Every run's test metric as a dot, per configuration, with the mean over seeds
+    as a bar; grey lines join the sum and star runs of the same seed (the pairs the
+    bootstrap compares)."""
+    configs = [(f, a) for a in ("none", "relu") for f in ("sum", "star")
+               if any(r["fusion"] == f and r["activation"] == a for r in runs)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for x, (fusion, act) in enumerate(configs):
+            values = [float(r[metric]) for r in runs if r["fusion"] == fusion and r["activation"] == act]
+            style = _config_style(f"{fusion}-{act}")
+            ax.hlines(np.mean(values), x - 0.3, x + 0.3, color=style["color"], lw=2)
+            ax.plot([x] * len(values), values, "o", color=style["color"], alpha=0.8,
+                    mfc="none" if act == "relu" else style["color"])
+        for act in ("none", "relu"):
+            xs = [configs.index((f, act)) for f in ("sum", "star") if (f, act) in configs]
+            if len(xs) < 2:
+                continue
+            for seed in sorted({r["seed"] for r in runs}):
+                pair = [next((float(r[metric]) for r in runs if r["fusion"] == f and r["activation"] == act
+                              and r["seed"] == seed), np.nan) for f in ("sum", "star")]
+                ax.plot(xs, pair, color="0.6", lw=0.8, zorder=0)
+        ax.set_xticks(range(len(configs)), [f"{f}\n{a}" for f, a in configs])
+        ax.set_title(metric)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("test metrics per run (dots) and mean over seeds (bars)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_paired_differences(diffs):
+    """Forest plot of star - sum per metric: the mean paired difference and its
+    bootstrap CI, one colour per activation setting; CIs crossing 0 = within noise."""
+    metrics = list(dict.fromkeys(d.metric for d in diffs))
+    activations = list(dict.fromkeys(d.activation for d in diffs))
+    fig, ax = plt.subplots(figsize=(7, 0.55 * len(metrics) * len(activations) + 1.2))
+    offsets = np.linspace(-0.15, 0.15, len(activations)) if len(activations) > 1 else [0.0]
+    colors = {"none": "#D55E00", "relu": "#E69F00"}
+    for off, act in zip(offsets, activations):
+        for d in (d for d in diffs if d.activation == act):
+            y = metrics.index(d.metric) + off
+            ax.errorbar(d.mean, y, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt="o", capsize=3,
+                        color=colors.get(act, "0.3"), mfc="white" if d.verdict == "within noise" else None)
+        ax.plot([], [], "o", color=colors.get(act, "0.3"), label=f"activation {act}")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(metrics)), metrics)
+    ax.invert_yaxis()
+    level = diffs[0].level if diffs else 0.95
+    ax.set_xlabel(f"{diffs[0].b if diffs else 'star'} - {diffs[0].a if diffs else 'sum'} "
+                  f"(mean per-image difference, {100 * level:.0f}% bootstrap CI)")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("paired difference; hollow = CI contains 0 (within noise)")
+    fig.tight_layout()
+    return fig

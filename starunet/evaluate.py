@@ -1,0 +1,1004 @@
+"""Evaluation: full-image inference, the experiment grid and statistics over seeds.
+
+The question of the course is decided here, so every step is explicit:
+
+1. **Inference on whole test images.** A model trained on 96x96 patches is fully
+   convolutional, so it can run on a whole 605x700 image padded to a multiple of
+   16 (the four 2x poolings of the U-Net), or on overlapping 96x96 tiles whose
+   probabilities are averaged (:class:`starunet.data.Tiler`). Both are here
+   (``method="pad"`` / ``"tiles"``) and :func:`compare_inference_methods` measures
+   them; ``reproduce`` writes that measurement to ``inference_methods.csv``.
+   We use ``"pad"``: on a trained model it was several times faster on the CPU
+   and its metrics were as good or better (see notebook 05 for the numbers), because
+   every pixel sees its full receptive field once instead of being cut at
+   tile borders, where BatchNorm-only networks without padding context are weakest.
+2. **Metrics** from :mod:`starunet.metrics`: pooled over all test pixels inside the
+   field of view at threshold 0.5 (the source's protocol), plus per-image metrics
+   (mean +- std) and down-sampled ROC / PR curve points.
+3. **The grid** (:func:`reproduce`, ``python -m starunet reproduce``): fusion
+   sum|star x activation none|relu for every seed, trained or reused through
+   :func:`starunet.train.train`, evaluated, written atomically to an output folder
+   (``metrics.csv`` one row per run, ``per_image.csv``, ``curves.json``, small
+   prediction PNGs, ``provenance.json`` and a ``README.md`` that says how they
+   were made). Re-running resumes: finished runs and evaluations are reused.
+4. **Statistics**: mean +- std over seeds per configuration, and the paired
+   difference star - sum per activation with a bootstrap confidence interval over
+   seeds and test images, turned into a verdict by :func:`verdict`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from starunet.config import PROJECT_ROOT, default_runs_dir, smoke_mode
+from starunet.io import read_csv, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
+from starunet.metrics import METRIC_NAMES, segmentation_metrics
+
+INFERENCE_METHODS = ("pad", "tiles")
+DEFAULT_METHOD = "pad"
+PAD_MULTIPLE = 16  # 2**4: the U-Net halves the resolution four times
+FUSIONS_COMPARED = ("sum", "star")
+ACTIVATIONS_COMPARED = ("none", "relu")
+MAX_CURVE_POINTS = 500
+REFERENCE_DIR = PROJECT_ROOT / "results" / "reference"
+METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
+PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels
+
+# The source experiment (a Chinese blog post, 2024) published two tables, sum vs
+# star without and with ReLU, with "提升" (improvement) rows. We identified the
+# post (SOURCE_CITATION) but could NOT retrieve its numbers: the searchable copies
+# stop before the tables (which are images in the post). Nothing is invented here:
+# SOURCE_RESULTS stays None until someone enters the published values, as
+# {"none": {"sum": {metric: value}, "star": {...}}, "relu": {...}}.
+SOURCE_CITATION = {
+    "title": "【U-Net验证】逐元素乘积将特征投射到极高维隐式特征空间的能力 "
+             "(U-Net check: the element-wise product projects features into a very "
+             "high-dimensional implicit feature space)",
+    "urls": ["http://www.coreui.cn/news/360409.html", "http://mzph.cn/pingmian/20945.shtml"],
+    "sections": "实验 -> w/o-ReLU的性能比较, with-ReLU的性能比较",
+}
+SOURCE_RESULTS: dict[str, dict[str, dict[str, float]]] | None = None
+
+
+# ---------------------------------------------------------------- inference
+
+def _check_method(method: str) -> None:
+    if method not in INFERENCE_METHODS:
+        raise ValueError(f"unknown inference method {method!r}; valid: {', '.join(INFERENCE_METHODS)}")
+
+
+def _forward_probabilities(model, batch, device) -> "torch.Tensor":
+    """Sigmoid of the model's logits for one batch, back on the CPU."""
+    import torch
+
+    from starunet.model import probabilities_from_logits
+
+    with torch.inference_mode():  # fp32 even on GPUs: 10 test images are cheap, precision is not
+        logits = model(batch.to(device))
+        if isinstance(logits, tuple):  # models built with return_feats=True
+            logits = logits[0]
+        return probabilities_from_logits(logits.float()).cpu()
+
+
+def _predict_padded(model, tensors: list, batch_size: int, device) -> list[np.ndarray]:
+    """Whole images, reflect-padded at the bottom/right to a multiple of 16 (as the
+    UNet itself does), batched by size (all STARE images share one size)."""
+    import torch
+
+    from starunet.model import pad_to_multiple
+
+    out: list[np.ndarray | None] = [None] * len(tensors)
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, t in enumerate(tensors):
+        by_size.setdefault(tuple(t.shape[-2:]), []).append(i)
+    for (h, w), indices in by_size.items():
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            batch = pad_to_multiple(torch.stack([tensors[i] for i in chunk]), PAD_MULTIPLE)
+            probs = _forward_probabilities(model, batch, device)[:, 0, :h, :w]
+            for i, p in zip(chunk, probs):
+                out[i] = p.numpy()
+    return out  # type: ignore[return-value]
+
+
+def _predict_tiled(model, tensors: list, batch_size: int, device, patch_size: int, stride: int) -> list[np.ndarray]:
+    """Overlapping tiles of the training patch size, probabilities averaged."""
+    import torch
+
+    from starunet.data import Tiler
+
+    out = []
+    for t in tensors:
+        tiler = Tiler(t.shape[-2], t.shape[-1], patch_size=patch_size, stride=stride)
+        tiles = torch.as_tensor(tiler.split(t))
+        probs = torch.cat([_forward_probabilities(model, tiles[s:s + batch_size], device)
+                           for s in range(0, len(tiles), batch_size)])
+        out.append(np.asarray(tiler.merge(probs))[0])
+    return out
+
+
+def predict_images(model, images: Sequence[np.ndarray], method: str = DEFAULT_METHOD,
+                          batch_size: int = 4, device: str | None = None,
+                          patch_size: int = 96, stride: int = 48) -> list[np.ndarray]:
+    """Vessel probability maps of whole images.
+
+    ``images`` are ``(H, W, 3) uint8`` arrays (``StareRecord.image``); returns one
+    ``(H, W) float32`` array in [0, 1] per image. ``method="pad"`` runs each image
+    whole (padded to a multiple of 16); ``"tiles"`` runs overlapping
+    ``patch_size`` tiles at ``stride`` and averages them. The model is put in eval
+    mode (BatchNorm uses its running statistics).
+    """
+    import torch
+
+    from starunet.data import image_to_tensor
+
+    _check_method(method)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval()
+    tensors = [torch.as_tensor(image_to_tensor(np.asarray(im))) for im in images]
+    if method == "pad":
+        probs = _predict_padded(model, tensors, batch_size, device)
+    else:
+        probs = _predict_tiled(model, tensors, batch_size, device, patch_size, stride)
+    return [np.clip(p, 0.0, 1.0).astype(np.float32) for p in probs]
+
+
+def compare_inference_methods(model, records: Sequence, batch_size: int = 4,
+                              device: str | None = None, patch_size: int = 96, stride: int = 48) -> list[dict]:
+    """Time both inference methods on ``records`` and score them (pooled, FOV, 0.5).
+
+    One row per method: ``method, seconds, seconds_per_image`` and the metrics.
+    """
+    rows = []
+    for method in INFERENCE_METHODS:
+        start = time.perf_counter()
+        probs = predict_images(model, [r.image for r in records], method=method, batch_size=batch_size,
+                               device=device, patch_size=patch_size, stride=stride)
+        seconds = time.perf_counter() - start
+        metrics = segmentation_metrics(probs, [r.label for r in records], [r.fov for r in records])
+        rows.append({"method": method, "seconds": round(seconds, 3),
+                     "seconds_per_image": round(seconds / max(len(records), 1), 3), **metrics})
+    return rows
+
+
+# ---------------------------------------------------------------- curves
+
+def downsample_curve(x: np.ndarray, y: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Keep at most ``max_points`` points of a curve, evenly spaced along its length.
+
+    Spacing by arc length (not by index) keeps the shape where the curve bends and
+    drops the millions of nearly collinear points sklearn returns; both ends stay.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) <= max_points:
+        return x, y
+    arc = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(x), np.diff(y)))])
+    targets = np.linspace(0.0, arc[-1], max_points)
+    idx = np.unique(np.clip(np.searchsorted(arc, targets), 0, len(x) - 1))
+    idx = np.unique(np.concatenate([[0], idx, [len(x) - 1]]))
+    return x[idx], y[idx]
+
+
+def roc_pr_curves(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], fovs: Sequence[np.ndarray],
+                  max_points: int = MAX_CURVE_POINTS) -> dict:
+    """Pooled ROC and PR curves inside the FOV, down-sampled for storage.
+
+    Returns ``{"roc": {"fpr": [...], "tpr": [...]}, "pr": {"recall": [...], "precision": [...]}}``
+    with values rounded to 5 decimals (plenty for a figure, small in git).
+    """
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    score = np.concatenate([np.asarray(p)[np.asarray(m, bool)] for p, m in zip(probs, fovs)])
+    truth = np.concatenate([np.asarray(t, bool)[np.asarray(m, bool)] for t, m in zip(labels, fovs)])
+    fpr, tpr, _ = roc_curve(truth, score)
+    precision, recall, _ = precision_recall_curve(truth, score)
+    fpr, tpr = downsample_curve(fpr, tpr, max_points)
+    recall, precision = downsample_curve(recall[::-1], precision[::-1], max_points)
+
+    def r(a):
+        return [round(float(v), 5) for v in a]
+
+    return {"roc": {"fpr": r(fpr), "tpr": r(tpr)}, "pr": {"recall": r(recall), "precision": r(precision)}}
+
+
+# ---------------------------------------------------------------- one run
+
+@dataclass
+class RunEvaluation:
+    """Everything measured on one run's test images.
+
+    ``pooled``: metrics over all FOV pixels of all test images (threshold 0.5);
+    ``per_image``: ``{image_id: metrics}``; ``curves``: see :func:`roc_pr_curves`;
+    ``probabilities``: ``{image_id: (H, W) float32}`` (kept in memory only).
+    """
+    ids: tuple[str, ...]
+    pooled: dict[str, float]
+    per_image: dict[str, dict[str, float]]
+    curves: dict
+    method: str = DEFAULT_METHOD
+    seconds: float = 0.0
+    config: dict = field(default_factory=dict)
+    probabilities: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def per_image_mean_std(self) -> dict[str, tuple[float, float]]:
+        """``{metric: (mean, std)}`` over the test images (population std)."""
+        values = {m: np.array([self.per_image[i][m] for i in self.ids]) for m in METRIC_NAMES}
+        return {m: (float(v.mean()), float(v.std())) for m, v in values.items()}
+
+    def to_json(self) -> dict:
+        """A JSON-able dict without the probability maps."""
+        return {"ids": list(self.ids), "pooled": self.pooled, "per_image": self.per_image,
+                "curves": self.curves, "method": self.method, "seconds": self.seconds,
+                "config": self.config}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> "RunEvaluation":
+        return cls(ids=tuple(data["ids"]), pooled=dict(data["pooled"]), per_image=dict(data["per_image"]),
+                   curves=dict(data["curves"]), method=data["method"], seconds=float(data["seconds"]),
+                   config=dict(data.get("config", {})))
+
+
+def evaluate_probabilities(probs: Mapping[str, np.ndarray], records: Sequence) -> RunEvaluation:
+    """Score probability maps (``{id: (H, W)}``) against the records' ``ah`` labels
+    inside their FOV masks. Every record must have a probability map."""
+    missing = [r.id for r in records if r.id not in probs]
+    if missing:
+        raise ValueError(f"no probability map for {missing}; have {sorted(probs)}")
+    for r in records:
+        if np.shape(probs[r.id]) != r.label.shape:
+            raise ValueError(f"probability map of {r.id} has shape {np.shape(probs[r.id])}, "
+                             f"its label {r.label.shape}: predict on the whole image")
+    ordered = [probs[r.id] for r in records]
+    pooled = segmentation_metrics(ordered, [r.label for r in records], [r.fov for r in records])
+    per_image = {r.id: segmentation_metrics(probs[r.id], r.label, r.fov) for r in records}
+    curves = roc_pr_curves(ordered, [r.label for r in records], [r.fov for r in records])
+    return RunEvaluation(ids=tuple(r.id for r in records), pooled=pooled, per_image=per_image,
+                         curves=curves, probabilities=dict(probs))
+
+
+def error_map(prob: np.ndarray, label: np.ndarray, fov: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """``(H, W, 3)`` float RGB of the errors at ``threshold``: TP white, FP orange,
+    FN blue, TN black, outside the FOV grey (colours: :data:`starunet.plots.ERROR_COLORS`)."""
+    from starunet.plots import ERROR_COLORS
+
+    pred = np.asarray(prob) >= threshold
+    truth, fov = np.asarray(label, bool), np.asarray(fov, bool)
+    rgb = np.empty(truth.shape + (3,), dtype=np.float32)
+    rgb[:] = ERROR_COLORS["outside FOV"]
+    for name, where in (("TN", ~pred & ~truth), ("TP", pred & truth), ("FP", pred & ~truth), ("FN", ~pred & truth)):
+        rgb[where & fov] = ERROR_COLORS[name]
+    return rgb
+
+
+def select_records(records: Sequence, ids: Iterable[str] | None) -> list:
+    """The records with the given ids, in that order (all records when ``ids`` is None)."""
+    if ids is None:
+        return list(records)
+    by_id = {r.id: r for r in records}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise ValueError(f"unknown image ids {unknown}; loaded records: {sorted(by_id)}")
+    return [by_id[i] for i in ids]
+
+
+def evaluate_model(model, records: Sequence, ids: Iterable[str] | None = None, method: str = DEFAULT_METHOD,
+                   batch_size: int = 4, device: str | None = None) -> RunEvaluation:
+    """Predict whole test images with ``model`` and score them (see :class:`RunEvaluation`)."""
+    chosen = select_records(records, ids)
+    start = time.perf_counter()
+    probs = predict_images(model, [r.image for r in chosen], method=method,
+                                  batch_size=batch_size, device=device)
+    seconds = time.perf_counter() - start
+    evaluation = evaluate_probabilities({r.id: p for r, p in zip(chosen, probs)}, chosen)
+    evaluation.method, evaluation.seconds = method, round(seconds, 3)
+    return evaluation
+
+
+def evaluate_run(run_dir: str | Path, records: Sequence, ids: Iterable[str] | None = None,
+                 which: str = "best", method: str = DEFAULT_METHOD, batch_size: int = 4,
+                 device: str | None = None) -> RunEvaluation:
+    """Evaluate a finished training run on whole images.
+
+    ``run_dir`` is a run directory written by :func:`starunet.train.train`;
+    ``ids`` the test image ids (default: the test split of the run's config);
+    ``which`` the checkpoint (``"best"`` or ``"last"``); ``records`` the loaded STARE
+    records (:func:`starunet.data.load_stare`) that contain those ids.
+    """
+    from starunet.train import load_model, read_config
+
+    config = read_config(run_dir)  # FileNotFoundError naming the folder if it is no run
+    if ids is None:
+        ids = config.split().test
+    model = load_model(run_dir, which=which, device=device or "cpu")
+    evaluation = evaluate_model(model, records, ids, method=method, batch_size=batch_size, device=device)
+    evaluation.config = config.to_dict()
+    return evaluation
+
+
+# ---------------------------------------------------------------- tables
+
+METRIC_LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "f1": "F1", "acc": "Acc",
+                 "se": "Se", "sp": "Sp", "pre": "Pre"}
+FUSION_LABELS = {"sum": "sum (+)", "star": "star (*)"}
+ACTIVATION_LABELS = {"none": "without ReLU", "relu": "with ReLU"}
+
+
+def relative_change(before: Mapping[str, float], after: Mapping[str, float],
+                    metrics: Sequence[str] = METRIC_NAMES) -> dict[str, float]:
+    """``(after - before) / |before|`` per metric (NaN where ``before`` is 0)."""
+    return {m: (after[m] - before[m]) / abs(before[m]) if before[m] else math.nan for m in metrics}
+
+
+def format_change(change: float) -> str:
+    """A relative change as the source's "提升" cells: ``▲ +1.23%``, ``▼ -0.40%``."""
+    if math.isnan(change):
+        return "n/a"
+    arrow = "▲" if change > 0 else "▼" if change < 0 else "="
+    return f"{arrow} {100 * change:+.2f}%"
+
+
+def format_value(mean: float, std: float | None = None, digits: int = 4) -> str:
+    """``0.9512 ± 0.0031`` (or just the mean when there is no spread to show)."""
+    if std is None or math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numbers: bool = True) -> str:
+    """A GitHub markdown table; the first column left-aligned, the others
+    right-aligned when ``numbers`` (else left-aligned too)."""
+    other = "---:" if numbers else ":---"
+    lines = ["| " + " | ".join(header) + " |",
+             "| " + " | ".join([":---"] + [other] * (len(header) - 1)) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def comparison_rows(a: Mapping[str, float], b: Mapping[str, float], name_a: str, name_b: str,
+                    std_a: Mapping[str, float] | None = None, std_b: Mapping[str, float] | None = None,
+                    change_label: str | None = None, metrics: Sequence[str] = METRIC_NAMES) -> list[list[str]]:
+    """Three table rows: run A, run B, and the relative change B vs A per metric."""
+    def cells(values, std):
+        return [format_value(values[m], None if std is None else std[m]) for m in metrics]
+
+    change = relative_change(a, b, metrics)
+    return [[name_a, *cells(a, std_a)], [name_b, *cells(b, std_b)],
+            [change_label or f"change {name_b} vs {name_a}", *(format_change(change[m]) for m in metrics)]]
+
+
+def comparison_table(a: Mapping[str, float], b: Mapping[str, float], name_a: str = "A", name_b: str = "B",
+                     std_a: Mapping[str, float] | None = None, std_b: Mapping[str, float] | None = None,
+                     metrics: Sequence[str] = METRIC_NAMES) -> str:
+    """Markdown table comparing two runs (or two means over seeds) metric by metric,
+    with a relative-change row marked ▲ (B higher) / ▼ (B lower)."""
+    header = ["", *(METRIC_LABELS.get(m, m) for m in metrics)]
+    return markdown_table(header, comparison_rows(a, b, name_a, name_b, std_a, std_b, metrics=metrics))
+
+
+def source_format_table(summary: Mapping[tuple[str, str], Mapping], activation: str,
+                        source: Mapping | None = None, human: Mapping[str, float] | None = None,
+                        metrics: Sequence[str] = METRIC_NAMES) -> str:
+    """The source's table for one activation setting: sum vs star and the
+    "提升" (change) row, ours (mean ± std over seeds) and, when given, the source's
+    published numbers and the second human observer.
+
+    ``summary`` comes from :func:`summarize_over_seeds`; ``source`` has the layout of
+    :data:`SOURCE_RESULTS` (or None); ``human`` is a metric dict.
+    """
+    pair = [summary.get((f, activation)) for f in FUSIONS_COMPARED]
+    if any(p is None for p in pair):
+        raise ValueError(f"need both fusions {FUSIONS_COMPARED} with activation {activation!r}; "
+                         f"have {sorted(summary)}")
+    sum_, star = pair
+    n = min(sum_["n"], star["n"])
+    rows = comparison_rows(sum_["mean"], star["mean"], f"sum (+), ours, {sum_['n']} seed(s)",
+                           f"star (*), ours, {star['n']} seed(s)", sum_["std"], star["std"],
+                           change_label=f"提升 star vs sum, ours (means of {n} seed(s))", metrics=metrics)
+    published = (source or {}).get(activation)
+    if published:
+        rows += comparison_rows(published["sum"], published["star"], "sum (+), source", "star (*), source",
+                                change_label="提升 star vs sum, source", metrics=metrics)
+    if human:
+        rows.append(["second observer (vk vs ah)", *(format_value(human[m]) for m in metrics)])
+    header = [ACTIVATION_LABELS.get(activation, activation), *(METRIC_LABELS.get(m, m) for m in metrics)]
+    return markdown_table(header, rows)
+
+
+# ---------------------------------------------------------------- statistics over seeds
+
+HEADLINE_METRICS = ("roc_auc", "pr_auc", "f1")  # threshold-free ranking quality + the balanced F1
+
+
+def _config_order(fusion: str, activation: str) -> tuple:
+    """Sort key: activations none, relu, then others; within each, sum before star."""
+    def rank(value, known):
+        return (known.index(value), "") if value in known else (len(known), value)
+
+    return rank(activation, ACTIVATIONS_COMPARED) + rank(fusion, FUSIONS_COMPARED)
+
+
+def summarize_over_seeds(rows: Iterable[Mapping]) -> dict[tuple[str, str], dict]:
+    """Group metric rows (one per run) by ``(fusion, activation)``.
+
+    Each value: ``{"n": runs, "seeds": [...], "mean": {metric: ...}, "std": {metric: ...}}``;
+    std is the sample std over seeds (ddof=1; NaN for a single seed).
+    """
+    groups: dict[tuple[str, str], list[Mapping]] = {}
+    for row in rows:
+        groups.setdefault((str(row["fusion"]), str(row["activation"])), []).append(row)
+    summary = {}
+    for key, group in sorted(groups.items(), key=lambda item: _config_order(*item[0])):
+        values = {m: np.array([float(r[m]) for r in group]) for m in METRIC_NAMES}
+        summary[key] = {
+            "n": len(group),
+            "seeds": sorted(int(r["seed"]) for r in group),
+            "mean": {m: float(v.mean()) for m, v in values.items()},
+            "std": {m: float(v.std(ddof=1)) if len(v) > 1 else math.nan for m, v in values.items()},
+        }
+    return summary
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean paired difference ``b - a`` of a per-image metric for one activation,
+    with a bootstrap confidence interval ``[low, high]``."""
+    activation: str
+    metric: str
+    mean: float
+    low: float
+    high: float
+    n_seeds: int
+    n_images: int
+    level: float = 0.95
+    a: str = "sum"
+    b: str = "star"
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self)
+
+
+def verdict(diff: PairedDifference) -> str:
+    """``"<b> better"`` / ``"<b> worse"`` when the CI excludes 0, else ``"within noise"``
+    (every metric here is higher-is-better)."""
+    if diff.low > 0:
+        return f"{diff.b} better"
+    if diff.high < 0:
+        return f"{diff.b} worse"
+    return "within noise"
+
+
+def _paired_matrix(per_image_rows: Sequence[Mapping], activation: str, metric: str, a: str, b: str) -> np.ndarray:
+    """``d[seed, image] = metric(b) - metric(a)`` over the seeds and images both fusions
+    have (a seed with only one fusion finished, e.g. in an interrupted grid, is left out)."""
+    table: dict[tuple[str, int, str], float] = {}
+    for r in per_image_rows:
+        if str(r["activation"]) == activation:
+            table[(str(r["fusion"]), int(r["seed"]), str(r["image_id"]))] = float(r[metric])
+    seeds = sorted({s for f, s, _ in table if f == a} & {s for f, s, _ in table if f == b})
+    images = sorted({i for f, _, i in table if f == a} & {i for f, _, i in table if f == b})
+    d = np.full((len(seeds), len(images)), np.nan)
+    for si, s in enumerate(seeds):
+        for ii, i in enumerate(images):
+            if (a, s, i) in table and (b, s, i) in table:
+                d[si, ii] = table[(b, s, i)] - table[(a, s, i)]
+    if d.size == 0 or np.isnan(d).any():
+        raise ValueError(f"cannot pair {a!r} and {b!r} runs with activation {activation!r}: every seed "
+                         "needs both fusions evaluated on the same test images (run the full grid)")
+    return d
+
+
+def paired_bootstrap(d: np.ndarray, n_boot: int = 4000, level: float = 0.95,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``d[seed, image]`` and a percentile bootstrap CI that resamples seeds
+    AND images with replacement (two sources of noise: training runs and test images).
+
+    With one seed only the image-to-image variation is captured.
+    """
+    rng = np.random.default_rng(seed)
+    n_s, n_i = d.shape
+    si = rng.integers(0, n_s, size=(n_boot, n_s))
+    ii = rng.integers(0, n_i, size=(n_boot, n_i))
+    boots = d[si[:, :, None], ii[:, None, :]].mean(axis=(1, 2))
+    alpha = (1 - level) / 2
+    low, high = np.quantile(boots, [alpha, 1 - alpha])
+    return float(d.mean()), float(low), float(high)
+
+
+def paired_differences(per_image_rows: Sequence[Mapping], activations: Sequence[str] | None = None,
+                       metrics: Sequence[str] = METRIC_NAMES, a: str = "sum", b: str = "star",
+                       n_boot: int = 4000, level: float = 0.95, seed: int = 0) -> list[PairedDifference]:
+    """Star − sum (``b - a``) per activation and metric, paired by seed and test
+    image, with bootstrap CIs (see :func:`paired_bootstrap`)."""
+    if activations is None:
+        activations = sorted({str(r["activation"]) for r in per_image_rows})
+    out = []
+    for act in activations:
+        for m in metrics:
+            d = _paired_matrix(per_image_rows, act, m, a, b)
+            mean, low, high = paired_bootstrap(d, n_boot=n_boot, level=level, seed=seed)
+            out.append(PairedDifference(act, m, mean, low, high, d.shape[0], d.shape[1], level, a, b))
+    return out
+
+
+def verdict_sentence(diffs: Sequence[PairedDifference], activation: str,
+                     metrics: Sequence[str] = HEADLINE_METRICS) -> str:
+    """One sentence, computed from the CIs: does star beat sum for this activation?"""
+    chosen = [d for d in diffs if d.activation == activation and d.metric in metrics]
+    if not chosen:
+        raise ValueError(f"no paired differences for activation {activation!r} and metrics {metrics}")
+    d0 = chosen[0]
+    parts = [f"{METRIC_LABELS.get(d.metric, d.metric)} {d.mean:+.4f} "
+             f"[{100 * d.level:.0f}% CI {d.low:+.4f}, {d.high:+.4f}]: {d.verdict}" for d in chosen]
+    better = sum(d.verdict == f"{d.b} better" for d in chosen)
+    worse = sum(d.verdict == f"{d.b} worse" for d in chosen)
+    if better == len(chosen):
+        overall = f"{d0.b} beats {d0.a} beyond run-to-run noise"
+    elif worse == len(chosen):
+        overall = f"{d0.b} is worse than {d0.a} beyond run-to-run noise"
+    elif better and not worse:
+        overall = f"{d0.b} is better on {better} of {len(chosen)} headline metrics, the rest within noise"
+    elif worse and not better:
+        overall = f"{d0.b} is worse on {worse} of {len(chosen)} headline metrics, the rest within noise"
+    elif better and worse:
+        overall = "mixed: better on some headline metrics, worse on others"
+    else:
+        overall = f"the difference between {d0.b} and {d0.a} is within run-to-run noise"
+    label = ACTIVATION_LABELS.get(activation, activation)
+    label = label[:1].upper() + label[1:]
+    return (f"{label} ({d0.n_seeds} seed(s) x {d0.n_images} test images), {d0.b} − {d0.a}: "
+            + "; ".join(parts) + f". Verdict: {overall}.")
+
+
+# ---------------------------------------------------------------- results on disk
+
+def run_key(fusion: str, activation: str, seed: int | str) -> str:
+    """The name of one run of the grid in result files, e.g. ``star-none-seed2024``."""
+    return f"{fusion}-{activation}-seed{seed}"
+
+
+def display_path(path: str | Path) -> str:
+    """A path fit to print in a notebook: relative to the repository when inside it,
+    else only its last two parts (no machine-specific absolute paths in outputs)."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(PROJECT_ROOT).as_posix() + "/"
+    except ValueError:
+        return ".../" + "/".join(path.parts[-2:]) + "/"
+
+
+def _as_number(value: str):
+    """CSV cell -> int / float when it is one, else the string."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return int(number) if number.is_integer() and "." not in str(value) else number
+
+
+@dataclass
+class Results:
+    """The output folder of one ``reproduce`` grid, read back.
+
+    ``runs``: rows of ``metrics.csv`` (numbers parsed); ``per_image``: rows of
+    ``per_image.csv``; ``curves``: ``{run_key: curves}``; ``provenance``: how it
+    was made; ``kind``: ``"own"`` (the reader's run) or ``"reference"`` (committed).
+    """
+    directory: Path
+    kind: str
+    runs: list[dict]
+    per_image: list[dict]
+    curves: dict[str, dict]
+    provenance: dict
+    inference_methods: list[dict] = field(default_factory=list)
+
+    @property
+    def keys(self) -> list[str]:
+        return [run_key(r["fusion"], r["activation"], r["seed"]) for r in self.runs]
+
+    def run(self, key: str) -> dict:
+        """The metrics row of one run (``KeyError`` listing the valid keys)."""
+        for k, row in zip(self.keys, self.runs):
+            if k == key:
+                return row
+        raise KeyError(f"no run {key!r} in {display_path(self.directory)}; valid: {', '.join(self.keys)}")
+
+    def summary(self) -> dict[tuple[str, str], dict]:
+        return summarize_over_seeds(self.runs)
+
+    def paired_differences(self, **kwargs) -> list[PairedDifference]:
+        """Star − sum for every activation that has both fusions (see :func:`paired_differences`)."""
+        summary = self.summary()
+        acts = [a for a in ACTIVATIONS_COMPARED if all((f, a) in summary for f in FUSIONS_COMPARED)]
+        return paired_differences(self.per_image, activations=acts, **kwargs) if acts else []
+
+    def probability_map(self, key: str, image_id: str) -> np.ndarray | None:
+        """The saved prediction PNG of a run on a test image as float probabilities
+        (8-bit quantised), or None if that one was not saved."""
+        from PIL import Image
+
+        path = self.directory / "predictions" / f"{key}_{image_id}.png"
+        if not path.is_file():
+            return None
+        return np.asarray(Image.open(path), dtype=np.float32) / 255.0
+
+    def saved_predictions(self) -> list[tuple[str, str]]:
+        """``(run_key, image_id)`` pairs that have a prediction PNG."""
+        return sorted(tuple(p.stem.rsplit("_", 1)) for p in (self.directory / "predictions").glob("*_*.png"))
+
+    def describe(self) -> str:
+        """One sentence: where these numbers come from (folder, preset, seeds, hardware, date)."""
+        p = self.provenance
+        who = "your own `reproduce` output" if self.kind == "own" else "the committed reference results"
+        seeds = ", ".join(str(s) for s in p.get("seeds", [])) or "?"
+        hardware = p.get("hardware", {}).get("summary", "unknown hardware")
+        return (f"{who} in `{display_path(self.directory)}`: preset `{p.get('preset', '?')}`, "
+                f"seeds {seeds}, {len(self.runs)} runs, trained and evaluated on {hardware} "
+                f"(torch {p.get('torch', '?')}), finished {p.get('finished', '?')}, "
+                f"{len(p.get('test_ids', []))} test images, {p.get('method', '?')} inference")
+
+
+def load_results(directory: str | Path, kind: str = "own") -> Results:
+    """Read a ``reproduce`` output folder (see :class:`Results`)."""
+    directory = Path(directory)
+    if not (directory / "metrics.csv").is_file():
+        raise FileNotFoundError(f"no metrics.csv in {display_path(directory)}: run `python -m starunet "
+                                "reproduce --preset quick --seeds 2024 2025 2026 --out DIR` first")
+
+    def rows(name: str) -> list[dict]:
+        path = directory / name
+        return [{k: _as_number(v) for k, v in r.items()} for r in read_csv(path)] if path.is_file() else []
+
+    def json_file(name: str) -> dict:
+        path = directory / name
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+    return Results(directory=directory, kind=kind, runs=rows("metrics.csv"), per_image=rows("per_image.csv"),
+                   curves=json_file("curves.json"), provenance=json_file("provenance.json"),
+                   inference_methods=rows("inference_methods.csv"))
+
+
+def own_results_dir() -> Path:
+    """Where ``reproduce`` writes by default, and where the course looks for the
+    reader's own grid: ``<runs dir>/reproduce``."""
+    return default_runs_dir() / "reproduce"
+
+
+def find_results(directory: str | Path | None = None) -> Results:
+    """The results the course shows: ``directory`` if given, else the reader's own
+    ``reproduce`` output (:func:`own_results_dir`) if it has one, else the
+    committed ``results/reference/``."""
+    if directory is not None:
+        return load_results(directory, kind="own")
+    own = own_results_dir()
+    if (own / "metrics.csv").is_file():
+        return load_results(own, kind="own")
+    return load_results(REFERENCE_DIR, kind="reference")
+
+
+def summary_table(summary: Mapping[tuple[str, str], Mapping], metrics: Sequence[str] = METRIC_NAMES) -> str:
+    """Markdown: one row per configuration, mean ± std over seeds of every metric."""
+    header = ["fusion", "activation", "seeds", *(METRIC_LABELS.get(m, m) for m in metrics)]
+    rows = [[fusion, activation, str(s["n"]), *(format_value(s["mean"][m], s["std"][m]) for m in metrics)]
+            for (fusion, activation), s in summary.items()]
+    return markdown_table(header, rows)
+
+
+def results_markdown(results: Results, heading: str = "## Results: sum vs star skip fusion") -> str:
+    """A short markdown report of a grid: where it comes from, mean ± std per
+    configuration, and the computed verdict per activation setting."""
+    lines = [heading, "", f"From {results.describe()}.", "",
+             "Pooled over the FOV pixels of the test images at threshold 0.5; mean ± std over seeds.", "",
+             summary_table(results.summary()), ""]
+    diffs = results.paired_differences()
+    for act in [a for a in ACTIVATIONS_COMPARED if any(d.activation == a for d in diffs)]:
+        lines.append(f"- {verdict_sentence(diffs, act)}")
+    if diffs:
+        lines += ["", "CIs: percentile bootstrap of the per-image difference, resampling seeds and test images."]
+    return "\n".join(lines) + "\n"
+
+
+def course_summary_markdown() -> str:
+    """The results section of the course's ``summary.md`` (see :mod:`starunet.course`)."""
+    try:
+        results = find_results()
+    except FileNotFoundError as err:
+        return f"## Results: sum vs star skip fusion\n\nNo grid results found: {err}\n"
+    return results_markdown(results)
+
+
+# ---------------------------------------------------------------- the grid
+
+EVALUATION_VERSION = 1  # bump when evaluation changes numbers: cached evaluations are then redone
+METRICS_EXTRA_COLUMNS = ["preset", "epochs", "best_epoch", "stop_reason", "train_seconds", "eval_seconds",
+                         "method", "n_test_images", "device", "config_hash"]
+PER_IMAGE_COLUMNS = ["fusion", "activation", "seed", "image_id", *METRIC_NAMES]
+INFERENCE_COLUMNS = ["run", "method", "seconds", "seconds_per_image", *METRIC_NAMES]
+
+
+def grid_configs(preset: str, seeds: Sequence[int], fusions: Sequence[str] = FUSIONS_COMPARED,
+                 activations: Sequence[str] = ACTIVATIONS_COMPARED) -> list:
+    """The :class:`~starunet.train.TrainConfig` of every run of the grid, seed by seed
+    (so an interrupted grid has whole seeds done), validated."""
+    from starunet.train import preset_config
+
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("give at least one seed, e.g. --seeds 2024 2025 2026")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    for name, values in (("fusions", fusions), ("activations", activations)):
+        if not values or len(set(values)) != len(values):
+            raise ValueError(f"{name} must be a non-empty list of distinct names, got {list(values)}")
+    return [preset_config(preset, fusion=f, activation=a, seed=s)
+            for s in seeds for a in activations for f in fusions]
+
+
+def save_probability_png(path: str | Path, prob: np.ndarray) -> None:
+    """Save a probability map as an 8-bit grayscale PNG (0..255), atomically."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.round(np.clip(prob, 0, 1) * 255).astype(np.uint8)).save(buf, format="PNG", optimize=True)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def _fingerprint(run_dir: Path, ids: Sequence[str], method: str) -> str:
+    """Identifies one evaluation: the finished run (its result.json), test ids, method."""
+    payload = (run_dir / "result.json").read_bytes() + json.dumps(
+        [list(ids), method, EVALUATION_VERSION]).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def _evaluate_cached(run_dir: Path, records: Sequence, ids: Sequence[str], out: Path, key: str,
+                     method: str, batch_size: int, device: str, panel_ids: Sequence[str]) -> tuple[RunEvaluation, bool]:
+    """Evaluate a run unless ``out/evaluations/<key>.json`` already holds this exact
+    evaluation (and its prediction PNGs exist). Returns ``(evaluation, reused)``."""
+    cache = out / "evaluations" / f"{key}.json"
+    fingerprint = _fingerprint(run_dir, ids, method)
+    pngs = [out / "predictions" / f"{key}_{i}.png" for i in panel_ids]
+    if cache.is_file() and all(p.is_file() for p in pngs):
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+        if stored.get("fingerprint") == fingerprint:
+            return RunEvaluation.from_json(stored["evaluation"]), True
+    evaluation = evaluate_run(run_dir, records, ids, method=method, batch_size=batch_size, device=device)
+    for image_id, path in zip(panel_ids, pngs):
+        save_probability_png(path, evaluation.probabilities[image_id])
+    write_json_atomic(cache, {"fingerprint": fingerprint, "evaluation": evaluation.to_json()})
+    return evaluation, False
+
+
+def _inference_methods_cached(run_dir: Path, records: Sequence, ids: Sequence[str], out: Path, key: str,
+                              batch_size: int, device: str) -> list[dict]:
+    """Both inference methods measured once on one trained run (cached like evaluations)."""
+    from starunet.train import load_model
+
+    cache = out / "evaluations" / "inference_methods.json"
+    fingerprint = _fingerprint(run_dir, ids, "both")
+    if cache.is_file():
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+        if stored.get("fingerprint") == fingerprint:
+            return stored["rows"]
+    model = load_model(run_dir, which="best", device=device)
+    rows = [{"run": key, **row} for row in compare_inference_methods(
+        model, select_records(records, ids), batch_size=batch_size, device=device)]
+    write_json_atomic(cache, {"fingerprint": fingerprint, "rows": rows})
+    return rows
+
+
+def _metrics_row(config, result, evaluation: RunEvaluation) -> dict:
+    return {"fusion": config.fusion, "activation": config.activation, "seed": config.seed,
+            **{m: round(evaluation.pooled[m], 6) for m in METRIC_NAMES},
+            "preset": config.preset, "epochs": result.epochs, "best_epoch": result.best_epoch,
+            "stop_reason": result.stop_reason, "train_seconds": result.train_seconds,
+            "eval_seconds": evaluation.seconds, "method": evaluation.method,
+            "n_test_images": len(evaluation.ids), "device": result.device, "config_hash": config.config_hash}
+
+
+def _per_image_rows(config, evaluation: RunEvaluation) -> list[dict]:
+    return [{"fusion": config.fusion, "activation": config.activation, "seed": config.seed, "image_id": i,
+             **{m: round(evaluation.per_image[i][m], 6) for m in METRIC_NAMES}} for i in evaluation.ids]
+
+
+def _write_grid_files(out: Path, rows: list[dict], per_image: list[dict], curves: dict,
+                      inference_rows: list[dict]) -> None:
+    """The grid's result files, rewritten (atomically) after every run."""
+    write_csv_atomic(out / "metrics.csv", rows, METRICS_COLUMNS + METRICS_EXTRA_COLUMNS)
+    write_csv_atomic(out / "per_image.csv", per_image, PER_IMAGE_COLUMNS)
+    write_json_atomic(out / "curves.json", curves)
+    if inference_rows:
+        write_csv_atomic(out / "inference_methods.csv", inference_rows, INFERENCE_COLUMNS)
+
+
+def _git_commit() -> str:
+    """The checked-out commit (``+ local changes`` when the tree is dirty), or ``unknown``."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + (" + local changes" if dirty else "")
+
+
+def _hardware(torch_device) -> dict:
+    import torch
+
+    from starunet.train import device_description
+
+    summary = device_description(torch_device)
+    return {"summary": f"{summary}, {os.cpu_count()} logical CPUs",
+            "device": str(torch_device), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else None}
+
+
+def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
+              fusions: Sequence[str] = FUSIONS_COMPARED, activations: Sequence[str] = ACTIVATIONS_COMPARED,
+              device: str = "auto", runs_dir: str | Path | None = None, method: str = DEFAULT_METHOD,
+              batch_size: int = 4, records: Sequence | None = None, command: str | None = None,
+              log=None) -> Results:
+    """Train (or reuse) and evaluate the fusion x activation grid for every seed.
+
+    Runs go to :func:`starunet.train.run_dir_for` under ``runs_dir`` (finished
+    runs are reused, interrupted ones resumed); results to ``out`` (default
+    :func:`own_results_dir`): ``metrics.csv``, ``per_image.csv``, ``curves.json``,
+    ``inference_methods.csv``, ``predictions/*.png``, ``provenance.json`` and a
+    generated ``README.md``. Returns the results read back.
+    """
+    import torch
+
+    from starunet.data import load_stare
+    from starunet.train import run_dir_for, select_device, train
+
+    log = log or (lambda message: print(message))
+    _check_method(method)
+    configs = grid_configs(preset, seeds, fusions, activations)  # fails fast on bad names
+    torch_device = select_device(device)
+    out = Path(out) if out is not None else own_results_dir()
+    started, start = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.perf_counter()
+    test_ids = tuple(configs[0].split().test)
+    panel_ids = tuple(sorted(test_ids)[:PANEL_COUNT])
+    records = load_stare() if records is None else records
+
+    rows, per_image, curves, inference_rows, reused = [], [], {}, [], 0
+    for n, config in enumerate(configs, start=1):
+        key = run_key(config.fusion, config.activation, config.seed)
+        log(f"[{n}/{len(configs)}] {key}: training (or reusing) ...")
+        result = train(config, run_dir_for(config, runs_dir), resume=True, device=str(torch_device),
+                       records=records)
+        evaluation, cached = _evaluate_cached(result.run_dir, records, test_ids, out, key, method, batch_size,
+                                              str(torch_device), panel_ids if config.seed == configs[0].seed else ())
+        reused += int(result.reused and cached)
+        if n == 1:
+            inference_rows = _inference_methods_cached(result.run_dir, records, test_ids, out, key,
+                                                       batch_size, str(torch_device))
+        rows.append(_metrics_row(config, result, evaluation))
+        per_image += _per_image_rows(config, evaluation)
+        curves[key] = evaluation.curves
+        _write_grid_files(out, rows, per_image, curves, inference_rows)
+        log(f"    {'reused' if result.reused else 'trained'}; test " +
+            ", ".join(f"{m} {evaluation.pooled[m]:.4f}" for m in HEADLINE_METRICS))
+
+    provenance = {
+        "command": command or f"starunet.evaluate.reproduce(preset={preset!r}, seeds={list(seeds)!r})",
+        "preset": preset, "preset_config": {k: v for k, v in configs[0].to_dict().items()
+                                            if k not in ("fusion", "activation", "seed")},
+        "seeds": list(seeds), "fusions": list(fusions), "activations": list(activations),
+        "method": method, "test_ids": list(test_ids), "panel_ids": list(panel_ids),
+        "hardware": _hardware(torch_device), "torch": torch.__version__, "numpy": np.__version__,
+        "python": platform.python_version(), "platform": platform.platform(terse=True),
+        "git_commit": _git_commit(), "smoke_mode": smoke_mode(),
+        "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "wall_seconds": round(time.perf_counter() - start, 1), "runs": len(configs), "runs_reused": int(reused),
+        "train_seconds_total": round(sum(float(r["train_seconds"]) for r in rows), 1),
+        "eval_seconds_total": round(sum(float(r["eval_seconds"]) for r in rows), 1),
+    }
+    write_json_atomic(out / "provenance.json", provenance)
+    results = load_results(out, kind="own")
+    write_text_atomic(out / "README.md", provenance_readme(results))
+    log(f"results -> {display_path(out)}")
+    return results
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def provenance_readme(results: Results) -> str:
+    """The README of a grid output folder, generated from its provenance and results
+    (written by :func:`reproduce`; never edited by hand)."""
+    p = results.provenance
+    config = ", ".join(f"{k}={v}" for k, v in p["preset_config"].items() if k != "preset")
+    table = markdown_table(["what", "how"], [
+        ["command", f"`{p['command']}`"],
+        ["preset", f"`{p['preset']}` ({config})"],
+        ["seeds", ", ".join(str(s) for s in p["seeds"])],
+        ["grid", f"fusion {' / '.join(p['fusions'])} x activation {' / '.join(p['activations'])}: "
+                 f"{p['runs']} runs ({p['runs_reused']} reused from an earlier invocation)"],
+        ["test images", f"{len(p['test_ids'])}: {' '.join(p['test_ids'])}"],
+        ["inference", f"`{p['method']}` (whole images; see starunet.evaluate)"],
+        ["hardware", p["hardware"]["summary"]],
+        ["software", f"torch {p['torch']}, numpy {p['numpy']}, Python {p['python']}, {p['platform']}"],
+        ["code", f"git commit {p['git_commit']}"],
+        ["date", f"started {p['started']}, finished {p['finished']}"],
+        ["duration", f"{_duration(p['wall_seconds'])} for this invocation; training {_duration(p['train_seconds_total'])}"
+                     f" and evaluation {_duration(p['eval_seconds_total'])} summed over all runs"],
+    ], numbers=False)
+    smoke = ("\n**Smoke mode** (`STARUNET_SMOKE=1`) was on: a pipeline check, not a result.\n"
+             if p.get("smoke_mode") else "")
+    files = "\n".join([
+        "- `metrics.csv`: one row per run, the seven metrics pooled over the test images' FOV pixels "
+        "(threshold 0.5), plus training facts",
+        "- `per_image.csv`: the same metrics per test image (for the paired bootstrap)",
+        f"- `curves.json`: ROC and PR curve points per run (at most {MAX_CURVE_POINTS} each)",
+        "- `inference_methods.csv`: whole-image (`pad`) vs overlapping-tile (`tiles`) inference, timed and "
+        "scored once on the first run",
+        f"- `predictions/`: probability maps (8-bit PNG) of the first seed's runs on {', '.join(p['panel_ids'])}",
+        "- `evaluations/`: per-run evaluation cache (lets a re-run skip finished work)",
+        "- `provenance.json`: the facts above, machine-readable",
+    ])
+    return (f"# Grid results: sum vs star skip fusion, with and without ReLU\n\n"
+            f"Generated by `python -m starunet reproduce` at the end of its run; do not edit by hand, "
+            f"re-run the command instead (finished runs are reused).\n{smoke}\n"
+            f"## How these numbers were made\n\n{table}\n\n"
+            f"{results_markdown(results, heading='## Results')}\n## Files\n\n{files}\n")
+
+
+# ---------------------------------------------------------------- command line
+
+def cli(argv: Sequence[str]) -> int:
+    """``python -m starunet reproduce``: the grid over seeds, evaluated (see :func:`reproduce`)."""
+    from starunet.fusion import FUSIONS
+    from starunet.model import ACTIVATIONS
+    from starunet.train import DEVICE_CHOICES, PRESETS
+
+    parser = argparse.ArgumentParser(
+        prog="python -m starunet reproduce",
+        description="Train (or reuse) fusion x activation runs for every seed, evaluate them on the "
+                    "test images and write metrics.csv, per_image.csv, curves.json, prediction PNGs, "
+                    "provenance.json and README.md into --out. Re-running resumes.")
+    parser.add_argument("--preset", choices=list(PRESETS), default="quick",
+                        help="training budget (smoke: seconds; quick: CPU minutes per run; full: GPU)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025, 2026], metavar="SEED")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output folder (default: {display_path(own_results_dir())}, where the course looks)")
+    parser.add_argument("--device", choices=list(DEVICE_CHOICES), default="auto")
+    parser.add_argument("--fusions", nargs="+", default=list(FUSIONS_COMPARED), choices=list(FUSIONS),
+                        metavar="FUSION", help=f"skip fusions (default: sum star; valid: {', '.join(FUSIONS)})")
+    parser.add_argument("--activations", nargs="+", default=list(ACTIVATIONS_COMPARED), choices=list(ACTIVATIONS),
+                        metavar="ACT", help=f"activations (default: none relu; valid: {', '.join(ACTIVATIONS)})")
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="where training runs live (default: STARUNET_RUNS or runs/)")
+    parser.add_argument("--method", choices=INFERENCE_METHODS, default=DEFAULT_METHOD,
+                        help="whole-image inference: padded image (default) or averaged 96x96 tiles")
+    parser.add_argument("--batch-size", type=int, default=4, help="images (or tiles) per inference batch")
+    args = parser.parse_args(list(argv))
+    command = "python -m starunet reproduce " + shlex.join(list(argv))
+    try:
+        reproduce(args.preset, args.seeds, args.out, fusions=args.fusions, activations=args.activations,
+                  device=args.device, runs_dir=args.runs_dir, method=args.method, batch_size=args.batch_size,
+                  command=command)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

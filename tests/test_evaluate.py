@@ -1,0 +1,387 @@
+"""Tests of starunet.evaluate: inference, metrics of a run, curves, tables,
+statistics over seeds, the reproduce grid and its result files."""
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score
+from torch import nn
+
+import starunet.evaluate as E
+from starunet.io import read_csv
+from starunet.metrics import METRIC_NAMES
+from starunet.model import UNet
+
+
+def _fake_records(n: int = 3, shape=(40, 52), seed: int = 0):
+    """Random records: uint8 images, ~10 % vessels, a disc-shaped FOV."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    fov = (yy - shape[0] / 2) ** 2 + (xx - shape[1] / 2) ** 2 < (0.45 * min(shape)) ** 2
+    return [SimpleNamespace(id=f"im{i:04d}", image=rng.integers(0, 256, shape + (3,), dtype=np.uint8),
+                            label=rng.random(shape) < 0.1, fov=fov) for i in range(n)]
+
+
+class PixelwiseNet(nn.Module):
+    """1x1 convs only: each output pixel depends on its own input pixel, so whole-image
+    and tiled inference must agree exactly."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Tanh(), nn.Conv2d(4, 1, 1))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+# ---------------------------------------------------------------- inference
+
+@pytest.mark.parametrize("method", E.INFERENCE_METHODS)
+def test_inference_has_the_image_size_and_lies_in_unit_interval(method):
+    torch.manual_seed(0)
+    model = UNet(narrow=1 / 16)  # 4 channels at the top: a fast real U-Net
+    images = [r.image for r in _fake_records(shape=(37, 53))]  # not multiples of 16
+    probs = E.predict_images(model, images, method=method, batch_size=2, patch_size=32, stride=16)
+    assert len(probs) == len(images)
+    for p in probs:
+        assert p.shape == (37, 53) and p.dtype == np.float32
+        assert np.isfinite(p).all() and p.min() >= 0.0 and p.max() <= 1.0
+
+
+def test_batching_does_not_change_predictions():
+    torch.manual_seed(0)
+    model = UNet(narrow=1 / 16)
+    images = [r.image for r in _fake_records(n=3)]
+    one = E.predict_images(model, images, batch_size=1)
+    three = E.predict_images(model, images, batch_size=3)
+    for a, b in zip(one, three):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_pad_and_tiles_agree_for_a_pixelwise_model():
+    model = PixelwiseNet()
+    images = [r.image for r in _fake_records(n=2, shape=(50, 70))]
+    pad = E.predict_images(model, images, method="pad")
+    tiles = E.predict_images(model, images, method="tiles", patch_size=32, stride=16)
+    for a, b in zip(pad, tiles):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_unknown_inference_method_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="pad, tiles"):
+        E.predict_images(PixelwiseNet(), [_fake_records(1)[0].image], method="sliding")
+
+
+def test_compare_inference_methods_times_and_scores_both():
+    rows = E.compare_inference_methods(PixelwiseNet(), _fake_records(n=2, shape=(48, 48)), patch_size=32, stride=16)
+    assert [r["method"] for r in rows] == list(E.INFERENCE_METHODS)
+    for r in rows:
+        assert r["seconds"] >= 0 and set(METRIC_NAMES) <= set(r)
+    # a pixel-wise model gives the same map either way, hence the same metrics
+    assert rows[0]["roc_auc"] == pytest.approx(rows[1]["roc_auc"], abs=1e-6)
+
+
+# ---------------------------------------------------------------- metrics of a run
+
+def test_pooled_metrics_match_hand_counts_and_sklearn():
+    records = _fake_records(n=3)
+    rng = np.random.default_rng(1)
+    probs = {r.id: rng.random(r.label.shape).astype(np.float32) for r in records}
+    ev = E.evaluate_probabilities(probs, records)
+
+    p = np.concatenate([probs[r.id][r.fov] for r in records])
+    t = np.concatenate([r.label[r.fov] for r in records])
+    pred = p >= 0.5
+    tp, fp = np.sum(pred & t), np.sum(pred & ~t)
+    fn, tn = np.sum(~pred & t), np.sum(~pred & ~t)
+    expected = {"se": tp / (tp + fn), "sp": tn / (tn + fp), "pre": tp / (tp + fp),
+                "acc": (tp + tn) / t.size, "f1": 2 * tp / (2 * tp + fp + fn),
+                "roc_auc": roc_auc_score(t, p), "pr_auc": average_precision_score(t, p)}
+    for m in METRIC_NAMES:
+        assert ev.pooled[m] == pytest.approx(expected[m], abs=1e-9), m
+
+    r0 = records[0]
+    assert ev.per_image[r0.id]["roc_auc"] == pytest.approx(roc_auc_score(r0.label[r0.fov], probs[r0.id][r0.fov]))
+    mean, std = ev.per_image_mean_std()["f1"]
+    values = [ev.per_image[r.id]["f1"] for r in records]
+    assert (mean, std) == pytest.approx((np.mean(values), np.std(values)))
+
+
+def test_pixels_outside_the_fov_are_ignored():
+    records = _fake_records(n=2)
+    rng = np.random.default_rng(2)
+    probs = {r.id: rng.random(r.label.shape).astype(np.float32) for r in records}
+    before = E.evaluate_probabilities(probs, records)
+    changed_records, changed_probs = [], {}
+    for r in records:  # flip everything outside the FOV, labels and predictions alike
+        label = np.where(r.fov, r.label, ~r.label)
+        changed_records.append(SimpleNamespace(id=r.id, image=r.image, label=label, fov=r.fov))
+        changed_probs[r.id] = np.where(r.fov, probs[r.id], 1 - probs[r.id])
+    after = E.evaluate_probabilities(changed_probs, changed_records)
+    assert after.pooled == before.pooled
+    assert after.per_image == before.per_image
+    assert after.curves == before.curves
+
+
+def test_evaluate_probabilities_rejects_missing_and_misshapen_maps():
+    records = _fake_records(n=2)
+    with pytest.raises(ValueError, match="no probability map"):
+        E.evaluate_probabilities({records[0].id: np.zeros(records[0].label.shape)}, records)
+    bad = {r.id: np.zeros((8, 8)) for r in records}
+    with pytest.raises(ValueError, match="whole image"):
+        E.evaluate_probabilities(bad, records)
+
+
+def test_select_records_names_unknown_ids():
+    with pytest.raises(ValueError, match="im9999"):
+        E.select_records(_fake_records(n=2), ["im9999"])
+
+
+def test_error_map_colours_each_outcome():
+    from starunet.plots import ERROR_COLORS
+
+    prob = np.array([[0.9, 0.9, 0.1, 0.1, 0.9]])
+    label = np.array([[1, 0, 1, 0, 1]], bool)
+    fov = np.array([[1, 1, 1, 1, 0]], bool)
+    rgb = E.error_map(prob, label, fov)
+    names = ["TP", "FP", "FN", "TN", "outside FOV"]
+    for col, name in enumerate(names):
+        np.testing.assert_allclose(rgb[0, col], ERROR_COLORS[name])
+
+
+# ---------------------------------------------------------------- curves
+
+def test_downsample_curve_keeps_the_ends_and_the_limit():
+    x = np.linspace(0, 1, 10_000)
+    y = np.sqrt(x)
+    xs, ys = E.downsample_curve(x, y, max_points=50)
+    assert len(xs) <= 50
+    assert (xs[0], ys[0], xs[-1], ys[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.all(np.diff(xs) > 0)  # order kept
+    short_x, _ = E.downsample_curve(x[:20], y[:20], max_points=50)
+    assert len(short_x) == 20  # short curves are left alone
+
+
+def test_roc_pr_curves_are_small_and_well_formed():
+    records = _fake_records(n=2, shape=(80, 80))
+    rng = np.random.default_rng(3)
+    probs = [np.clip(r.label * 0.3 + rng.random(r.label.shape) * 0.7, 0, 1) for r in records]
+    curves = E.roc_pr_curves(probs, [r.label for r in records], [r.fov for r in records], max_points=100)
+    roc, pr = curves["roc"], curves["pr"]
+    assert len(roc["fpr"]) <= 100 and len(pr["recall"]) <= 100
+    assert (roc["fpr"][0], roc["tpr"][0], roc["fpr"][-1], roc["tpr"][-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.all(np.diff(roc["fpr"]) >= 0) and np.all(np.diff(pr["recall"]) >= 0)
+    json.dumps(curves)  # storable as is
+
+
+# ---------------------------------------------------------------- tables
+
+def test_relative_change_and_markers():
+    change = E.relative_change({"f1": 0.5, "se": 0.8}, {"f1": 0.55, "se": 0.76}, metrics=["f1", "se"])
+    assert change == pytest.approx({"f1": 0.1, "se": -0.05})
+    assert E.format_change(change["f1"]) == "▲ +10.00%"
+    assert E.format_change(change["se"]) == "▼ -5.00%"
+    assert E.format_change(0.0) == "= +0.00%"
+
+
+def test_comparison_table_has_two_runs_and_a_change_row():
+    a = {m: 0.5 for m in METRIC_NAMES}
+    b = {m: 0.6 if m == "f1" else 0.4 for m in METRIC_NAMES}
+    table = E.comparison_table(a, b, "sum", "star")
+    lines = table.splitlines()
+    assert len(lines) == 5 and lines[0].startswith("|  | ROC-AUC")
+    assert lines[2].startswith("| sum | 0.5000") and lines[3].startswith("| star | 0.4000")
+    assert "▲ +20.00%" in lines[4] and lines[4].count("▼ -20.00%") == 6
+
+
+def _grid_rows(diff: float = 0.01, seeds=(1, 2, 3)):
+    rows = []
+    for act in ("none", "relu"):
+        for fusion in ("sum", "star"):
+            for s in seeds:
+                base = 0.8 + 0.001 * s + (diff if fusion == "star" else 0.0)
+                rows.append({"fusion": fusion, "activation": act, "seed": s, **{m: base for m in METRIC_NAMES}})
+    return rows
+
+
+def test_summarize_over_seeds_mean_std_and_order():
+    summary = E.summarize_over_seeds(_grid_rows())
+    assert list(summary) == [("sum", "none"), ("star", "none"), ("sum", "relu"), ("star", "relu")]
+    s = summary[("star", "none")]
+    values = [0.811, 0.812, 0.813]
+    assert s["n"] == 3 and s["seeds"] == [1, 2, 3]
+    assert s["mean"]["f1"] == pytest.approx(np.mean(values))
+    assert s["std"]["f1"] == pytest.approx(np.std(values, ddof=1))
+    single = E.summarize_over_seeds(_grid_rows(seeds=(1,)))
+    assert np.isnan(single[("sum", "none")]["std"]["f1"])
+
+
+def test_source_format_table_with_source_and_human_rows():
+    summary = E.summarize_over_seeds(_grid_rows())
+    source = {"none": {"sum": {m: 0.9 for m in METRIC_NAMES}, "star": {m: 0.95 for m in METRIC_NAMES}}}
+    human = {m: 0.7 for m in METRIC_NAMES}
+    table = E.source_format_table(summary, "none", source=source, human=human)
+    assert "sum (+), ours, 3 seed(s)" in table and "star (*), source" in table
+    assert "提升 star vs sum, source | ▲ +5.56%" in table
+    assert "second observer (vk vs ah) | 0.7000" in table
+    without = E.source_format_table(summary, "relu", source=source)  # no source numbers for relu
+    assert "source" not in without and len(without.splitlines()) == 5
+    with pytest.raises(ValueError, match="gelu"):
+        E.source_format_table(summary, "gelu")
+
+
+# ---------------------------------------------------------------- statistics
+
+def _per_image_rows(shift_by_act: dict, n_seeds: int = 3, n_images: int = 10, noise: float = 0.01, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for act, shift in shift_by_act.items():
+        for s in range(n_seeds):
+            for i in range(n_images):
+                base = 0.7 + 0.05 * rng.standard_normal()
+                for fusion, value in (("sum", base), ("star", base + shift + noise * rng.standard_normal())):
+                    rows.append({"fusion": fusion, "activation": act, "seed": s, "image_id": f"im{i}",
+                                 **{m: value for m in METRIC_NAMES}})
+    return rows
+
+
+def test_paired_bootstrap_tells_better_worse_and_noise():
+    rows = _per_image_rows({"none": 0.05, "relu": 0.0})
+    diffs = E.paired_differences(rows, metrics=["f1"])
+    by_act = {d.activation: d for d in diffs}
+    assert by_act["none"].verdict == "star better" and by_act["none"].low > 0
+    assert by_act["relu"].verdict == "within noise" and by_act["relu"].low < 0 < by_act["relu"].high
+    assert by_act["none"].mean == pytest.approx(0.05, abs=0.01)
+    worse = E.paired_differences(_per_image_rows({"none": -0.05}), metrics=["f1"])[0]
+    assert worse.verdict == "star worse"
+    again = E.paired_differences(rows, metrics=["f1"])
+    assert again == diffs  # seeded bootstrap: deterministic
+
+
+def test_paired_bootstrap_interval_contains_the_mean():
+    d = np.random.default_rng(0).normal(0.01, 0.02, size=(3, 10))
+    mean, low, high = E.paired_bootstrap(d, n_boot=2000)
+    assert mean == pytest.approx(d.mean()) and low < mean < high
+
+
+def test_only_paired_seeds_are_compared():
+    rows = _per_image_rows({"none": 0.0})
+    partial = [r for r in rows if not (r["fusion"] == "star" and r["seed"] == 2)]  # an interrupted grid
+    assert E.paired_differences(partial, metrics=["f1"])[0].n_seeds == 2
+    with pytest.raises(ValueError, match="run the full grid"):
+        E.paired_differences([r for r in rows if r["fusion"] == "sum"], metrics=["f1"])
+
+
+def test_verdict_sentence_reports_cis_and_overall_verdict():
+    diffs = E.paired_differences(_per_image_rows({"none": 0.05, "relu": 0.0}))
+    sentence = E.verdict_sentence(diffs, "none")
+    assert sentence.startswith("Without ReLU (3 seed(s) x 10 test images), star − sum: ROC-AUC +0.05")
+    assert "95% CI" in sentence and sentence.endswith("Verdict: star beats sum beyond run-to-run noise.")
+    assert E.verdict_sentence(diffs, "relu").endswith("within run-to-run noise.")
+
+
+# ---------------------------------------------------------------- the reproduce grid
+
+def _crop(record, size: int = 96):
+    from starunet.data import StareRecord
+
+    h, w = record.label.shape
+    top, left = (h - size) // 2, (w - size) // 2
+    window = (slice(top, top + size), slice(left, left + size))
+    return StareRecord(record.id, record.image[window], record.label[window], record.label_vk[window],
+                       record.fov[window])
+
+
+@pytest.fixture
+def tiny_preset(monkeypatch):
+    """The smoke preset shrunk to about a second per run (narrow net, 1 epoch)."""
+    train = importlib.import_module("starunet.train")  # `from starunet import train` is the function
+
+    tiny = train.PRESETS["smoke"].replace(narrow=0.125, samples_per_epoch=8, max_epochs=1, patience=1,
+                                          patch_size=32, val_crop=64)
+    monkeypatch.setitem(train.PRESETS, "smoke", tiny)
+    return tiny
+
+
+def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_path):
+    records = [_crop(r) for r in stare_records]  # 96x96 centres: seconds instead of minutes
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    res = E.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
+                      records=records, command="python -m starunet reproduce --preset smoke", log=lambda m: None)
+
+    rows = read_csv(out / "metrics.csv")
+    assert list(rows[0])[:10] == E.METRICS_COLUMNS
+    assert [(r["fusion"], r["activation"], r["seed"]) for r in rows] == [("sum", "none", "7"), ("star", "none", "7")]
+    for r in rows:
+        assert all(0.0 <= float(r[m]) <= 1.0 for m in METRIC_NAMES)
+        assert r["preset"] == "smoke" and r["n_test_images"] == "10"
+    test_ids = tiny_preset.split().test
+    assert len(read_csv(out / "per_image.csv")) == 2 * len(test_ids)
+    curves = json.loads((out / "curves.json").read_text())
+    assert sorted(curves) == ["star-none-seed7", "sum-none-seed7"]
+    assert [r["method"] for r in read_csv(out / "inference_methods.csv")] == ["pad", "tiles"]
+    assert len(list((out / "predictions").glob("*.png"))) == 2 * E.PANEL_COUNT
+    readme = (out / "README.md").read_text()
+    assert "`python -m starunet reproduce --preset smoke`" in readme and torch.__version__ in readme
+    assert "Smoke mode" not in readme or "STARUNET_SMOKE" in readme
+    assert res.provenance["runs_reused"] == 0 and res.provenance["test_ids"] == list(test_ids)
+
+    # the evaluation of a run equals evaluate_run on its run directory
+    direct = E.evaluate_run(runs / "smoke" / "star-none-s7", records)
+    assert direct.pooled["roc_auc"] == pytest.approx(float(res.run("star-none-seed7")["roc_auc"]), abs=1e-6)
+
+    again = E.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
+                        records=records, log=lambda m: None)
+    assert again.provenance["runs_reused"] == 2
+    assert read_csv(out / "metrics.csv") == rows  # same numbers, nothing retrained
+
+
+def test_results_are_read_back_and_summarised(stare_records, tiny_preset, tmp_path):
+    records = [_crop(r) for r in stare_records]
+    E.reproduce("smoke", [1, 2], tmp_path / "out", activations=["none"], runs_dir=tmp_path / "runs",
+                records=records, log=lambda m: None)
+    res = E.load_results(tmp_path / "out")
+    assert res.keys == ["sum-none-seed1", "star-none-seed1", "sum-none-seed2", "star-none-seed2"]
+    assert isinstance(res.run("star-none-seed2")["f1"], float)
+    with pytest.raises(KeyError, match="valid: sum-none-seed1"):
+        res.run("star-relu-seed1")
+    prob = res.probability_map("star-none-seed1", res.provenance["panel_ids"][0])
+    assert prob.shape == (96, 96) and 0 <= prob.min() <= prob.max() <= 1
+    diffs = res.paired_differences()
+    assert {d.activation for d in diffs} == {"none"} and all(d.n_seeds == 2 for d in diffs)
+    text = E.results_markdown(res)
+    assert "| sum | none | 2 |" in text and "Verdict:" in text
+    assert str(tmp_path) not in text and "/tmp" not in text  # no machine paths in notebook outputs
+
+
+def test_course_summary_without_any_results(monkeypatch, tmp_path):
+    monkeypatch.setattr(E, "REFERENCE_DIR", tmp_path / "reference")
+    monkeypatch.setattr(E, "own_results_dir", lambda: tmp_path / "own")
+    text = E.course_summary_markdown()
+    assert "No grid results found" in text and "python -m starunet reproduce" in text
+
+
+def test_grid_configs_validate_their_inputs():
+    configs = E.grid_configs("smoke", [1, 2])
+    assert len(configs) == 8 and configs[0].seed == 1 and configs[-1].seed == 2
+    with pytest.raises(ValueError, match="distinct"):
+        E.grid_configs("smoke", [1, 1])
+    with pytest.raises(ValueError, match="valid: smoke, quick, full"):
+        E.grid_configs("medium", [1])
+    with pytest.raises(ValueError, match="fusion='prod' is unknown"):
+        E.grid_configs("smoke", [1], fusions=["prod"])
+
+
+def test_cli_rejects_bad_arguments(capsys):
+    with pytest.raises(SystemExit):
+        E.cli(["--preset", "medium"])
+    assert "invalid choice: 'medium'" in capsys.readouterr().err
+    assert E.cli(["--preset", "smoke", "--seeds", "1", "1", "--out", "unused"]) == 2
+    assert "seeds must be distinct" in capsys.readouterr().err
