@@ -5,6 +5,45 @@ settings before the widget, for readers without a live kernel.
 """
 from __future__ import annotations
 
+# ---------------------------------------------------------------- 01 data
+
+def patch_explorer(records, n: int = 16):
+    """Sample training patches with any seed/epoch/augmentation and look at them.
+
+    On every change a :class:`starunet.data.PatchDataset` is built over ``records``
+    and :func:`starunet.plots.plot_patches` shows its first ``n`` items (the same
+    items a training run with those settings would see first).
+    """
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    from starunet.data import PatchDataset
+    from starunet.plots import plot_patches
+
+    seed = w.BoundedIntText(value=2024, min=0, max=2**31 - 1, description="seed")
+    epoch = w.IntSlider(value=0, min=0, max=20, description="epoch")
+    size = w.Dropdown(options=[48, 64, 96, 128, 192], value=96, description="patch size")
+    augment = w.Checkbox(value=True, description="flips/rotations")
+    jitter = w.FloatSlider(value=0.0, min=0.0, max=0.5, step=0.05, description="color jitter")
+    out = w.Output()
+
+    def update(_=None):
+        dataset = PatchDataset(records, patch_size=size.value, samples_per_epoch=n, augment=augment.value,
+                               color_jitter=jitter.value, seed=seed.value)
+        dataset.set_epoch(epoch.value)
+        fig = plot_patches(dataset, n)
+        with out:
+            out.clear_output(wait=True)
+            display(fig)
+        plt.close(fig)
+
+    for control in (seed, epoch, size, augment, jitter):
+        control.observe(update, names="value")
+    update()
+    return w.VBox([w.HBox([seed, epoch, size]), w.HBox([augment, jitter]), out])
+
+
 # ---------------------------------------------------------------- 02 theory
 
 # ---------------------------------------------------------------- 03 model
