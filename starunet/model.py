@@ -86,9 +86,9 @@ class UNet(nn.Module):
 
     Inputs whose height or width is not a multiple of 16 (four 2x poolings) are
     reflect-padded at the bottom/right and the logits cropped back, so a whole
-    605x700 STARE image works. Reflect, not zeros: zeros would add a black frame
-    that is not in the data and that the ReLU-free network, being a polynomial of
-    its input, would respond to as to any other structure.
+    605x700 STARE image works. Reflect, not zeros: zero padding would add a black
+    edge that is not in the data, and the network would respond to it as to any
+    other edge in the image.
     """
 
     levels = 4  # poolings; inputs are padded to a multiple of 2**levels
