@@ -46,6 +46,48 @@ def patch_explorer(records, n: int = 16):
 
 # ---------------------------------------------------------------- 02 theory
 
+def toy_playground(dataset: str = "moons", fusion: str = "star", activation: str = "none",
+                   depth: int = 2, width: int = 8, seed: int = 0, steps: int = 250):
+    """Train a toy 2-D network with any dataset, fusion, depth, width and activation.
+
+    On every change :func:`starunet.theory.run_toy_experiment` trains a fresh
+    network (about a second on a CPU) and :func:`starunet.plots.plot_decision_boundary`
+    shows its boundary and accuracies. The arguments are the initial settings;
+    ``steps`` is the number of full-batch Adam steps.
+    """
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    from starunet.plots import plot_decision_boundary
+    from starunet.theory import TOY_ACTIVATIONS, TOY_DATASETS, TOY_FUSIONS, run_toy_experiment
+
+    # continuous_update=False: retrain once the slider is released, not on every tick
+    controls = {
+        "dataset": w.Dropdown(options=TOY_DATASETS, value=dataset, description="dataset"),
+        "fusion": w.Dropdown(options=TOY_FUSIONS, value=fusion, description="fusion"),
+        "activation": w.Dropdown(options=list(TOY_ACTIVATIONS), value=activation, description="activation"),
+        "depth": w.IntSlider(value=depth, min=1, max=4, description="depth", continuous_update=False),
+        "width": w.IntSlider(value=width, min=2, max=32, description="width", continuous_update=False),
+        "seed": w.IntSlider(value=seed, min=0, max=9, description="seed", continuous_update=False),
+    }
+    out = w.Output()
+
+    def update(_=None):
+        result = run_toy_experiment(steps=steps, **{name: c.value for name, c in controls.items()})
+        fig = plot_decision_boundary(result)
+        with out:
+            out.clear_output(wait=True)
+            display(fig)
+        plt.close(fig)
+
+    for control in controls.values():
+        control.observe(update, names="value")
+    update()
+    c = controls
+    return w.HBox([w.VBox([c["dataset"], c["fusion"], c["activation"], c["depth"], c["width"], c["seed"]]), out])
+
+
 # ---------------------------------------------------------------- 03 model
 
 def model_variant_explorer(patches, labels, sample: int = 0, seed: int = 0, fusion: str = "star",

@@ -1,0 +1,586 @@
+"""The star operation: its algebra, numerical checks, and a 2-D playground.
+
+The *star operation* is the element-wise product of two linear maps of the same
+input, ``(x @ W1 + b1) * (x @ W2 + b2)``. Ma et al., "Rewrite the Stars"
+(CVPR 2024, arXiv:2403.19967) show that it is a linear model on all pairwise
+products of the coordinates of ``[x, 1]`` -- a quadratic kernel whose features
+are never built -- and that ``l`` stacked star layers reach polynomial degree
+``2**l``. This module makes each claim checkable, in four parts:
+
+* algebra (numpy, float64): :func:`quadratic_features`, :class:`StarLayer`,
+  :func:`star_identity_error`, :func:`implicit_dimension`;
+* probes of (non-)linearity: :func:`affinity_gap`, :func:`response_along_line`,
+  :func:`polynomial_degree`, :func:`max_pool_2x2`;
+* toy 2-D classification (torch): :func:`make_toy_data`, :class:`ToyNet`,
+  :func:`run_toy_experiment`, :func:`run_toy_grid`, :func:`summarize_toy_grid`;
+* the bridge to the U-Net: :func:`skip_star_chain` (a decoder that multiplies by
+  encoder skips gains one degree per fusion, not double), :func:`star_stack_scales`
+  (products grow or vanish with depth) and the sign symmetry ``(-a) * (-b) == a * b``.
+
+The toy networks reuse the fusion names of the U-Net registry where they mean
+the same thing (``"sum"``, ``"star"``) but do not import ``starunet.fusion``:
+this module stands on its own.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import platform
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# ================================================================ algebra
+
+
+def _as_2d(x: np.ndarray, name: str = "x") -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n_samples, d), got shape {x.shape}; "
+                         f"reshape a single sample with {name}[None, :]")
+    return x
+
+
+def quadratic_feature_count(d: int) -> int:
+    """Number of distinct pairwise products of ``[x, 1]`` for ``x`` in R^d: (d+1)(d+2)/2."""
+    if d < 1:
+        raise ValueError(f"d must be >= 1, got {d}")
+    return (d + 1) * (d + 2) // 2
+
+
+def quadratic_features(x: np.ndarray) -> np.ndarray:
+    """The explicit quadratic feature map: every product ``x~_i * x~_j`` (i <= j)
+    of ``x~ = [x, 1]``.
+
+    ``x`` (n, d) -> (n, (d+1)(d+2)/2): the squares, the cross terms, the
+    coordinates themselves (``x_i * 1``) and the constant ``1 * 1``, in the
+    order of :func:`quadratic_feature_names`.
+    """
+    x = _as_2d(x)
+    x_one = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    i, j = np.triu_indices(x_one.shape[1])
+    return x_one[:, i] * x_one[:, j]
+
+
+def quadratic_feature_names(d: int) -> list[str]:
+    """Readable names of the columns of :func:`quadratic_features`, e.g. ``x1*x2``."""
+    names = [f"x{k + 1}" for k in range(d)] + ["1"]
+    i, j = np.triu_indices(d + 1)
+    out = []
+    for a, b in zip(i, j):
+        if names[b] == "1":
+            out.append(names[a])  # x_k * 1 = x_k, and 1 * 1 = 1
+        elif a == b:
+            out.append(f"{names[a]}^2")
+        else:
+            out.append(f"{names[a]}*{names[b]}")
+    return out
+
+
+@dataclass(frozen=True)
+class StarLayer:
+    """One star layer ``(x @ w1 + b1) * (x @ w2 + b2)``: x (n, d) -> (n, m).
+
+    ``w1, w2``: (d, m) weights of the two branches; ``b1, b2``: (m,) biases.
+    """
+
+    w1: np.ndarray
+    b1: np.ndarray
+    w2: np.ndarray
+    b2: np.ndarray
+
+    @classmethod
+    def random(cls, d: int, m: int, rng: np.random.Generator, bias: bool = True) -> "StarLayer":
+        """Gaussian weights with variance 1/d, so each branch keeps the input's
+        scale (the product alone then changes it -- see :func:`star_stack_scales`)."""
+        std = 1.0 / math.sqrt(d)
+        w1, w2 = rng.normal(0, std, (d, m)), rng.normal(0, std, (d, m))
+        b1, b2 = (rng.normal(0, std, m), rng.normal(0, std, m)) if bias else (np.zeros(m), np.zeros(m))
+        return cls(w1, b1, w2, b2)
+
+    def branches(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The two linear branches ``(x @ w1 + b1, x @ w2 + b2)``."""
+        x = _as_2d(x)
+        return x @ self.w1 + self.b1, x @ self.w2 + self.b2
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        a, b = self.branches(x)
+        return a * b
+
+    def quadratic_weights(self) -> np.ndarray:
+        """Weights ``C`` ((d+1)(d+2)/2, m) with ``self(x) == quadratic_features(x) @ C``.
+
+        With ``a = [w1; b1]`` and ``c = [w2; b2]`` (bias folded in as the weight
+        of the constant 1), ``(a.x~) (c.x~) = sum_ij a_i c_j x~_i x~_j``; the
+        products ``x~_i x~_j`` and ``x~_j x~_i`` are one feature, so its weight
+        is ``a_i c_j + a_j c_i`` off the diagonal and ``a_i c_i`` on it.
+        """
+        a = np.vstack([self.w1, self.b1[None]])  # (d+1, m)
+        c = np.vstack([self.w2, self.b2[None]])
+        outer = a[:, None, :] * c[None, :, :]  # (d+1, d+1, m): weight of x~_i x~_j
+        i, j = np.triu_indices(a.shape[0])
+        return np.where((i == j)[:, None], outer[i, j], outer[i, j] + outer[j, i])
+
+
+def star_identity_error(d: int, m: int = 4, n: int = 256, seed: int = 0) -> float:
+    """Relative error ``||star(x) - phi(x) @ C|| / ||star(x)||`` for a random star
+    layer R^d -> R^m, where ``phi`` is :func:`quadratic_features` and ``C`` its
+    :meth:`StarLayer.quadratic_weights`. Float64, so the identity holds to rounding."""
+    rng = np.random.default_rng(seed)
+    layer = StarLayer.random(d, m, rng)
+    x = rng.normal(size=(n, d))
+    star = layer(x)
+    linear = quadratic_features(x) @ layer.quadratic_weights()
+    return float(np.linalg.norm(star - linear) / np.linalg.norm(star))
+
+
+def implicit_dimension(d: int, depth: int = 1) -> int:
+    """Exact dimension of the feature space of ``depth`` stacked star layers on R^d:
+    the number of distinct monomials of degree <= 2**depth in d variables,
+    ``C(d + 2**depth, 2**depth)``. For depth 1 this is (d+1)(d+2)/2."""
+    if d < 1 or depth < 1:
+        raise ValueError(f"need d >= 1 and depth >= 1, got d={d}, depth={depth}")
+    return math.comb(d + 2**depth, 2**depth)
+
+
+def paper_implicit_dimension(d: int, depth: int = 1) -> float:
+    """The estimate of "Rewrite the Stars" (Ma et al., CVPR 2024): (d / sqrt 2) ** (2**depth)."""
+    if d < 1 or depth < 1:
+        raise ValueError(f"need d >= 1 and depth >= 1, got d={d}, depth={depth}")
+    return (d / math.sqrt(2)) ** (2**depth)
+
+
+def implicit_dimension_table(ds: Sequence[int], depths: Sequence[int]) -> list[dict]:
+    """Rows ``{"d", "depth", "degree", "exact", "paper"}`` for every (d, depth)."""
+    return [{"d": d, "depth": depth, "degree": 2**depth,
+             "exact": implicit_dimension(d, depth), "paper": paper_implicit_dimension(d, depth)}
+            for depth in depths for d in ds]
+
+
+def star_stack(d: int, depth: int, seed: int = 0, bias: bool = True) -> list[StarLayer]:
+    """``depth`` random star layers of width ``d`` (R^d -> R^d each)."""
+    rng = np.random.default_rng(seed)
+    return [StarLayer.random(d, d, rng, bias=bias) for _ in range(depth)]
+
+
+def apply_star_stack(x: np.ndarray, layers: Sequence[StarLayer], normalize: bool = False) -> list[np.ndarray]:
+    """Features after each layer (the input first). ``normalize`` standardises each
+    feature over the batch after every layer, as BatchNorm does in training."""
+    feats = [_as_2d(x)]
+    for layer in layers:
+        h = layer(feats[-1])
+        if normalize:
+            h = (h - h.mean(0)) / (h.std(0) + 1e-12)
+        feats.append(h)
+    return feats
+
+
+def skip_star_chain(x: np.ndarray, layers: Sequence[StarLayer]) -> np.ndarray:
+    """A U-Net-style chain of products: ``h <- (h @ w1 + b1) * (x @ w2 + b2)`` per layer,
+    starting from ``h = x``. One factor comes from the deep path, the other straight
+    from the input (a "skip"), so each product raises the polynomial degree by one
+    -- not doubling it as in :func:`apply_star_stack`. Layers must be d -> d."""
+    x = _as_2d(x)
+    h = x
+    for layer in layers:
+        h = (h @ layer.w1 + layer.b1) * (x @ layer.w2 + layer.b2)
+    return h
+
+
+def format_dimension_table(rows: Sequence[dict]) -> str:
+    """A markdown table of :func:`implicit_dimension_table` rows: one row per d,
+    for each depth the exact dimension and the estimate of Ma et al."""
+    ds = list(dict.fromkeys(r["d"] for r in rows))
+    depths = list(dict.fromkeys(r["depth"] for r in rows))
+    cell = {(r["d"], r["depth"]): r for r in rows}
+    head = " | ".join(f"{l} layer{'s' if l > 1 else ''} (degree {2**l}): exact / Ma et al." for l in depths)
+    lines = [f"| d | {head} |", "| ---: | " + " | ".join("---:" for _ in depths) + " |"]
+    for d in ds:
+        cells = [f"{float(cell[d, l]['exact']):.3g} / {cell[d, l]['paper']:.3g}" for l in depths]
+        lines.append(f"| {d} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ================================================================ (non-)linearity probes
+
+
+def affinity_gap(fn: Callable, x, y, t: float = 0.3) -> float:
+    """How far ``fn`` is from affine: ``max|fn(t x + (1-t) y) - (t fn(x) + (1-t) fn(y))|``
+    relative to ``max|fn(x)| + max|fn(y)|``. Zero (to rounding) exactly for affine maps
+    -- linear layers, their stacks and sums -- and clearly positive otherwise.
+    Works on numpy arrays and torch tensors alike."""
+    mixed = fn(t * x + (1 - t) * y)
+    expected = t * fn(x) + (1 - t) * fn(y)
+    scale = float(abs(fn(x)).max() + abs(fn(y)).max())
+    return float(abs(mixed - expected).max()) / max(scale, 1e-300)
+
+
+def response_along_line(fn: Callable, start, direction, ts: np.ndarray) -> np.ndarray:
+    """``fn(start + t * direction)`` for every ``t`` in ``ts``, batched in one call.
+
+    ``start`` and ``direction`` have the shape of one input sample (any shape);
+    ``fn`` maps a batch (len(ts), *shape) to outputs; returns them as numpy."""
+    start, direction = np.asarray(start, np.float64), np.asarray(direction, np.float64)
+    if start.shape != direction.shape:
+        raise ValueError(f"start {start.shape} and direction {direction.shape} must have the same shape")
+    ts = np.asarray(ts, np.float64).reshape((-1,) + (1,) * start.ndim)
+    out = fn(start[None] + ts * direction[None])
+    return out.detach().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
+
+
+def polynomial_degree(ts: np.ndarray, values: np.ndarray, max_degree: int = 40, tol: float = 1e-9) -> int | None:
+    """The smallest degree k such that a polynomial of degree k fits ``values(ts)``
+    to relative RMS error ``tol`` (Chebyshev least squares, well conditioned on
+    any interval); None if none up to ``max_degree`` does (e.g. a kink)."""
+    ts, values = np.asarray(ts, np.float64), np.asarray(values, np.float64).reshape(-1)
+    if len(ts) != len(values) or len(ts) <= max_degree + 1:
+        raise ValueError(f"need one value per t and more than max_degree+1={max_degree + 1} points, "
+                         f"got {len(ts)} ts and {len(values)} values")
+    u = 2 * (ts - ts.min()) / (ts.max() - ts.min()) - 1  # map onto [-1, 1]
+    scale = np.sqrt(np.mean(values**2)) or 1.0
+    for k in range(max_degree + 1):
+        coef = np.polynomial.chebyshev.chebfit(u, values, k)
+        residual = np.sqrt(np.mean((np.polynomial.chebyshev.chebval(u, coef) - values) ** 2))
+        if residual <= tol * scale:
+            return k
+    return None
+
+
+def max_pool_2x2(x) -> torch.Tensor:
+    """2x2 max pooling with stride 2 -- the U-Net's downsampling -- on (N, C, H, W)
+    (numpy or torch; float64 kept)."""
+    x = torch.as_tensor(x)
+    if x.ndim != 4:
+        raise ValueError(f"max_pool_2x2 expects (N, C, H, W), got shape {tuple(x.shape)}")
+    return F.max_pool2d(x, kernel_size=2, stride=2)
+
+
+# ================================================================ toy 2-D data
+
+TOY_DATASETS = ("moons", "circles", "xor", "spirals")
+# noise (std of the Gaussian jitter) per dataset: enough overlap that accuracy
+# is not trivially 100 %, little enough that the shape stays visible.
+DEFAULT_NOISE = {"moons": 0.15, "circles": 0.1, "xor": 0.35, "spirals": 0.08}
+
+
+@dataclass(frozen=True)
+class ToyData:
+    """A 2-D binary task: train and test sets drawn independently from the same
+    distribution, both standardised with the *training* mean and std."""
+
+    name: str
+    x_train: torch.Tensor  # (n_train, 2) float32
+    y_train: torch.Tensor  # (n_train,) float32 in {0, 1}
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def _check_name(kind: str, name: str, valid: Sequence[str]) -> None:
+    if name not in valid:
+        raise ValueError(f"unknown {kind} {name!r}; valid: {', '.join(valid)}")
+
+
+def _sample_toy(name: str, n: int, noise: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    y = rng.permutation(np.arange(n) % 2)  # balanced classes
+    if name == "moons":  # two interleaved half circles
+        t = rng.uniform(0, np.pi, n)
+        x = np.where(y[:, None] == 0, np.c_[np.cos(t), np.sin(t)], np.c_[1 - np.cos(t), 0.5 - np.sin(t)])
+    elif name == "circles":  # a ring (class 0) around a smaller ring (class 1)
+        t = rng.uniform(0, 2 * np.pi, n)
+        x = np.where(y[:, None] == 0, 1.0, 0.5) * np.c_[np.cos(t), np.sin(t)]
+    elif name == "xor":  # four blobs; the class is the sign of x1 * x2
+        signs = rng.choice([-1.0, 1.0], n)
+        x = np.c_[signs, np.where(y == 1, signs, -signs)]
+    else:  # spirals: two arms, 1.5 turns each, the second rotated by pi
+        r = rng.uniform(0.15, 1.0, n)
+        angle = 3 * np.pi * r + np.pi * y
+        x = r[:, None] * np.c_[np.cos(angle), np.sin(angle)]
+    return x + rng.normal(0, noise, x.shape), y
+
+
+def make_toy_data(name: str, n_train: int = 256, n_test: int = 1024, noise: float | None = None,
+                  seed: int = 0) -> ToyData:
+    """Sample a 2-D dataset from :data:`TOY_DATASETS` (``noise=None``: :data:`DEFAULT_NOISE`)."""
+    _check_name("dataset", name, TOY_DATASETS)
+    if n_train < 2 or n_test < 2:
+        raise ValueError(f"n_train and n_test must be >= 2, got {n_train}, {n_test}")
+    noise = DEFAULT_NOISE[name] if noise is None else noise
+    x_tr, y_tr = _sample_toy(name, n_train, noise, np.random.default_rng([seed, 0]))
+    x_te, y_te = _sample_toy(name, n_test, noise, np.random.default_rng([seed, 1]))
+    mean, std = x_tr.mean(0), x_tr.std(0)
+
+    def f32(a: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=torch.float32)
+
+    return ToyData(name, f32((x_tr - mean) / std), f32(y_tr), f32((x_te - mean) / std), f32(y_te))
+
+
+# ================================================================ toy networks
+
+# "stack": the two linear maps of a block are chained, b(a(h)) -- with no
+#          activation the whole network is one affine map;
+# "sum":   they run in parallel and are added, a(h) + b(h) -- still affine;
+# "star":  they run in parallel and are multiplied, a(h) * b(h).
+TOY_FUSIONS = ("stack", "sum", "star")
+TOY_ACTIVATIONS: dict[str, type[nn.Module]] = {"none": nn.Identity, "relu": nn.ReLU, "gelu": nn.GELU}
+
+
+class ToyBlock(nn.Module):
+    """Two linear maps ``linear_a``, ``linear_b`` (width -> width) combined by ``fusion``,
+    then the activation. Same parameters for every fusion: only the wiring differs."""
+
+    def __init__(self, width: int, fusion: str, activation: str):
+        super().__init__()
+        self.fusion = fusion
+        self.linear_a = nn.Linear(width, width)
+        self.linear_b = nn.Linear(width, width)
+        self.act = TOY_ACTIVATIONS[activation]()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.fusion == "stack":  # a plain MLP: activation after each linear layer
+            out = self.linear_b(self.act(self.linear_a(h)))
+        elif self.fusion == "sum":
+            out = self.linear_a(h) + self.linear_b(h)
+        else:  # star
+            out = self.linear_a(h) * self.linear_b(h)
+        return self.act(out)
+
+
+class ToyNet(nn.Module):
+    """``stem`` Linear(2, width) -> ``depth`` x :class:`ToyBlock` -> ``head`` Linear(width, 1).
+
+    Returns one logit per point. The parameter count, ``3w + depth*2(w^2 + w) + w + 1``
+    for width w, is the same for every fusion and activation: budgets are matched.
+    """
+
+    def __init__(self, fusion: str = "star", activation: str = "none", depth: int = 2, width: int = 8):
+        super().__init__()
+        _check_name("fusion", fusion, TOY_FUSIONS)
+        _check_name("activation", activation, tuple(TOY_ACTIVATIONS))
+        if depth < 1 or width < 1:
+            raise ValueError(f"depth and width must be >= 1, got depth={depth}, width={width}")
+        self.fusion, self.activation, self.depth, self.width = fusion, activation, depth, width
+        self.stem = nn.Linear(2, width)
+        self.blocks = nn.ModuleList(ToyBlock(width, fusion, activation) for _ in range(depth))
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(h).squeeze(-1)
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def make_toy_net(fusion: str = "star", activation: str = "none", depth: int = 2, width: int = 8,
+                 seed: int = 0) -> ToyNet:
+    """A :class:`ToyNet` initialised from ``seed`` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ToyNet(fusion, activation, depth, width)
+
+
+def toy_net_function(net: ToyNet) -> Callable[[np.ndarray], np.ndarray]:
+    """``net`` as a plain float64 numpy function (n, 2) -> (n,) -- a copy in double
+    precision, so probes such as :func:`polynomial_degree` see exact polynomials."""
+    net64 = copy.deepcopy(net).double()
+
+    @torch.no_grad()
+    def fn(x: np.ndarray) -> np.ndarray:
+        return net64(torch.as_tensor(np.asarray(x, np.float64))).numpy()
+
+    return fn
+
+
+def _compose(outer_w, outer_b, inner_w, inner_b):
+    """Affine maps compose into one: W_o (W_i x + b_i) + b_o = (W_o W_i) x + (W_o b_i + b_o)."""
+    return outer_w @ inner_w, outer_w @ inner_b + outer_b
+
+
+@torch.no_grad()
+def collapse_to_affine(net: ToyNet) -> tuple[torch.Tensor, torch.Tensor]:
+    """The single affine map ``x @ W.T + b`` that equals a ToyNet without activation
+    and with fusion "stack" or "sum", computed by composing its weights: W (1, 2), b (1,)."""
+    if net.activation != "none" or net.fusion == "star":
+        raise ValueError(f"a network with fusion={net.fusion!r}, activation={net.activation!r} is not "
+                         "affine; collapse only applies to fusion 'stack' or 'sum' with activation 'none'")
+    w, b = net.stem.weight, net.stem.bias
+    for block in net.blocks:
+        a, c = block.linear_a, block.linear_b
+        if net.fusion == "stack":
+            w, b = _compose(c.weight, c.bias, *_compose(a.weight, a.bias, w, b))
+        else:  # a(h) + c(h) = (W_a + W_c) h + (b_a + b_c): a sum of linear maps is linear
+            w, b = _compose(a.weight + c.weight, a.bias + c.bias, w, b)
+    return _compose(net.head.weight, net.head.bias, w, b)
+
+
+# ================================================================ toy experiments
+
+
+@contextlib.contextmanager
+def _single_thread() -> Iterator[None]:
+    """Run torch on one thread, then restore the setting. Tensors of a few hundred
+    numbers gain nothing from intra-op threads, and on a busy machine handing them
+    between threads made training over 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def train_toy(net: ToyNet, data: ToyData, steps: int = 250, lr: float = 0.02) -> list[float]:
+    """Full-batch Adam on the binary cross-entropy; returns the loss per step.
+    Deterministic on CPU: no sampling, so the same net and data give the same losses."""
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    opt = torch.optim.Adam(net.parameters(), lr=lr, foreach=True)  # one kernel per step, not per tensor
+    losses = []
+    with _single_thread():
+        for _ in range(steps):
+            loss = F.binary_cross_entropy_with_logits(net(data.x_train), data.y_train)
+            opt.zero_grad()
+            loss.backward()
+            # Products of many factors can give huge gradients early on; clipping keeps
+            # full-batch Adam stable for every fusion alike.
+            nn.utils.clip_grad_norm_(net.parameters(), 1.0, foreach=True)
+            opt.step()
+            losses.append(loss.item())
+    return losses
+
+
+@torch.no_grad()
+def toy_accuracy(net: ToyNet, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Fraction of points whose logit has the sign of their label."""
+    return float(((net(x) > 0).float() == y).float().mean())
+
+
+@dataclass
+class ToyResult:
+    """One trained toy network and how well it did."""
+
+    dataset: str
+    fusion: str
+    activation: str
+    depth: int
+    width: int
+    seed: int
+    n_params: int
+    train_acc: float
+    test_acc: float
+    losses: list[float]
+    net: ToyNet
+    data: ToyData
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.fusion}/{self.activation}"
+
+
+def run_toy_experiment(dataset: str = "moons", fusion: str = "star", activation: str = "none",
+                       depth: int = 2, width: int = 8, seed: int = 0, steps: int = 250, lr: float = 0.02,
+                       n_train: int = 256, n_test: int = 1024, noise: float | None = None) -> ToyResult:
+    """Sample ``dataset`` and initialise the net from ``seed``, train, measure accuracy."""
+    data = make_toy_data(dataset, n_train, n_test, noise, seed)
+    net = make_toy_net(fusion, activation, depth, width, seed)
+    losses = train_toy(net, data, steps, lr)
+    return ToyResult(dataset, fusion, activation, depth, width, seed, net.n_params,
+                     toy_accuracy(net, data.x_train, data.y_train),
+                     toy_accuracy(net, data.x_test, data.y_test), losses, net, data)
+
+
+def run_toy_grid(datasets: Sequence[str] = TOY_DATASETS, fusions: Sequence[str] = TOY_FUSIONS,
+                 activations: Sequence[str] = ("none", "relu"), seeds: Sequence[int] = (0, 1, 2),
+                 **kwargs) -> list[ToyResult]:
+    """:func:`run_toy_experiment` for every dataset x fusion x activation x seed
+    (``kwargs`` go to it: depth, width, steps, ...)."""
+    return [run_toy_experiment(ds, fu, act, seed=s, **kwargs)
+            for ds in datasets for fu in fusions for act in activations for s in seeds]
+
+
+def summarize_toy_grid(results: Sequence[ToyResult]) -> list[dict]:
+    """Mean and std (over seeds, ddof=1) of the test accuracy per dataset and model,
+    in the order the grid ran."""
+    groups: dict[tuple, list[ToyResult]] = {}
+    for r in results:
+        groups.setdefault((r.dataset, r.fusion, r.activation), []).append(r)
+    rows = []
+    for (dataset, fusion, activation), rs in groups.items():
+        acc = np.array([r.test_acc for r in rs])
+        rows.append({"dataset": dataset, "fusion": fusion, "activation": activation,
+                     "model": f"{fusion}/{activation}", "n_params": rs[0].n_params,
+                     "n_seeds": len(rs), "mean": float(acc.mean()),
+                     "std": float(acc.std(ddof=1)) if len(rs) > 1 else 0.0})
+    return rows
+
+
+def format_toy_table(summary: Sequence[dict]) -> str:
+    """A markdown table: one row per model, one column per dataset, cells
+    "mean ± std" test accuracy in %."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in summary))
+    models = list(dict.fromkeys(r["model"] for r in summary))
+    cell = {(r["model"], r["dataset"]): r for r in summary}
+    params = {r["model"]: r["n_params"] for r in summary}
+    lines = ["| model (fusion/activation) | params | " + " | ".join(datasets) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in datasets) + " |"]
+    for m in models:
+        cells = [f"{100 * cell[m, d]['mean']:.1f} ± {100 * cell[m, d]['std']:.1f}" if (m, d) in cell else "–"
+                 for d in datasets]
+        lines.append(f"| {m} | {params[m]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def decision_surface(net: ToyNet, limits: tuple[float, float, float, float] = (-2.5, 2.5, -2.5, 2.5),
+                     resolution: int = 150) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The net's probability of class 1 on a ``resolution`` x ``resolution`` grid
+    over ``limits = (xmin, xmax, ymin, ymax)``: returns ``(xx, yy, prob)``."""
+    xs = np.linspace(limits[0], limits[1], resolution)
+    ys = np.linspace(limits[2], limits[3], resolution)
+    xx, yy = np.meshgrid(xs, ys)
+    grid = torch.as_tensor(np.c_[xx.ravel(), yy.ravel()], dtype=torch.float32)
+    prob = torch.sigmoid(net(grid)).numpy().reshape(xx.shape)
+    return xx, yy, prob
+
+
+def hardware_summary() -> str:
+    """Where the toy numbers were computed: CPU model, cores, torch and Python versions."""
+    cpu = platform.processor() or platform.machine()
+    try:  # Linux names the model here; elsewhere the architecture has to do
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return (f"{cpu} ({os.cpu_count()} cores visible; toy training on 1 thread), "
+            f"torch {torch.__version__}, Python {platform.python_version()}")
+
+
+# ================================================================ pitfalls for the U-Net
+
+
+def star_stack_scales(d: int = 16, depth: int = 5, input_scales: Sequence[float] = (0.5, 1.0, 2.0),
+                      n: int = 512, seed: int = 0, normalize: bool = False) -> np.ndarray:
+    """RMS of the features after each of ``depth`` random bias-free star layers
+    (index 0: the input), for standard-normal inputs scaled by each of
+    ``input_scales``: array (len(input_scales), depth + 1).
+
+    A bias-free star layer is homogeneous of degree 2 -- scaling its input by s
+    scales its output by s**2 -- so after l layers the scale is s**(2**l): it
+    explodes for s > 1 and vanishes for s < 1. ``normalize=True`` standardises
+    after every layer (what BatchNorm does) and removes the drift.
+    """
+    layers = star_stack(d, depth, seed, bias=False)
+    x = np.random.default_rng([seed, 1]).normal(size=(n, d))
+    rms = [[np.sqrt(np.mean(h**2)) for h in apply_star_stack(s * x, layers, normalize)]
+           for s in input_scales]
+    return np.array(rms)

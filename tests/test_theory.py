@@ -1,0 +1,319 @@
+"""Tests of starunet.theory: the star-operation algebra, the (non-)linearity
+probes, the toy 2-D experiments, and the 02 sections of plots and widgets."""
+from __future__ import annotations
+
+import itertools
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+
+from starunet import theory as th
+
+matplotlib.use("Agg")
+
+
+# ---------------------------------------------------------------- algebra
+
+def test_quadratic_features_are_the_distinct_products_of_x_and_one():
+    x = np.array([[2.0, 3.0], [-1.0, 0.5]])
+    feats = th.quadratic_features(x)
+    assert th.quadratic_feature_names(2) == ["x1^2", "x1*x2", "x1", "x2^2", "x2", "1"]
+    x1, x2 = x[:, 0], x[:, 1]
+    np.testing.assert_array_equal(feats, np.c_[x1**2, x1 * x2, x1, x2**2, x2, np.ones(2)])
+    for d in (1, 3, 10):
+        assert th.quadratic_features(np.zeros((5, d))).shape == (5, th.quadratic_feature_count(d))
+        assert th.quadratic_feature_count(d) == (d + 1) * (d + 2) // 2
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 5, 8, 17, 32, 64])
+def test_star_layer_equals_linear_model_on_quadratic_features(d):
+    # The identity of "Rewrite the Stars": float64, so it holds to rounding.
+    assert th.star_identity_error(d, m=4, seed=d) <= 1e-5
+    assert th.star_identity_error(d, m=4, seed=d) < 1e-12
+
+
+def test_quadratic_weights_of_a_hand_made_layer():
+    # (x1 + 1) * (x1 - x2) = x1^2 - x1 x2 + x1 - x2
+    layer = th.StarLayer(np.array([[1.0], [0.0]]), np.array([1.0]), np.array([[1.0], [-1.0]]), np.array([0.0]))
+    coef = dict(zip(th.quadratic_feature_names(2), layer.quadratic_weights()[:, 0]))
+    assert coef == {"x1^2": 1.0, "x1*x2": -1.0, "x1": 1.0, "x2^2": 0.0, "x2": -1.0, "1": 0.0}
+
+
+def test_quadratic_features_rejects_a_single_vector_with_a_fix():
+    with pytest.raises(ValueError, match=r"x\[None, :\]"):
+        th.quadratic_features(np.ones(3))
+
+
+def _count_monomials(d: int, degree: int) -> int:
+    return sum(1 for k in range(degree + 1) for _ in itertools.combinations_with_replacement(range(d), k))
+
+
+@pytest.mark.parametrize("d,depth", [(1, 1), (2, 1), (3, 2), (4, 2), (2, 3)])
+def test_implicit_dimension_counts_monomials(d, depth):
+    assert th.implicit_dimension(d, depth) == _count_monomials(d, 2**depth)
+
+
+def test_implicit_dimension_one_layer_and_paper_estimate():
+    for d in (2, 16, 128):
+        assert th.implicit_dimension(d, 1) == th.quadratic_feature_count(d)
+        assert th.paper_implicit_dimension(d, 1) == pytest.approx(d * d / 2)
+    # both grow doubly exponentially with depth
+    assert th.implicit_dimension(32, 3) > th.implicit_dimension(32, 2) ** 1.5
+    rows = th.implicit_dimension_table([2, 4], [1, 2])
+    assert [(r["d"], r["depth"], r["degree"]) for r in rows] == [(2, 1, 2), (4, 1, 2), (2, 2, 4), (4, 2, 4)]
+    with pytest.raises(ValueError, match="depth >= 1"):
+        th.implicit_dimension(3, 0)
+    table = th.format_dimension_table(rows).splitlines()
+    assert len(table) == 4 and table[2].startswith("| 2 | 6 / 2 | 15 / 4 |")
+
+
+# ---------------------------------------------------------------- (non-)linearity probes
+
+def _line(fn, d=4, seed=0, n=201):
+    rng = np.random.default_rng(seed)
+    ts = np.linspace(-1.5, 1.5, n)
+    return ts, th.response_along_line(fn, rng.normal(size=d), rng.normal(size=d), ts)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_stacked_star_layers_have_degree_two_to_the_depth(depth):
+    layers = th.star_stack(4, depth, seed=depth)
+
+    def last_feature(x):
+        return th.apply_star_stack(x, layers)[-1][:, 0]
+
+    ts, values = _line(last_feature)
+    assert th.polynomial_degree(ts, values) == 2**depth
+
+
+@pytest.mark.parametrize("n_products", [1, 2, 3])
+def test_a_skip_product_chain_gains_one_degree_per_product(n_products):
+    # U-Net style: one factor from the deep path, one from the input
+    layers = th.star_stack(4, n_products, seed=10 + n_products)
+    ts, values = _line(lambda x: th.skip_star_chain(x, layers)[:, 0])
+    assert th.polynomial_degree(ts, values) == n_products + 1
+
+
+def test_toy_net_function_is_the_net_in_double_precision():
+    net = th.make_toy_net("star", "none", depth=2, width=4, seed=0)
+    x = np.random.default_rng(0).normal(size=(16, 2))
+    fn = th.toy_net_function(net)
+    with torch.no_grad():
+        expected = net(torch.as_tensor(x, dtype=torch.float32)).numpy()
+    assert fn(x).dtype == np.float64
+    np.testing.assert_allclose(fn(x), expected, rtol=1e-4, atol=1e-5)
+    ts, values = _line(fn, d=2)
+    assert th.polynomial_degree(ts, values) == 4  # two star blocks: degree 2**2
+    assert net.stem.weight.dtype == torch.float32  # the original is untouched
+
+
+def test_affine_maps_are_straight_and_max_pooling_is_not_a_polynomial():
+    rng = np.random.default_rng(0)
+    w, b = rng.normal(size=(4, 3)), rng.normal(size=3)
+    ts, values = _line(lambda x: x @ w + b)
+    assert th.polynomial_degree(ts, values[:, 0]) == 1
+
+    start, direction = rng.normal(size=(1, 2, 2)), rng.normal(size=(1, 2, 2))
+    ts = np.linspace(-2, 2, 201)
+    pooled = th.response_along_line(th.max_pool_2x2, start, direction, ts).reshape(-1)
+    assert th.polynomial_degree(ts, pooled) is None  # a kink: no polynomial fits
+
+
+def test_max_pooling_is_not_additive():
+    a = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    b = torch.tensor([[[[0.0, 1.0], [0.0, 0.0]]]])
+    assert th.max_pool_2x2(a + b).item() == 1.0
+    assert (th.max_pool_2x2(a) + th.max_pool_2x2(b)).item() == 2.0
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        th.max_pool_2x2(torch.ones(2, 2))
+
+
+def test_affinity_gap_separates_affine_from_star_and_pooling():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(64, 5)), rng.normal(size=(64, 5))
+    w, b = rng.normal(size=(5, 5)), rng.normal(size=5)
+    assert th.affinity_gap(lambda v: v @ w + b, x, y) < 1e-14
+    assert th.affinity_gap(th.StarLayer.random(5, 5, rng), x, y) > 1e-2
+    xi, yi = torch.as_tensor(rng.normal(size=(8, 1, 4, 4))), torch.as_tensor(rng.normal(size=(8, 1, 4, 4)))
+    assert th.affinity_gap(th.max_pool_2x2, xi, yi) > 1e-2
+
+
+def test_response_along_line_checks_shapes():
+    with pytest.raises(ValueError, match="same shape"):
+        th.response_along_line(lambda v: v, np.zeros(3), np.zeros(2), np.linspace(0, 1, 5))
+
+
+def test_polynomial_degree_needs_enough_points():
+    with pytest.raises(ValueError, match="max_degree"):
+        th.polynomial_degree(np.linspace(0, 1, 10), np.zeros(10), max_degree=20)
+
+
+# ---------------------------------------------------------------- toy data and networks
+
+def test_toy_data_is_balanced_standardised_and_seeded():
+    for name in th.TOY_DATASETS:
+        data = th.make_toy_data(name, n_train=200, n_test=100, seed=3)
+        assert data.x_train.shape == (200, 2) and data.x_test.shape == (100, 2)
+        assert data.x_train.dtype == torch.float32
+        assert data.y_train.sum().item() == 100  # balanced
+        np.testing.assert_allclose(data.x_train.mean(0).numpy(), 0, atol=1e-5)
+        np.testing.assert_allclose(data.x_train.std(0, unbiased=False).numpy(), 1, atol=1e-5)
+        again = th.make_toy_data(name, n_train=200, n_test=100, seed=3)
+        assert torch.equal(data.x_train, again.x_train) and torch.equal(data.x_test, again.x_test)
+        other = th.make_toy_data(name, n_train=200, n_test=100, seed=4)
+        assert not torch.equal(data.x_train, other.x_train)
+        assert not torch.equal(data.x_train[:100], data.x_test)  # train and test are separate draws
+
+
+def test_unknown_names_list_the_valid_choices():
+    with pytest.raises(ValueError, match="valid: moons, circles, xor, spirals"):
+        th.make_toy_data("mooons")
+    with pytest.raises(ValueError, match="valid: stack, sum, star"):
+        th.ToyNet(fusion="product")
+    with pytest.raises(ValueError, match="valid: none, relu, gelu"):
+        th.ToyNet(activation="tanh")
+    with pytest.raises(ValueError, match="depth and width"):
+        th.ToyNet(depth=0)
+
+
+@pytest.mark.parametrize("depth,width", [(1, 4), (2, 8), (3, 5)])
+def test_parameter_budgets_are_matched(depth, width):
+    counts = {th.ToyNet(f, a, depth, width).n_params for f in th.TOY_FUSIONS for a in th.TOY_ACTIVATIONS}
+    assert counts == {3 * width + depth * 2 * (width**2 + width) + width + 1}
+
+
+def test_make_toy_net_is_seeded_and_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    a, b = th.make_toy_net(seed=7), th.make_toy_net(seed=7)
+    assert torch.rand(1).item() == expected.item()
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    c = th.make_toy_net(seed=8)
+    assert not torch.equal(a.stem.weight, c.stem.weight)
+
+
+@pytest.mark.parametrize("fusion", ["stack", "sum"])
+def test_linear_networks_collapse_to_one_affine_map(fusion):
+    net = th.make_toy_net(fusion, "none", depth=3, width=6, seed=1)
+    w, b = th.collapse_to_affine(net)
+    assert w.shape == (1, 2) and b.shape == (1,)
+    x = th.make_toy_data("moons", n_train=64, n_test=2).x_train
+    with torch.no_grad():
+        np.testing.assert_allclose(net(x).numpy(), (x @ w.T + b).squeeze(1).numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("fusion,activation", [("star", "none"), ("stack", "relu"), ("sum", "gelu")])
+def test_collapse_refuses_non_affine_networks(fusion, activation):
+    with pytest.raises(ValueError, match="not affine"):
+        th.collapse_to_affine(th.ToyNet(fusion, activation))
+
+
+def test_training_is_deterministic_and_learns():
+    threads = torch.get_num_threads()
+    a = th.run_toy_experiment("xor", "star", "none", depth=1, width=4, seed=5, steps=60, n_train=64, n_test=64)
+    b = th.run_toy_experiment("xor", "star", "none", depth=1, width=4, seed=5, steps=60, n_train=64, n_test=64)
+    assert a.losses == b.losses and a.test_acc == b.test_acc
+    assert a.losses[-1] < a.losses[0]
+    assert torch.get_num_threads() == threads  # training runs single-threaded, then restores it
+
+
+def test_star_network_without_activation_beats_the_linear_stack():
+    """The acceptance check of notebook 02, with its default settings: on moons and
+    circles, the star network without any activation classifies clearly better than
+    the linear stack without activation (a straight line), averaged over 3 seeds."""
+    results = th.run_toy_grid(["moons", "circles"], ["stack", "star"], ["none"], seeds=(0, 1, 2))
+    mean = {(r["dataset"], r["fusion"]): r["mean"] for r in th.summarize_toy_grid(results)}
+    # moons: a line already gets most points right, the margin is the curved ends
+    assert mean["moons", "star"] - mean["moons", "stack"] >= 0.07
+    assert mean["moons", "star"] >= 0.95
+    # circles: no line separates a ring from its centre; a quadratic does
+    assert mean["circles", "stack"] <= 0.6
+    assert mean["circles", "star"] - mean["circles", "stack"] >= 0.3
+
+
+def test_summary_and_table_are_computed_from_the_results():
+    results = th.run_toy_grid(["circles"], ["sum", "star"], ["none"], seeds=(0, 1), steps=5, n_test=64)
+    summary = th.summarize_toy_grid(results)
+    assert [r["model"] for r in summary] == ["sum/none", "star/none"]
+    star = [r.test_acc for r in results if r.fusion == "star"]
+    assert summary[1]["mean"] == pytest.approx(np.mean(star))
+    assert summary[1]["std"] == pytest.approx(np.std(star, ddof=1))
+    table = th.format_toy_table(summary)
+    assert table.splitlines()[0] == "| model (fusion/activation) | params | circles |"
+    assert f"| star/none | {results[-1].n_params} | {100 * summary[1]['mean']:.1f} ± " in table
+
+
+def test_decision_surface_is_a_probability_grid():
+    net = th.make_toy_net(seed=0)
+    xx, yy, prob = th.decision_surface(net, (-1, 1, -2, 2), resolution=20)
+    assert xx.shape == yy.shape == prob.shape == (20, 20)
+    assert xx.min() == -1 and yy.max() == 2
+    assert ((prob >= 0) & (prob <= 1)).all()
+
+
+# ---------------------------------------------------------------- pitfalls
+
+def test_star_stack_scales_explode_or_vanish_as_s_to_the_two_to_the_depth():
+    scales = (0.5, 1.0, 2.0)
+    raw = th.star_stack_scales(d=8, depth=3, input_scales=scales, n=64)
+    assert raw.shape == (3, 4)
+    for layer in range(4):  # a bias-free star layer is homogeneous of degree 2
+        assert raw[2, layer] / raw[1, layer] == pytest.approx(2.0 ** (2**layer))
+        assert raw[0, layer] / raw[1, layer] == pytest.approx(0.5 ** (2**layer))
+    normed = th.star_stack_scales(d=8, depth=3, input_scales=scales, n=64, normalize=True)
+    np.testing.assert_allclose(normed[:, 1:], 1.0, rtol=1e-9)
+
+
+def test_sign_symmetry_of_the_product():
+    rng = np.random.default_rng(2)
+    layer = th.StarLayer.random(6, 3, rng, bias=False)
+    x = rng.normal(size=(32, 6))
+    np.testing.assert_array_equal(layer(-x), layer(x))  # (-a)(-b) = ab, exactly
+    flipped = th.StarLayer(-layer.w1, layer.b1, -layer.w2, layer.b2)
+    np.testing.assert_array_equal(flipped(x), layer(x))
+
+
+# ---------------------------------------------------------------- figures and widget (02 sections)
+
+def test_theory_figures_build():
+    import matplotlib.pyplot as plt
+
+    from starunet import plots
+
+    results = th.run_toy_grid(["moons", "xor"], ["stack", "star"], ["none"], seeds=(0, 1), steps=3, n_test=32)
+    summary = th.summarize_toy_grid(results)
+    ts = np.linspace(-1, 1, 5)
+    figures = {
+        "dimension": (plots.plot_implicit_dimension([2, 8, 32], [1, 2]), 1),
+        "lines": (plots.plot_line_responses([("a", ts, ts), ("b", ts, ts**2)]), 2),
+        "scales": (plots.plot_star_scales((0.5, 1), np.ones((2, 3)), np.ones((2, 3))), 2),
+        "boundary": (plots.plot_decision_boundary(results[0], resolution=20), 1),
+        "grid": (plots.plot_toy_grid(results, resolution=20), 4),
+        "bars": (plots.plot_toy_accuracies(summary), 1),
+    }
+    for name, (fig, n_axes) in figures.items():
+        assert len(fig.axes) == n_axes, name
+        plt.close(fig)
+
+
+def test_toy_playground_retrains_when_a_control_changes(monkeypatch):
+    pytest.importorskip("ipywidgets")
+    from starunet import widgets
+
+    calls = []
+    real = th.run_toy_experiment
+
+    def spy(**kwargs):
+        calls.append(kwargs)
+        return real(**{**kwargs, "n_train": 32, "n_test": 32})
+
+    monkeypatch.setattr(th, "run_toy_experiment", spy)
+    box = widgets.toy_playground(steps=2)
+    dataset = box.children[0].children[0]
+    dataset.value = "circles"
+    assert [c["dataset"] for c in calls] == ["moons", "circles"]
+    assert calls[-1] == {"steps": 2, "dataset": "circles", "fusion": "star", "activation": "none",
+                         "depth": 2, "width": 8, "seed": 0}
