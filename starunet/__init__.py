@@ -84,7 +84,8 @@ _EXPORTS = {
     "probabilities_from_logits": "model",
     "TrainConfig": "train",
     "PRESETS": "train",
-    "train": "train",
+    # not "train": importing the submodule starunet.train would replace the function
+    # with the module; use `from starunet.train import train`
     "preset_config": "train",
     "run_dir_for": "train",
     "select_device": "train",

@@ -563,6 +563,45 @@ def plot_variant(image, label, variant: dict, title: str = "", sample: int = 0) 
 
 # ---------------------------------------------------------------- 04 training
 
+TRAINING_CURVE_TITLES = {
+    "train_loss": "training loss (BCE, patches)",
+    "val_loss": "validation loss (BCE inside the FOV)",
+    "val_pr_auc": "validation PR-AUC",
+    "val_roc_auc": "validation ROC-AUC",
+    "val_f1": "validation F1 (threshold 0.5)",
+}
+
+
+def plot_training_curves(histories, metrics=("train_loss", "val_loss", "val_pr_auc", "val_roc_auc"),
+                         title: str | None = None) -> plt.Figure:
+    """Training curves of one or several runs: one panel per history column in
+    ``metrics``, one line per run, a ring at each run's best (selected) epoch.
+
+    ``histories``: ``{label: rows}``, rows as returned by
+    :func:`starunet.train.read_history`. Labels starting ``fusion-activation``
+    get notebook 05's style (colour = fusion, dashed = ReLU).
+    """
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    for label, rows in histories.items():
+        style = _config_style(label) if label.count("-") >= 1 else {}
+        epochs = [row["epoch"] for row in rows]
+        best = [row for row in rows if row.get("is_best")][-1:]  # the last improvement is the kept one
+        for ax, metric in zip(axes[0], metrics):
+            ax.plot(epochs, [row[metric] for row in rows], marker=".", label=label, **style)
+            for row in best:
+                ax.plot(row["epoch"], row[metric], "o", mfc="none", ms=9, color=ax.lines[-1].get_color())
+    for ax, metric in zip(axes[0], metrics):
+        ax.set_title(TRAINING_CURVE_TITLES.get(metric, metric), fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[0, -1].legend(fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 # ---------------------------------------------------------------- 05 evaluation
 
 # One colour per fusion (Okabe-Ito, colour-blind safe), solid without ReLU, dashed with.

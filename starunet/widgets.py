@@ -131,4 +131,73 @@ def model_variant_explorer(patches, labels, sample: int = 0, seed: int = 0, fusi
 
 # ---------------------------------------------------------------- 04 training
 
+def live_training_plot(label: str, out=None):
+    """A :func:`starunet.train.train` callback that redraws the run's curves after
+    every epoch, in place: in ``out`` (an ``ipywidgets.Output``) if given, else in
+    the cell's output. After the run, the last drawing stays as a static figure."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    from starunet.plots import plot_training_curves
+
+    handle = None
+
+    def redraw(history):
+        nonlocal handle
+        fig = plot_training_curves({label: history}, title=f"{label}: epoch {len(history)}")
+        if out is not None:
+            with out:
+                out.clear_output(wait=True)
+                display(fig)
+        elif handle is None:
+            handle = display(fig, display_id=True)
+        else:
+            handle.update(fig)
+        plt.close(fig)
+
+    return redraw
+
+
+def training_launcher(records=None, preset: str = "quick", fusion: str = "star", activation: str = "none",
+                      seed: int = 2024, device: str = "auto"):
+    """Pick fusion, activation, preset and seed, and train that run with a live plot.
+
+    The button calls :func:`starunet.train.train` with ``resume=True``: a finished
+    run with the same config is reused at once, an interrupted one continues.
+    ``records``: the STARE records already loaded (else they are read again).
+    """
+    import ipywidgets as w
+
+    from starunet.fusion import FUSIONS
+    from starunet.model import ACTIVATIONS
+    from starunet.train import PRESETS, preset_config, read_history, train
+
+    fusion = w.Dropdown(options=sorted(FUSIONS), value=fusion, description="fusion")
+    activation = w.Dropdown(options=list(ACTIVATIONS), value=activation, description="activation")
+    preset = w.Dropdown(options=list(PRESETS), value=preset, description="preset")
+    seed = w.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed")
+    button = w.Button(description="train (or reuse)", button_style="primary")
+    plot_out, text_out = w.Output(), w.Output()
+
+    def run(_=None):
+        config = preset_config(preset.value, fusion=fusion.value, activation=activation.value, seed=seed.value)
+        label = f"{config.fusion}-{config.activation}-s{config.seed} ({config.preset})"
+        button.disabled = True
+        text_out.clear_output()
+        redraw = live_training_plot(label, plot_out)
+        with text_out:  # progress bars and messages appear under the button
+            try:
+                result = train(config, resume=True, records=records, device=device, callback=redraw,
+                               progress=True)
+                redraw(read_history(result.run_dir))  # also draws a reused run's curves
+                print(result.summary())
+            except Exception as err:  # shown to the reader instead of lost in the kernel log
+                print(f"{type(err).__name__}: {err}")
+            finally:
+                button.disabled = False
+
+    button.on_click(run)
+    return w.VBox([w.HBox([fusion, activation]), w.HBox([preset, seed]), button, text_out, plot_out])
+
+
 # ---------------------------------------------------------------- 05 evaluation

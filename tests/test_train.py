@@ -113,7 +113,8 @@ def test_presets():
 
 def test_run_dir_for(tmp_path):
     config = preset_config("quick", fusion="sum", activation="relu", seed=7)
-    assert run_dir_for(config, tmp_path) == tmp_path / "quick" / "sum-relu-s7"
+    assert run_dir_for(config, tmp_path) == tmp_path / "quick" / f"sum-relu-s7-{config.config_hash[:8]}"
+    assert run_dir_for(config.replace(lr=1e-3), tmp_path) != run_dir_for(config, tmp_path)
 
 
 def test_select_device():
@@ -275,3 +276,50 @@ def test_cli_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         tr.cli(["--fusion", "prod"])
     assert "invalid choice: 'prod'" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- reporting, figures, widget
+
+def test_reports_and_figures(stare_records, tmp_path, monkeypatch):
+    import ipywidgets
+    import matplotlib.pyplot as plt
+
+    from starunet import plots, widgets
+
+    result = train(TINY, tmp_path / "run", records=stare_records)
+    assert result.summary().startswith(f"star-none: trained {TINY.max_epochs} epochs (max epochs")
+    assert f"best epoch {result.best_epoch}: validation roc_auc {result.best_val['roc_auc']:.4f}" in result.summary()
+    listing = tr.describe_run_dir(tmp_path / "run")
+    assert all(name in listing for name in tr.RUN_FILES) and str(tmp_path) not in listing
+    assert f"{result.best_val['pr_auc']:.4f}" in tr.results_markdown({"star-none": result})
+    assert len(tr.presets_markdown().splitlines()) == 2 + len(PRESETS)
+
+    history = tr.read_history(tmp_path / "run")
+    fig = plots.plot_training_curves({"star-none": history, "sum-relu": history[:2]})
+    assert len(fig.axes) == 4
+    assert [line.get_label() for line in fig.axes[0].lines if not line.get_label().startswith("_")] == \
+        ["star-none", "sum-relu"]
+    plt.close(fig)
+
+    shown = []  # without a kernel there is no front-end: record what would be displayed
+
+    class Handle:
+        def update(self, figure):
+            shown.append(("update", figure))
+    monkeypatch.setattr("IPython.display.display", lambda figure, **kw: shown.append(("display", figure)) or Handle())
+    redraw = widgets.live_training_plot("star-none")
+    redraw(history[:1])
+    redraw(history)
+    assert [kind for kind, _ in shown] == ["display", "update"]  # one figure, redrawn in place
+    assert shown[-1][1].axes[0].get_title() == "training loss (BCE, patches)"
+    widgets.live_training_plot("star-none", ipywidgets.Output())(history)
+    assert shown[-1][0] == "display"
+
+    calls = []
+    monkeypatch.setattr(tr, "train", lambda config, **kwargs: calls.append((config, kwargs)) or result)
+    launcher = widgets.training_launcher(stare_records, preset="smoke", fusion="sum", activation="relu")
+    button = launcher.children[2]
+    button.click()
+    config, kwargs = calls[0]
+    assert (config.preset, config.fusion, config.activation) == ("smoke", "sum", "relu")
+    assert kwargs["resume"] and kwargs["progress"] and kwargs["records"] is stare_records
