@@ -89,17 +89,6 @@ def time_call(fn: Callable[[], object], device: torch.device, min_seconds: float
     return statistics.median(times)
 
 
-def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, size: int | None = None,
-                min_seconds: float = 1.0) -> float:
-    """Measured FLOP/s of a square matmul in ``dtype`` -- the practical peak the
-    model's throughput is compared with."""
-    size = size or (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    seconds = time_call(lambda: a @ b, device, min_seconds)
-    return 2 * size**3 / seconds
-
-
 def count_flops(model: torch.nn.Module, batch: torch.Tensor, train_step: bool) -> int:
     """FLOPs of one forward (or forward + backward) of ``model`` on ``batch``,
     counted with ``torch.utils.flop_counter`` (convs and matmuls; element-wise
@@ -131,10 +120,25 @@ def _autocast(device: torch.device, variant: Variant):
     return contextlib.nullcontext()
 
 
-def train_throughput(fusion: str, activation: str, batch_size: int, device: torch.device,
-                     variant: Variant = BASELINE, patch: int = 96, min_seconds: float = 2.0) -> float:
-    """Training patches/s: forward, BCE-with-logits, backward and an Adam step on
-    random data of the real shape (the engine's step, without data loading)."""
+def interleaved_seconds(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int = 3,
+                        min_seconds: float = 1.0) -> dict[str, float]:
+    """Median seconds per call of each function, measured round-robin.
+
+    On a shared machine the load changes within seconds; timing A fully and then
+    B compares A and B under different loads. Alternating them ``rounds`` times
+    and taking each one's median makes the ratios meaningful.
+    """
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name].append(time_call(fn, device, min_seconds / rounds, warmup=1))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def train_step_fn(fusion: str, activation: str, batch_size: int, device: torch.device,
+                  variant: Variant = BASELINE, patch: int = 96) -> Callable[[], None]:
+    """One training step (forward, BCE-with-logits, backward, Adam) of the real
+    model on random data of the real shape -- the engine's step without data loading."""
     from starunet.model import UNet
 
     torch.manual_seed(0)
@@ -152,12 +156,21 @@ def train_throughput(fusion: str, activation: str, batch_size: int, device: torc
         loss.backward()
         optimizer.step()
 
-    return batch_size / time_call(step, device, min_seconds)
+    return step
 
 
-def inference_seconds(device: torch.device, variant: Variant = BASELINE, height: int = 605,
-                      width: int = 700, min_seconds: float = 2.0) -> float:
-    """Seconds for one full STARE-sized image (one forward pass, eval mode)."""
+def matmul_fn(device: torch.device, dtype: torch.dtype = torch.float32,
+              size: int | None = None) -> tuple[Callable[[], object], int]:
+    """A square matmul in ``dtype`` and its FLOP count: the practical peak."""
+    size = size or (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    return (lambda: a @ b), 2 * size**3
+
+
+def inference_fn(device: torch.device, variant: Variant = BASELINE, height: int = 605,
+                 width: int = 700) -> Callable[[], None]:
+    """One full STARE-sized image through the model (one forward pass, eval mode)."""
     from starunet.model import UNet
 
     torch.manual_seed(0)
@@ -169,7 +182,7 @@ def inference_seconds(device: torch.device, variant: Variant = BASELINE, height:
         with torch.inference_mode(), _autocast(device, variant):
             forward(x)
 
-    return time_call(run, device, min_seconds, warmup=1)
+    return run
 
 
 def metrics_seconds(n_images: int = 10, height: int = 605, width: int = 700) -> float:
@@ -184,18 +197,18 @@ def metrics_seconds(n_images: int = 10, height: int = 605, width: int = 700) -> 
                      min_seconds=0, warmup=0, min_repeats=1)
 
 
-def recorded_grid_seconds(preset: str = "quick", runs_dir: Path | None = None) -> dict[str, float]:
-    """Training seconds per (fusion-activation) run of ``preset`` for seed 2024, read
-    from the runs' ``result.json`` (written by :func:`starunet.train.train`)."""
-    base = (runs_dir or default_runs_dir()) / preset
+def recorded_grid_seconds(preset: str = "quick", seed: int = 2024,
+                          runs_dir: Path | None = None) -> dict[str, float]:
+    """Training seconds of each finished (fusion, activation) run of ``preset`` and
+    ``seed``, read from the runs' ``result.json`` (written by :func:`starunet.train.train`)."""
+    from starunet.train import preset_config, run_dir_for
+
     found = {}
     for fusion, activation in GRID:
-        result = base / f"{fusion}-{activation}-s2024" / "result.json"
+        config = preset_config(preset, fusion=fusion, activation=activation, seed=seed)
+        result = run_dir_for(config, runs_dir) / "result.json"
         if result.is_file():
-            data = json.loads(result.read_text())
-            seconds = data.get("train_seconds") or data.get("seconds")
-            if seconds is not None:
-                found[f"{fusion}-{activation}"] = float(seconds)
+            found[f"{fusion}-{activation}"] = float(json.loads(result.read_text())["train_seconds"])
     return found
 
 
@@ -226,7 +239,11 @@ def variants_for(device: torch.device) -> list[Variant]:
 
 def run_benchmarks(device: torch.device, large_batches: list[int], min_seconds: float,
                    log: Callable[[str], None] = print) -> list[Row]:
-    """Measure everything in the module docstring on ``device``; return the rows."""
+    """Measure everything in the module docstring on ``device``; return the rows.
+
+    Each comparison (variants of one configuration, and the matmul peak beside
+    them) is measured round-robin, so its ratios are taken under the same load.
+    """
     from starunet.model import UNet
 
     rows: list[Row] = []
@@ -237,41 +254,54 @@ def run_benchmarks(device: torch.device, large_batches: list[int], min_seconds: 
              Row("FLOPs per 96x96 patch, training step", "-", step / 1e9, "GFLOP")]
     log(f"FLOPs per patch: forward {fwd / 1e9:.2f} G, training step {step / 1e9:.2f} G")
 
-    peak = matmul_peak(device, torch.float32, min_seconds=min_seconds)
-    rows.append(Row("matmul peak fp32", "-", peak / 1e12, "TFLOP/s"))
-    peaks = {False: peak}
-    if device.type == "cuda":
-        peaks[True] = matmul_peak(device, torch.bfloat16, min_seconds=min_seconds)
-        rows.append(Row("matmul peak bf16", "-", peaks[True] / 1e12, "TFLOP/s"))
-    log(f"matmul peak: {', '.join(f'{v / 1e12:.2f} TFLOP/s' for v in peaks.values())}")
+    dtypes = {False: torch.float32, True: torch.bfloat16}
+    peak_fns = {bf16: matmul_fn(device, dtype) for bf16, dtype in dtypes.items()
+                if not bf16 or device.type == "cuda"}
+    variants = variants_for(device)
 
+    def with_peaks(fns: dict[str, Callable[[], object]]) -> tuple[dict[str, float], dict[bool, float]]:
+        timed = interleaved_seconds({**fns, **{f"peak-{k}": f for k, (f, _) in peak_fns.items()}},
+                                    device, min_seconds=min_seconds)
+        peaks = {k: flops / timed.pop(f"peak-{k}") for k, (_, flops) in peak_fns.items()}
+        return timed, peaks
+
+    all_peaks: list[float] = []
     for batch in [8, *large_batches]:
         for fusion, activation in GRID:
-            baseline = None
-            for variant in variants_for(device):
-                rate = train_throughput(fusion, activation, batch, device, variant, min_seconds=min_seconds)
-                baseline = baseline or rate
-                frac = rate * step / peaks[variant.bf16]
-                rows.append(Row(f"training, batch {batch}, {fusion}/{activation}", variant.name, rate,
-                                "patches/s", f"x{rate / baseline:.2f} vs eager fp32",
-                                f"{100 * frac:.0f}% of matmul peak"))
-                log(f"train b{batch} {fusion}/{activation} [{variant.name}]: {rate:.1f} patches/s "
+            fns = {v.name: train_step_fn(fusion, activation, batch, device, v) for v in variants}
+            timed, peaks = with_peaks(fns)
+            all_peaks.append(peaks[False])
+            base = batch / timed[BASELINE.name]
+            for v in variants:
+                rate = batch / timed[v.name]
+                frac = rate * step / peaks[v.bf16]
+                rows.append(Row(f"training, batch {batch}, {fusion}/{activation}", v.name, rate,
+                                "patches/s", f"x{rate / base:.2f} vs eager fp32",
+                                f"{100 * frac:.0f}% of same-round matmul peak"))
+                log(f"train b{batch} {fusion}/{activation} [{v.name}]: {rate:.1f} patches/s "
                     f"({100 * frac:.0f}% of peak)")
 
-    baseline = None
-    for variant in variants_for(device):
-        seconds = inference_seconds(device, variant, min_seconds=min_seconds)
-        baseline = baseline or seconds
-        rows.append(Row("full-image inference 605x700", variant.name, seconds, "s/image",
-                        f"x{baseline / seconds:.2f} vs eager fp32", f"{fwd * 605 * 700 / 96**2 / seconds / peak:.0%} of fp32 peak"))
-        log(f"inference [{variant.name}]: {seconds:.3f} s/image")
+    timed, peaks = with_peaks({v.name: inference_fn(device, v) for v in variants})
+    all_peaks.append(peaks[False])
+    image_flops = fwd * 605 * 700 / 96**2
+    for v in variants:
+        seconds = timed[v.name]
+        rows.append(Row("full-image inference 605x700", v.name, seconds, "s/image",
+                        f"x{timed[BASELINE.name] / seconds:.2f} vs eager fp32",
+                        f"{image_flops / seconds / peaks[v.bf16]:.0%} of same-round matmul peak; "
+                        f"fp32 floor at that peak {image_flops / peaks[False]:.2f} s"))
+        log(f"inference [{v.name}]: {seconds:.3f} s/image")
+    rows.insert(2, Row("matmul peak fp32 (median over rounds)", "-",
+                       statistics.median(all_peaks) / 1e12, "TFLOP/s"))
+
     seconds = metrics_seconds()
     rows.append(Row("metrics, 10 full images pooled", "-", seconds, "s"))
     log(f"metrics: {seconds:.2f} s")
 
     grid = recorded_grid_seconds("quick")
     for name, sec in grid.items():
-        rows.append(Row(f"quick preset run {name} (seed 2024, recorded)", "-", sec / 60, "min"))
+        rows.append(Row(f"quick preset run {name} (seed 2024, recorded)", "-", sec / 60, "min",
+                        note="training time in result.json of the run"))
     if len(grid) == len(GRID):
         rows.append(Row("quick preset 2x2 grid, end to end (recorded)", "-", sum(grid.values()) / 60, "min"))
     return rows
