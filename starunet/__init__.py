@@ -93,6 +93,19 @@ _EXPORTS = {
     "load_model": "train",
     "read_history": "train",
     "predict_probabilities": "train",
+    "predict_images": "evaluate",
+    "evaluate_model": "evaluate",
+    "evaluate_run": "evaluate",
+    "compare_inference_methods": "evaluate",
+    "reproduce": "evaluate",
+    "find_results": "evaluate",
+    "load_results": "evaluate",
+    "summarize_over_seeds": "evaluate",
+    "paired_differences": "evaluate",
+    "verdict_sentence": "evaluate",
+    "comparison_table": "evaluate",
+    "source_format_table": "evaluate",
+    "SOURCE_RESULTS": "evaluate",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -617,22 +617,27 @@ def _config_style(key: str) -> dict:
     return {"color": FUSION_COLORS.get(fusion, "0.4"), "linestyle": ACTIVATION_STYLES.get(activation, ":")}
 
 
-def plot_roc_pr(curves, markers=None, roc_xmax: float = 0.3, title: str | None = None):
+def plot_roc_pr(curves, markers=None, roc_xmax: float = 0.3, title: str | None = None, per_run: bool = False):
     """ROC and PR curves of several runs side by side.
 
     ``curves``: ``{run_key: {"roc": {"fpr", "tpr"}, "pr": {"recall", "precision"}}}``
-    (keys ``fusion-activation-seedN``; runs of one configuration share a colour
-    and one legend entry). ``markers``: ``{label: metrics}`` drawn as points at
-    their operating point (``1 - sp, se`` and ``se, pre``), e.g. the second observer.
-    The ROC x-axis stops at ``roc_xmax``: all models live in its top-left corner.
+    (keys ``fusion-activation-seedN``). By default runs of one configuration share
+    a colour and one legend entry; ``per_run=True`` gives every run its own colour
+    and label (to compare two runs). ``markers``: ``{label: metrics}`` drawn as
+    points at their operating point (``1 - sp, se`` and ``se, pre``), e.g. the
+    second observer. The ROC x-axis stops at ``roc_xmax``: all models live in its
+    top-left corner.
     """
     fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(11, 4.6))
     seen = set()
-    for key, curve in curves.items():
+    for n, (key, curve) in enumerate(curves.items()):
         config = key.rsplit("-seed", 1)[0]
-        label = None if config in seen else config.replace("-", " / ")
+        if per_run:
+            label, style = key, {"color": f"C{n}", "linestyle": "-"}
+        else:
+            label = None if config in seen else config.replace("-", " / ")
+            style = _config_style(key)
         seen.add(config)
-        style = _config_style(key)
         ax_roc.plot(curve["roc"]["fpr"], curve["roc"]["tpr"], lw=1.2, alpha=0.8, label=label, **style)
         ax_pr.plot(curve["pr"]["recall"], curve["pr"]["precision"], lw=1.2, alpha=0.8, label=label, **style)
     for (name, m), marker in zip((markers or {}).items(), "o^sD"):

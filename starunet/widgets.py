@@ -201,3 +201,54 @@ def training_launcher(records=None, preset: str = "quick", fusion: str = "star",
 
 
 # ---------------------------------------------------------------- 05 evaluation
+
+def show_run_comparison(results, key_a: str, key_b: str, record=None) -> None:
+    """Display the comparison of two runs of a grid: the metric table
+    (:func:`starunet.evaluate.compare_two_runs`), their ROC/PR curves and, when
+    ``record`` is a test image with saved predictions of both runs, their panels.
+    The notebook calls it for the static view; :func:`run_comparison` on changes."""
+    import matplotlib.pyplot as plt
+    from IPython.display import Markdown, display
+
+    from starunet.evaluate import compare_two_runs
+    from starunet.plots import plot_prediction_panels, plot_roc_pr
+
+    display(Markdown(compare_two_runs(results, key_a, key_b)))
+    figures = [plot_roc_pr({k: results.curves[k] for k in (key_a, key_b) if k in results.curves}, per_run=True)]
+    probs = {k: results.probability_map(k, record.id) for k in (key_a, key_b)} if record is not None else {}
+    if probs and all(p is not None for p in probs.values()):
+        figures.append(plot_prediction_panels(record.image, record.label, record.fov, probs,
+                                              title=f"test image {record.id}"))
+    for fig in figures:
+        display(fig)
+        plt.close(fig)
+
+
+def run_comparison(results, records_by_id=None, key_a: str | None = None, key_b: str | None = None):
+    """Pick any two finished runs of a grid (any fusion, activation, seed) and compare them.
+
+    ``results``: :class:`starunet.evaluate.Results`; ``records_by_id``: ``{id: StareRecord}``
+    of the test images, for the prediction panels (runs whose PNGs were saved:
+    the first seed's). Defaults: the first two runs.
+    """
+    import ipywidgets as w
+
+    keys = results.keys
+    if len(keys) < 2:
+        raise ValueError(f"need at least two runs to compare, these results have {keys}")
+    first = w.Dropdown(options=keys, value=key_a or keys[0], description="run A")
+    second = w.Dropdown(options=keys, value=key_b or keys[1], description="run B")
+    panel_ids = [i for i in results.provenance.get("panel_ids", []) if records_by_id and i in records_by_id]
+    image = w.Dropdown(options=panel_ids or ["-"], description="test image", disabled=not panel_ids)
+    out = w.Output()
+
+    def update(_=None):
+        record = records_by_id[image.value] if panel_ids else None
+        with out:
+            out.clear_output(wait=True)
+            show_run_comparison(results, first.value, second.value, record)
+
+    for control in (first, second, image):
+        control.observe(update, names="value")
+    update()
+    return w.VBox([w.HBox([first, second, image]), out])

@@ -334,7 +334,8 @@ def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_p
     assert res.provenance["runs_reused"] == 0 and res.provenance["test_ids"] == list(test_ids)
 
     # the evaluation of a run equals evaluate_run on its run directory
-    direct = E.evaluate_run(runs / "smoke" / "star-none-s7", records)
+    run_dir = importlib.import_module("starunet.train").run_dir_for(tiny_preset.replace(seed=7), runs)
+    direct = E.evaluate_run(run_dir, records)
     assert direct.pooled["roc_auc"] == pytest.approx(float(res.run("star-none-seed7")["roc_auc"]), abs=1e-6)
 
     again = E.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
@@ -385,3 +386,45 @@ def test_cli_rejects_bad_arguments(capsys):
     assert "invalid choice: 'medium'" in capsys.readouterr().err
     assert E.cli(["--preset", "smoke", "--seeds", "1", "1", "--out", "unused"]) == 2
     assert "seeds must be distinct" in capsys.readouterr().err
+
+
+def test_two_run_comparison_and_inference_table(stare_records, tiny_preset, tmp_path):
+    records = [_crop(r) for r in stare_records]
+    res = E.reproduce("smoke", [3], tmp_path / "out", activations=["none"], runs_dir=tmp_path / "runs",
+                      records=records, log=lambda m: None)
+    text = E.compare_two_runs(res, "sum-none-seed3", "star-none-seed3")
+    assert text.startswith("|  | ROC-AUC") and "change star-none-seed3 vs sum-none-seed3" in text
+    assert "Test images (of 10) on which `star-none-seed3` scores higher" in text
+    table = E.inference_methods_markdown(res.inference_methods)
+    assert "| pad |" in table and "| tiles |" in table and "overlapping tiles took" in table
+    assert E.inference_methods_markdown([]).startswith("No inference-method measurement")
+
+
+# ---------------------------------------------------------------- figures of notebook 05
+
+def test_figures_of_notebook_05():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from starunet import plots
+
+    curve = {"roc": {"fpr": [0, 0.1, 1], "tpr": [0, 0.8, 1]}, "pr": {"recall": [0, 0.8, 1], "precision": [1, 0.7, 0.1]}}
+    curves = {E.run_key(f, "none", s): curve for f in ("sum", "star") for s in (1, 2)}
+    fig = plots.plot_roc_pr(curves, markers={"observer": {"se": 0.8, "sp": 0.95, "pre": 0.7}})
+    labels = fig.axes[1].get_legend_handles_labels()[1]
+    assert labels == ["sum / none", "star / none", "observer"]  # one entry per configuration
+    assert fig.axes[1].get_legend_handles_labels()[1] == labels
+    per_run = plots.plot_roc_pr(dict(list(curves.items())[:2]), per_run=True)
+    assert per_run.axes[1].get_legend_handles_labels()[1] == list(curves)[:2]
+
+    record = _fake_records(n=1, shape=(40, 40))[0]
+    probs = {"a": np.full((40, 40), 0.7, np.float32), "b": np.zeros((40, 40), np.float32)}
+    panels = plots.plot_prediction_panels(record.image, record.label, record.fov, probs, crop=(0, 20, 0, 20))
+    assert len(panels.axes) == 6 and panels.axes[1].get_images()[0].get_array().shape[:2] == (20, 20)
+
+    rows = _grid_rows()
+    assert len(plots.plot_seed_metrics(rows).axes) == 3
+    diffs = E.paired_differences(_per_image_rows({"none": 0.05, "relu": 0.0}), metrics=["f1", "se"])
+    forest = plots.plot_paired_differences(diffs)
+    assert [t.get_text() for t in forest.axes[0].get_yticklabels()] == ["f1", "se"]
+    matplotlib.pyplot.close("all")
