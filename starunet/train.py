@@ -48,7 +48,7 @@ import platform
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -104,7 +104,7 @@ class TrainConfig:
     patience: int = 10               # epochs without a better validation `monitor` before stopping
     monitor: str = "pr_auc"          # validation metric for early stopping and the best checkpoint
     augment: bool = True             # random flips/rotations of the patches
-    color_jitter: float = 0.0        # brightness/contrast jitter strength (0 = off, as in the source)
+    color_jitter: float = 0.0        # per-channel colour gain jitter, at most 0.5 (0 = off, as in the source)
     narrow: float = 0.5              # UNet width factor (0.5 = the 2,937,345-parameter model)
     channel_multiplier: int = 1
     val_images: int | None = None    # use only the first N validation images (None = all)
@@ -197,8 +197,8 @@ def _config_problems(c: TrainConfig) -> list[str]:
         problems.append(f"lr={c.lr!r} must be a positive finite number")
     if not _is_number(c.narrow) or not 0 < c.narrow < math.inf:
         problems.append(f"narrow={c.narrow!r} must be a positive number")
-    if not _is_number(c.color_jitter) or c.color_jitter < 0:
-        problems.append(f"color_jitter={c.color_jitter!r} must be a number >= 0")
+    if not _is_number(c.color_jitter) or not 0 <= c.color_jitter <= 0.5:
+        problems.append(f"color_jitter={c.color_jitter!r} must be a number in [0, 0.5] (a relative gain)")
     if not isinstance(c.augment, bool):
         problems.append(f"augment={c.augment!r} must be True or False")
     if c.val_images is not None and (not _is_int(c.val_images) or c.val_images < 1):
@@ -219,10 +219,13 @@ def _is_number(value: Any) -> bool:
 
 
 # Presets differ only in how much training they buy; the recipe is the same.
-# `quick` was sized from a throughput probe on the project's 2-core CPU (AMD EPYC,
-# channels-last): one training step of batch 8 takes ~0.35 s, one validation epoch
-# (2 full images + metrics) ~2.5 s, so 12 epochs x 40 steps is ~3.5 min per run
-# and ~14 min for the 2x2 grid (the budget is 20 min).
+# `quick` was sized from throughput probes on the project's 2-core CPU (AMD EPYC,
+# channels-last; the CPU was shared with other jobs): a training step of batch 8
+# took 0.35-0.37 s with 1 thread and 0.22-0.34 s (fastest steps) with 2, a
+# validation epoch (2 full images + metrics) about 3 s. 12 epochs x 40
+# steps is then ~3 min per run, ~12-14 min for the 2x2 grid (budget: 20 min). On
+# the busy shared machine, with 1 thread, a whole star/none quick run took 319 s
+# (best validation ROC-AUC 0.87, PR-AUC 0.47 at epoch 11: learning, still climbing).
 PRESETS: dict[str, TrainConfig] = {
     # seconds: a pipeline check for CI and nbval, not a result
     "smoke": TrainConfig(samples_per_epoch=8, batch_size=8, max_epochs=2, patience=2,
