@@ -627,10 +627,15 @@ class Results:
     def summary(self) -> dict[tuple[str, str], dict]:
         return summarize_over_seeds(self.runs)
 
+    @property
+    def paired_activations(self) -> list[str]:
+        """The activations (of none, relu) for which the grid has both sum and star runs."""
+        summary = self.summary()
+        return [a for a in ACTIVATIONS_COMPARED if all((f, a) in summary for f in FUSIONS_COMPARED)]
+
     def paired_differences(self, **kwargs) -> list[PairedDifference]:
         """Star − sum for every activation that has both fusions (see :func:`paired_differences`)."""
-        summary = self.summary()
-        acts = [a for a in ACTIVATIONS_COMPARED if all((f, a) in summary for f in FUSIONS_COMPARED)]
+        acts = self.paired_activations
         return paired_differences(self.per_image, activations=acts, **kwargs) if acts else []
 
     def probability_map(self, key: str, image_id: str) -> np.ndarray | None:
@@ -674,8 +679,11 @@ def load_results(directory: str | Path, kind: str = "own") -> Results:
         path = directory / name
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
-    return Results(directory=directory, kind=kind, runs=rows("metrics.csv"), per_image=rows("per_image.csv"),
-                   curves=json_file("curves.json"), provenance=json_file("provenance.json"),
+    runs, curves = rows("metrics.csv"), json_file("curves.json")
+    order = [run_key(r["fusion"], r["activation"], r["seed"]) for r in runs]  # the grid's order, not JSON's
+    curves = {k: curves[k] for k in order if k in curves} | {k: v for k, v in curves.items() if k not in order}
+    return Results(directory=directory, kind=kind, runs=runs, per_image=rows("per_image.csv"),
+                   curves=curves, provenance=json_file("provenance.json"),
                    inference_methods=rows("inference_methods.csv"))
 
 

@@ -670,7 +670,7 @@ def plot_prediction_panels(image, label, fov, probabilities, threshold: float = 
 
     window = (slice(crop[0], crop[1]), slice(crop[2], crop[3])) if crop else (slice(None), slice(None))
     n = len(probabilities)
-    fig, axes = plt.subplots(2, n + 1, figsize=(3.0 * (n + 1), 6.4), squeeze=False)
+    fig, axes = plt.subplots(2, n + 1, figsize=(3.0 * (n + 1), 7.2), squeeze=False)
     axes[0, 0].imshow(np.asarray(image)[window])
     axes[0, 0].set_title("image")
     axes[1, 0].imshow(np.asarray(label)[window], cmap="gray")
@@ -679,7 +679,7 @@ def plot_prediction_panels(image, label, fov, probabilities, threshold: float = 
         axes[0, col].imshow(np.asarray(prob)[window], cmap="magma", vmin=0, vmax=1)
         axes[0, col].set_title(f"{name}\nprobability", fontsize=9)
         axes[1, col].imshow(error_map(prob, label, fov, threshold)[window])
-        axes[1, col].set_title(f"errors at {threshold}", fontsize=9)
+        axes[1, col].set_title(f"errors at threshold {threshold}", fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -687,7 +687,7 @@ def plot_prediction_panels(image, label, fov, probabilities, threshold: float = 
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.05, 1, 1), h_pad=2.0)
     return fig
 
 
@@ -726,9 +726,9 @@ def plot_paired_differences(diffs):
     bootstrap CI, one colour per activation setting; CIs crossing 0 = within noise."""
     metrics = list(dict.fromkeys(d.metric for d in diffs))
     activations = list(dict.fromkeys(d.activation for d in diffs))
-    fig, ax = plt.subplots(figsize=(7, 0.55 * len(metrics) * len(activations) + 1.2))
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(metrics) * len(activations) + 1.4))
     offsets = np.linspace(-0.15, 0.15, len(activations)) if len(activations) > 1 else [0.0]
-    colors = {"none": "#D55E00", "relu": "#E69F00"}
+    colors = {"none": "black", "relu": "#CC79A7"}  # not the fusion colours: here colour = activation
     for off, act in zip(offsets, activations):
         for d in (d for d in diffs if d.activation == act):
             y = metrics.index(d.metric) + off
