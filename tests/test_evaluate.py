@@ -399,6 +399,19 @@ def test_two_run_comparison_and_inference_table(stare_records, tiny_preset, tmp_
     assert "| pad |" in table and "| tiles |" in table and "overlapping tiles took" in table
     assert E.inference_methods_markdown([]).startswith("No inference-method measurement")
 
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from starunet import widgets
+
+    box = widgets.run_comparison(res, {r.id: r for r in records})
+    first, second, image = box.children[0].children
+    assert (first.value, second.value) == ("sum-none-seed3", "star-none-seed3")
+    assert list(image.options) == res.provenance["panel_ids"] and not image.disabled
+    second.value = "sum-none-seed3"  # any pair, even a run with itself, redraws without error
+    with pytest.raises(ValueError, match="at least two runs"):
+        widgets.run_comparison(E.Results(tmp_path, "own", res.runs[:1], [], {}, {}))
+
 
 # ---------------------------------------------------------------- figures of notebook 05
 
