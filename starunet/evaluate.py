@@ -916,7 +916,7 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     from starunet.data import load_stare
     from starunet.train import run_dir_for, select_device, train
 
-    log = log or (lambda message: print(message))
+    log = log or (lambda message: print(message, flush=True))
     _check_method(method)
     configs = grid_configs(preset, seeds, fusions, activations)  # fails fast on bad names
     torch_device = select_device(device)
@@ -992,8 +992,8 @@ def provenance_readme(results: Results) -> str:
         ["duration", f"{_duration(p['wall_seconds'])} for this invocation; training {_duration(p['train_seconds_total'])}"
                      f" and evaluation {_duration(p['eval_seconds_total'])} summed over all runs"],
     ], numbers=False)
-    smoke = ("\n**Smoke mode** (`STARUNET_SMOKE=1`) was on: a pipeline check, not a result.\n"
-             if p.get("smoke_mode") else "")
+    smoke = ("\n**Smoke preset or smoke mode** (`STARUNET_SMOKE=1`): a pipeline check, not a result.\n"
+             if p["preset"] == "smoke" or p.get("smoke_mode") else "")
     files = "\n".join([
         "- `metrics.csv`: one row per run, the seven metrics pooled over the test images' FOV pixels "
         "(threshold 0.5), plus training facts",
