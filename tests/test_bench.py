@@ -1,0 +1,55 @@
+"""The benchmark's building blocks (not its timings: those are figures, not tests)."""
+from __future__ import annotations
+
+import torch
+
+from starunet import bench
+from starunet.model import UNet
+
+
+def _conv_flops(c_in: int, c_out: int, side: int, k: int = 3) -> int:
+    return 2 * c_in * c_out * k * k * side * side
+
+
+def test_flop_count_matches_the_architecture_by_hand():
+    side = 32
+    enc = [(3, 32), (32, 64), (64, 128), (128, 256)]
+    dec = [(256, 256), (256, 128), (128, 64), (64, 32)]
+    expected = 0
+    for level, (c_in, c_out) in enumerate(enc):  # two convs per block at side / 2**level
+        s = side >> level
+        expected += _conv_flops(c_in, c_out, s) + _conv_flops(c_out, c_out, s)
+    for level, (c_in, c_out) in enumerate(dec):  # decoder block i runs at side / 2**(4 - i)
+        s = side >> (4 - level)
+        expected += _conv_flops(c_in, c_out, s) + _conv_flops(c_out, c_out, s)
+    expected += _conv_flops(32, 1, side, k=1)  # the 1x1 head
+    counted = bench.count_flops(UNet(), torch.randn(1, 3, side, side), train_step=False)
+    assert counted == expected
+    # a training step also counts the backward pass: about twice the forward again
+    step = bench.count_flops(UNet(), torch.randn(1, 3, side, side), train_step=True)
+    assert 2.5 * expected < step < 3.5 * expected
+
+
+def test_interleaved_timing_measures_every_function_round_robin():
+    calls: list[str] = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    timed = bench.interleaved_seconds(fns, torch.device("cpu"), rounds=2, min_seconds=0)
+    assert set(timed) == {"a", "b"} and all(t >= 0 for t in timed.values())
+    # each round times a, then b: they alternate instead of all a's then all b's
+    assert calls.index("b") < len(calls) - calls[::-1].index("a") - 1
+
+
+def test_a_training_step_updates_the_weights_of_the_real_model():
+    step = bench.train_step_fn("star", "none", batch_size=2, device=torch.device("cpu"), patch=32)
+    before = [p.detach().clone() for p in step.model.parameters()]
+    step()
+    changed = [not torch.equal(b, p) for b, p in zip(before, step.model.parameters())]
+    assert sum(p.numel() for p in step.model.parameters()) == 2_937_345
+    assert all(changed), "every parameter of the U-Net gets an Adam update"
+
+
+def test_markdown_report_names_the_environment_and_every_row():
+    rows = [bench.Row("FLOPs", "-", 1.42, "GFLOP"), bench.Row("train", "eager fp32", 20.0, "patches/s", "x1.00")]
+    text = bench.to_markdown(rows, {"device": "cpu: test", "torch": "x"}, "python -m starunet bench")
+    assert "- device: cpu: test" in text and "python -m starunet bench" in text
+    assert "| train | eager fp32 | 20 | patches/s | x1.00 |" in text
