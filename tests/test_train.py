@@ -323,3 +323,19 @@ def test_reports_and_figures(stare_records, tmp_path, monkeypatch):
     config, kwargs = calls[0]
     assert (config.preset, config.fusion, config.activation) == ("smoke", "sum", "relu")
     assert kwargs["resume"] and kwargs["progress"] and kwargs["records"] is stare_records
+
+
+def test_smoke_preset_killed_after_epoch_1_and_resumed_ends_with_the_same_weights(stare_records, tmp_path):
+    """The acceptance check on the real smoke preset (full-size 2.9M-parameter U-Net)."""
+    config = preset_config("smoke", fusion="star", activation="none", seed=7)
+    train(config, tmp_path / "ref", records=stare_records)
+
+    def kill_after_epoch_1(history):
+        if len(history) == 1:
+            raise Interrupt
+    with pytest.raises(Interrupt):
+        train(config, tmp_path / "run", records=stare_records, callback=kill_after_epoch_1)
+    train(config, tmp_path / "run", records=stare_records, resume=True)
+    for name in ("checkpoint_last.pt", "checkpoint_best.pt"):
+        _assert_bit_equal(_weights(tmp_path / "ref", name), _weights(tmp_path / "run", name))
+    assert (tmp_path / "ref" / "history.csv").read_text() == (tmp_path / "run" / "history.csv").read_text()
