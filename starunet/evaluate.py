@@ -10,10 +10,9 @@ The question of the course is decided here, so every step is explicit:
    them; ``reproduce`` repeats that measurement on the first run of every grid
    (``inference_methods.csv``, shown in notebook 05). We use ``"pad"``: one pass
    per image instead of about four per pixel (96x96 tiles at stride 48), and no
-   tile seams. Measured during development on the 2-core CPU, on a briefly trained
-   star/none model (4 epochs of 256 patches) and 4 test images: pad 0.79 s/image,
-   tiles 5.3 s/image (6.7x); ROC-AUC 0.679 (pad) vs 0.660 (tiles), PR-AUC 0.216
-   vs 0.193. Batches: ``batch_size`` whole images, or tiles, per forward pass.
+   tile seams; the measured time and metric differences of the reference grid are
+   in ``results/reference/inference_methods.csv`` (tiles were slower and scored no
+   better there). Batches: ``batch_size`` whole images, or tiles, per forward pass.
 2. **Metrics** from :mod:`starunet.metrics`: pooled over all test pixels inside the
    field of view at threshold 0.5 (the usual retinal-vessel protocol), plus per-image metrics
    (mean +- std) and down-sampled ROC / PR curve points.

@@ -197,6 +197,9 @@ def _config_problems(c: TrainConfig) -> list[str]:
         problems.append(f"lr={c.lr!r} must be a positive finite number")
     if not _is_number(c.narrow) or not 0 < c.narrow < math.inf:
         problems.append(f"narrow={c.narrow!r} must be a positive number")
+    elif _is_number(c.channel_multiplier) and round(64 * c.narrow * c.channel_multiplier) < 1:
+        problems.append(f"narrow * channel_multiplier = {c.narrow * c.channel_multiplier:g} leaves no "
+                        "channels (the UNet's base width is round(64 * product)); use at least 1/64")
     if not _is_number(c.color_jitter) or not 0 <= c.color_jitter <= 0.5:
         problems.append(f"color_jitter={c.color_jitter!r} must be a number in [0, 0.5] (a relative gain)")
     if not isinstance(c.augment, bool):
@@ -554,9 +557,10 @@ class EarlyStopping:
     def update(self, score: float, epoch: int) -> bool:
         """Record ``score``; True if it is a new best (strictly better)."""
         signed = score if self.higher_is_better else -score
-        # the first epoch is the best so far even if its score is NaN (e.g. no vessel
-        # in a tiny validation crop), so a best checkpoint always exists
-        if self.best_epoch == 0 or signed > self.best_score:
+        # the first epoch is the best so far even if its score is NaN, so a best
+        # checkpoint always exists; a NaN best must not block every later epoch
+        # (NaN compares False), so any real score replaces it
+        if self.best_epoch == 0 or math.isnan(self.best_score) or signed > self.best_score:
             self.best_score, self.best_epoch, self.bad_epochs = signed, epoch, 0
             return True
         self.bad_epochs += 1

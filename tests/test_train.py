@@ -339,3 +339,15 @@ def test_smoke_preset_killed_after_epoch_1_and_resumed_ends_with_the_same_weight
     for name in ("checkpoint_last.pt", "checkpoint_best.pt"):
         _assert_bit_equal(_weights(tmp_path / "ref", name), _weights(tmp_path / "run", name))
     assert (tmp_path / "ref" / "history.csv").read_text() == (tmp_path / "run" / "history.csv").read_text()
+
+
+def test_early_stopping_is_not_stuck_on_a_nan_first_score():
+    stopper = tr.EarlyStopping(patience=2, higher_is_better=True)
+    assert stopper.update(float("nan"), 1)
+    assert stopper.update(0.3, 2), "a real score replaces a NaN best"
+    assert not stopper.update(0.2, 3) and stopper.best_epoch == 2
+
+
+def test_a_width_that_leaves_no_channels_is_rejected_before_any_work():
+    with pytest.raises(ValueError, match="leaves no channels"):
+        TrainConfig(narrow=0.001).validate()
