@@ -13,10 +13,24 @@ variable, read here and nowhere else:
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 _TRUE = {"1", "true", "yes", "on"}
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux ``/proc/cpuinfo``), else the platform's processor
+    or architecture string: what result tables say they were measured on."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def smoke_mode() -> bool:

@@ -555,13 +555,9 @@ def decision_surface(net: ToyNet, limits: tuple[float, float, float, float] = (-
 
 def hardware_summary() -> str:
     """Where the toy numbers were computed: CPU model, cores, torch and Python versions."""
-    cpu = platform.processor() or platform.machine()
-    try:  # Linux names the model here; elsewhere the architecture has to do
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"{cpu} ({os.cpu_count()} cores visible; toy training on 1 thread), "
+    from starunet.config import cpu_model
+
+    return (f"{cpu_model()} ({os.cpu_count()} cores visible; toy training on 1 thread), "
             f"torch {torch.__version__}, Python {platform.python_version()}")
 
 

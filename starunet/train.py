@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from starunet.config import PROJECT_ROOT, default_runs_dir, smoke_mode
+from starunet.config import PROJECT_ROOT, cpu_model, default_runs_dir, smoke_mode
 from starunet.io import read_csv, torch_save_atomic, write_csv_atomic, write_json_atomic
 
 # Bump when a change to this file changes the numbers a config produces: it is part
@@ -283,16 +283,9 @@ def device_description(device: torch.device | str | None = None) -> str:
         return f"cuda: {torch.cuda.get_device_name(device)}"
     if device.type == "mps":
         return f"mps: Apple GPU ({platform.machine()})"
-    cpu = _cpu_model() or platform.processor() or platform.machine()
+    cpu = cpu_model()
     return f"cpu: {cpu}, {torch.get_num_threads()} torch threads"
 
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return ""
 
 
 def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
