@@ -3,19 +3,20 @@
 The helper package of the course. Notebooks do ``import starunet as su`` and call
 the public names below; each lives in the module of its concept:
 
-=====================  ==========================================================
-``starunet.config``    environment switches (smoke mode) and default folders
-``starunet.data``      STARE download/verify/cache, FOV masks, splits, patches, tiling
-``starunet.metrics``   segmentation metrics pooled inside the field of view
-``starunet.theory``    the algebra of the star operation and 2-D toy experiments
-``starunet.fusion``    the registry of skip-fusion ops (``FUSIONS``)
-``starunet.model``     the ReLU-free U-Net
-``starunet.train``     the training engine (configs, presets, resume, cache)
-``starunet.evaluate``  full-image inference, the experiment grid, statistics
-``starunet.plots``     the figures of the notebooks
-``starunet.widgets``   ipywidgets front-ends over plain functions
-``starunet.bench``     speed benchmarks
-=====================  ==========================================================
+======================  ==========================================================
+``starunet.config``     environment switches (smoke mode) and default folders
+``starunet.data``       STARE download/verify/cache, FOV masks, splits, patches, tiling
+``starunet.metrics``    segmentation metrics pooled inside the field of view
+``starunet.theory``     the algebra of the star operation and 2-D toy experiments
+``starunet.fusion``     the registry of skip-fusion ops (``FUSIONS``)
+``starunet.model``      the ReLU-free U-Net
+``starunet.inference``  the one full-image forward path (BatchNorm folded, fp32)
+``starunet.train``      the training engine (configs, presets, resume, cache)
+``starunet.evaluate``   full-image inference, the experiment grid, statistics
+``starunet.plots``      the figures of the notebooks
+``starunet.widgets``    ipywidgets front-ends over plain functions
+``starunet.bench``      speed benchmarks
+======================  ==========================================================
 
 Names are imported lazily (PEP 562) so that ``import starunet`` stays cheap and a
 notebook only pays for the modules it uses.
@@ -31,6 +32,7 @@ _EXPORTS = {
     "smoke_mode": "config",
     "default_data_root": "config",
     "default_runs_dir": "config",
+    "display_path": "config",
     "STARE_IDS": "data",
     "StareRecord": "data",
     "load_stare": "data",
@@ -92,7 +94,9 @@ _EXPORTS = {
     "device_description": "train",
     "load_model": "train",
     "read_history": "train",
-    "predict_probabilities": "train",
+    "predict_probabilities": "inference",
+    "predict_logits": "inference",
+    "fold_batchnorm": "inference",
     "predict_images": "evaluate",
     "evaluate_model": "evaluate",
     "evaluate_run": "evaluate",

@@ -16,24 +16,21 @@ the numbers that matter are ratios, which survive a noisy shared machine:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import csv
-import io
 import json
 import platform
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from starunet.config import PROJECT_ROOT, default_runs_dir, smoke_mode
+from starunet.config import PROJECT_ROOT, smoke_mode
 from starunet.io import write_csv_atomic, write_text_atomic
+from starunet.train import autocast_bf16
 
 BENCH_DIR = PROJECT_ROOT / "benchmarks"
 GRID = [("sum", "none"), ("star", "none"), ("sum", "relu"), ("star", "relu")]
@@ -47,9 +44,11 @@ class Variant:
     channels_last: bool = False
     bf16: bool = False       # autocast to bfloat16 (GPU)
     compile: bool = False    # torch.compile
+    default_inference: bool = False  # starunet.inference: BatchNorm folded, device layout, fp32
 
 
 BASELINE = Variant("eager fp32")
+INFERENCE_DEFAULT = Variant("starunet.inference (folded BN)", default_inference=True)
 
 
 @dataclass
@@ -114,12 +113,6 @@ def _prepare(model: torch.nn.Module, x: torch.Tensor, variant: Variant):
     return model, forward, x
 
 
-def _autocast(device: torch.device, variant: Variant):
-    if variant.bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def interleaved_seconds(fns: dict[str, Callable[[], object]], device: torch.device, rounds: int = 3,
                         min_seconds: float = 1.0) -> dict[str, float]:
     """Median seconds per call of each function, measured round-robin.
@@ -149,7 +142,7 @@ def train_step_fn(fusion: str, activation: str, batch_size: int, device: torch.d
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-4)
 
     def step() -> None:
-        with _autocast(device, variant):
+        with autocast_bf16(device, variant.bf16):
             logits = forward(x)
         loss = F.binary_cross_entropy_with_logits(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -171,16 +164,22 @@ def matmul_fn(device: torch.device, dtype: torch.dtype = torch.float32,
 
 def inference_fn(device: torch.device, variant: Variant = BASELINE, height: int = 605,
                  width: int = 700) -> Callable[[], None]:
-    """One full STARE-sized image through the model (one forward pass, eval mode)."""
+    """One full STARE-sized image through the model (one forward pass, eval mode).
+    :data:`INFERENCE_DEFAULT` times exactly what evaluation and validation run:
+    :func:`starunet.inference.predict_logits` on an :func:`~starunet.inference.inference_model`."""
+    from starunet.inference import inference_model, predict_logits
     from starunet.model import UNet
 
     torch.manual_seed(0)
     model = UNet().to(device).eval()
     x = torch.rand(1, 3, height, width, device=device)
+    if variant.default_inference:
+        net = inference_model(model, device)
+        return lambda: predict_logits(net, x, prepared=True)
     model, forward, x = _prepare(model, x, variant)
 
     def run() -> None:
-        with torch.inference_mode(), _autocast(device, variant):
+        with torch.inference_mode(), autocast_bf16(device, variant.bf16):
             forward(x)
 
     return run
@@ -233,11 +232,18 @@ def environment(device: torch.device) -> dict[str, str]:
 
 
 def variants_for(device: torch.device) -> list[Variant]:
-    """The execution variants worth comparing on ``device`` (baseline first)."""
+    """The ways of running a training step worth comparing on ``device`` (baseline first)."""
     if device.type == "cuda":
         return [BASELINE, Variant("channels_last bf16", channels_last=True, bf16=True),
                 Variant("channels_last bf16 compile", channels_last=True, bf16=True, compile=True)]
     return [BASELINE, Variant("channels_last", channels_last=True)]
+
+
+def inference_variants_for(device: torch.device) -> list[Variant]:
+    """The ways of running full-image inference worth comparing (baseline first,
+    the package's default path last). Inference stays fp32 everywhere."""
+    layout = [Variant("channels_last", channels_last=True)] if device.type == "cpu" else []
+    return [BASELINE, *layout, INFERENCE_DEFAULT]
 
 
 def run_benchmarks(device: torch.device, large_batches: list[int], min_seconds: float,
@@ -284,10 +290,11 @@ def run_benchmarks(device: torch.device, large_batches: list[int], min_seconds: 
                 log(f"train b{batch} {fusion}/{activation} [{v.name}]: {rate:.1f} patches/s "
                     f"({100 * frac:.0f}% of peak)")
 
-    timed, peaks = with_peaks({v.name: inference_fn(device, v) for v in variants})
+    inference_variants = inference_variants_for(device)
+    timed, peaks = with_peaks({v.name: inference_fn(device, v) for v in inference_variants})
     all_peaks.append(peaks[False])
     image_flops = fwd * 605 * 700 / 96**2
-    for v in variants:
+    for v in inference_variants:
         seconds = timed[v.name]
         rows.append(Row("full-image inference 605x700", v.name, seconds, "s/image",
                         f"x{timed[BASELINE.name] / seconds:.2f} vs eager fp32",

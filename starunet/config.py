@@ -67,3 +67,16 @@ def default_runs_dir() -> Path:
     else:
         base = _user_cache() / "runs"
     return base / "smoke" if smoke_mode() else base
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` fit to print in a notebook or a result file, without the machine's
+    absolute paths: relative to the repository when inside it, else ``<runs>/...``
+    relative to the runs directory, else ``.../`` and its last two parts."""
+    path = Path(path).resolve()
+    for base, prefix in ((PROJECT_ROOT, ""), (default_runs_dir().resolve(), "<runs>/")):
+        try:
+            return prefix + path.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return ".../" + "/".join(path.parts[-2:])

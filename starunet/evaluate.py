@@ -44,13 +44,12 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from starunet.config import PROJECT_ROOT, default_runs_dir, smoke_mode
+from starunet.config import PROJECT_ROOT, default_runs_dir, display_path, smoke_mode
 from starunet.io import read_csv, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
 from starunet.metrics import METRIC_NAMES, segmentation_metrics
 
 INFERENCE_METHODS = ("pad", "tiles")
 DEFAULT_METHOD = "pad"
-PAD_MULTIPLE = 16  # 2**4: the U-Net halves the resolution four times
 FUSIONS_COMPARED = ("sum", "star")
 ACTIVATIONS_COMPARED = ("none", "relu")
 MAX_CURVE_POINTS = 500
@@ -81,52 +80,28 @@ def _check_method(method: str) -> None:
         raise ValueError(f"unknown inference method {method!r}; valid: {', '.join(INFERENCE_METHODS)}")
 
 
-def _forward_probabilities(model, batch, device) -> "torch.Tensor":
-    """Sigmoid of the model's logits for one batch, back on the CPU."""
-    import torch
-
-    from starunet.model import probabilities_from_logits
-
-    with torch.inference_mode():  # fp32 even on GPUs: 10 test images are cheap, precision is not
-        logits = model(batch.to(device))
-        if isinstance(logits, tuple):  # models built with return_feats=True
-            logits = logits[0]
-        return probabilities_from_logits(logits.float()).cpu()
-
-
-def _predict_padded(model, tensors: list, batch_size: int, device) -> list[np.ndarray]:
-    """Whole images, reflect-padded at the bottom/right to a multiple of 16 (as the
-    UNet itself does), batched by size (all STARE images share one size)."""
-    import torch
-
-    from starunet.model import pad_to_multiple
+def _predict_padded(net, tensors: list, batch_size: int) -> list[np.ndarray]:
+    """Whole images, ``batch_size`` per pass, batched by size (all STARE images
+    share one); the UNet reflect-pads each to a multiple of 16 and crops back."""
+    from starunet.inference import predict_probabilities, stack_images
 
     out: list[np.ndarray | None] = [None] * len(tensors)
-    by_size: dict[tuple[int, int], list[int]] = {}
-    for i, t in enumerate(tensors):
-        by_size.setdefault(tuple(t.shape[-2:]), []).append(i)
-    for (h, w), indices in by_size.items():
-        for start in range(0, len(indices), batch_size):
-            chunk = indices[start:start + batch_size]
-            batch = pad_to_multiple(torch.stack([tensors[i] for i in chunk]), PAD_MULTIPLE)
-            probs = _forward_probabilities(model, batch, device)[:, 0, :h, :w]
-            for i, p in zip(chunk, probs):
-                out[i] = p.numpy()
+    for indices, batch in stack_images(tensors):
+        probs = predict_probabilities(net, batch, batch_size, prepared=True)[:, 0]
+        for i, p in zip(indices, probs):
+            out[i] = p.numpy()
     return out  # type: ignore[return-value]
 
 
-def _predict_tiled(model, tensors: list, batch_size: int, device, patch_size: int, stride: int) -> list[np.ndarray]:
+def _predict_tiled(net, tensors: list, batch_size: int, patch_size: int, stride: int) -> list[np.ndarray]:
     """Overlapping tiles of the training patch size, probabilities averaged."""
-    import torch
-
     from starunet.data import Tiler
+    from starunet.inference import predict_probabilities
 
     out = []
     for t in tensors:
         tiler = Tiler(t.shape[-2], t.shape[-1], patch_size=patch_size, stride=stride)
-        tiles = tiler.split(t)
-        probs = torch.cat([_forward_probabilities(model, tiles[s:s + batch_size], device)
-                           for s in range(0, len(tiles), batch_size)])
+        probs = predict_probabilities(net, tiler.split(t), batch_size, prepared=True)
         out.append(tiler.merge(probs)[0].numpy())
     return out
 
@@ -138,28 +113,23 @@ def predict_images(model, images: Sequence[np.ndarray], method: str = DEFAULT_ME
 
     ``images`` are ``(H, W, 3) uint8`` arrays (``StareRecord.image``); returns one
     ``(H, W) float32`` array in [0, 1] per image. ``method="pad"`` runs each image
-    whole (padded to a multiple of 16); ``"tiles"`` runs overlapping
-    ``patch_size`` tiles at ``stride`` and averages them. The model runs in eval
-    mode (BatchNorm uses its running statistics); its mode is restored afterwards.
+    whole (the UNet pads it to a multiple of 16); ``"tiles"`` runs overlapping
+    ``patch_size`` tiles at ``stride`` and averages them. Both go through
+    :mod:`starunet.inference` (fp32, BatchNorm folded: eval mode's running
+    statistics) on a copy of ``model``; ``model`` itself is not touched.
     """
-    import torch
-
     from starunet.data import image_to_tensor
+    from starunet.inference import inference_model
 
     _check_method(method)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    net = inference_model(model, device)
     tensors = [image_to_tensor(np.asarray(im)) for im in images]
-    was_training = model.training
-    model.eval()
-    try:
-        if method == "pad":
-            probs = _predict_padded(model, tensors, batch_size, device)
-        else:
-            probs = _predict_tiled(model, tensors, batch_size, device, patch_size, stride)
-    finally:
-        model.train(was_training)
+    if method == "pad":
+        probs = _predict_padded(net, tensors, batch_size)
+    else:
+        probs = _predict_tiled(net, tensors, batch_size, patch_size, stride)
     return [np.clip(p, 0.0, 1.0).astype(np.float32) for p in probs]
 
 
@@ -577,23 +547,21 @@ def run_key(fusion: str, activation: str, seed: int | str) -> str:
     return f"{fusion}-{activation}-seed{seed}"
 
 
-def display_path(path: str | Path) -> str:
-    """A path fit to print in a notebook: relative to the repository when inside it,
-    else only its last two parts (no machine-specific absolute paths in outputs)."""
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(PROJECT_ROOT).as_posix() + "/"
-    except ValueError:
-        return ".../" + "/".join(path.parts[-2:]) + "/"
+# Columns of the result CSVs read back as numbers; every other one stays a string
+# (a config_hash such as "12345678" must not become an int).
+INTEGER_COLUMNS = frozenset({"seed", "epochs", "best_epoch", "n_test_images"})
+FLOAT_COLUMNS = frozenset({*METRIC_NAMES, "train_seconds", "eval_seconds", "seconds", "seconds_per_image"})
 
 
-def _as_number(value: str):
-    """CSV cell -> int / float when it is one, else the string."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return value
-    return int(number) if number.is_integer() and "." not in str(value) else number
+def _parse_row(row: Mapping[str, str]) -> dict:
+    """A CSV row with the known numeric columns parsed (empty cells stay ``""``)."""
+    def parse(key: str, value: str):
+        if value in ("", None):
+            return value
+        if key in INTEGER_COLUMNS:
+            return int(value)
+        return float(value) if key in FLOAT_COLUMNS else value
+    return {k: parse(k, v) for k, v in row.items()}
 
 
 @dataclass
@@ -672,7 +640,7 @@ def load_results(directory: str | Path, kind: str = "own") -> Results:
 
     def rows(name: str) -> list[dict]:
         path = directory / name
-        return [{k: _as_number(v) for k, v in r.items()} for r in read_csv(path)] if path.is_file() else []
+        return [_parse_row(r) for r in read_csv(path)] if path.is_file() else []
 
     def json_file(name: str) -> dict:
         path = directory / name
@@ -897,18 +865,45 @@ def _hardware(torch_device) -> dict:
             "gpu": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else None}
 
 
+class GridConflictError(ValueError):
+    """The output folder holds runs that the requested grid would silently drop."""
+
+
+def check_output_folder(out: Path, configs: Sequence, method: str) -> None:
+    """Refuse to write a grid into ``out`` when ``out/metrics.csv`` already holds runs
+    that this grid does not contain (other seeds, fusions, activations, preset or
+    inference method): the grid's files are rewritten from this call's runs, so
+    those would be lost. A grid that contains them all (e.g. more seeds) is fine:
+    their runs and evaluations are reused."""
+    if not (out / "metrics.csv").is_file():
+        return
+    planned = {(c.fusion, c.activation, str(c.seed), c.preset, method) for c in configs}
+    existing = [(r["fusion"], r["activation"], r["seed"], r.get("preset", ""), r.get("method", ""))
+                for r in read_csv(out / "metrics.csv")]
+    dropped = [e for e in existing if e not in planned]
+    if dropped:
+        seeds = sorted({int(e[2]) for e in existing} | {int(c.seed) for c in configs})
+        names = ", ".join(f"{f}-{a}-seed{s} ({p}, {m})" for f, a, s, p, m in dropped[:4])
+        more = f" and {len(dropped) - 4} more" if len(dropped) > 4 else ""
+        raise GridConflictError(
+            f"{display_path(out)} already holds results that this grid would drop: {names}{more}. "
+            f"Re-run with all of them (e.g. --seeds {' '.join(map(str, seeds))}; finished runs and "
+            f"evaluations are reused), choose another --out, or pass --overwrite to replace them")
+
+
 def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
               fusions: Sequence[str] = FUSIONS_COMPARED, activations: Sequence[str] = ACTIVATIONS_COMPARED,
               device: str = "auto", runs_dir: str | Path | None = None, method: str = DEFAULT_METHOD,
               batch_size: int = 4, records: Sequence | None = None, command: str | None = None,
-              log=None) -> Results:
+              log=None, overwrite: bool = False) -> Results:
     """Train (or reuse) and evaluate the fusion x activation grid for every seed.
 
     Runs go to :func:`starunet.train.run_dir_for` under ``runs_dir`` (finished
     runs are reused, interrupted ones resumed); results to ``out`` (default
     :func:`own_results_dir`): ``metrics.csv``, ``per_image.csv``, ``curves.json``,
     ``inference_methods.csv``, ``predictions/*.png``, ``provenance.json`` and a
-    generated ``README.md``. Returns the results read back.
+    generated ``README.md``. Returns the results read back. An ``out`` holding runs
+    outside this grid raises :class:`GridConflictError` unless ``overwrite``.
     """
     import torch
 
@@ -920,6 +915,8 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     configs = grid_configs(preset, seeds, fusions, activations)  # fails fast on bad names
     torch_device = select_device(device)
     out = Path(out) if out is not None else own_results_dir()
+    if not overwrite:
+        check_output_folder(out, configs, method)
     started, start = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.perf_counter()
     test_ids = tuple(configs[0].split().test)
     panel_ids = tuple(sorted(test_ids)[:PANEL_COUNT])
@@ -1039,12 +1036,14 @@ def cli(argv: Sequence[str]) -> int:
     parser.add_argument("--method", choices=INFERENCE_METHODS, default=DEFAULT_METHOD,
                         help="whole-image inference: padded image (default) or averaged 96x96 tiles")
     parser.add_argument("--batch-size", type=int, default=4, help="images (or tiles) per inference batch")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace results in --out that this grid does not contain (default: refuse)")
     args = parser.parse_args(list(argv))
     command = "python -m starunet reproduce " + shlex.join(list(argv))
     try:
         reproduce(args.preset, args.seeds, args.out, fusions=args.fusions, activations=args.activations,
                   device=args.device, runs_dir=args.runs_dir, method=args.method, batch_size=args.batch_size,
-                  command=command)
+                  command=command, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ The protocol is the source experiment's, in plain PyTorch:
   no Dice term (nothing added to the source recipe);
 * **optimiser** -- Adam, lr 5e-4, batch 8, no schedule;
 * **validation** -- after each epoch, full-image inference on the validation
-  images (:func:`predict_probabilities`), metrics inside the field of view with
+  images (:func:`starunet.inference.predict_logits`, fp32), metrics inside the field of view with
   :func:`starunet.metrics.segmentation_metrics`;
 * **model selection** -- the weights with the best validation ``monitor`` metric
   (default PR-AUC: threshold-free like ROC-AUC, but not flattered by the ~90 % easy
@@ -48,6 +48,7 @@ import platform
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -57,7 +58,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from starunet.config import PROJECT_ROOT, cpu_model, default_runs_dir, smoke_mode
+from starunet.config import cpu_model, default_runs_dir, display_path, smoke_mode
+from starunet.inference import inference_model, predict_logits, preferred_memory_format
 from starunet.io import read_csv, torch_save_atomic, write_csv_atomic, write_json_atomic
 
 # Bump when a change to this file changes the numbers a config produces: it is part
@@ -289,22 +291,20 @@ def device_description(device: torch.device | str | None = None) -> str:
 
 
 def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
-    """Move ``model`` to ``device`` in the memory layout that is fastest there.
-
-    On CPU that is channels-last (NHWC): measured on the 2-core CPU of this
-    project, a training step of the default UNet takes 13 % less time and a
-    full-image inference 24 % less than in the default NCHW layout, with the same
-    numbers run to run. Elsewhere the default layout is kept.
+    """Move ``model`` to ``device`` in the memory layout that is fastest there
+    (:func:`starunet.inference.preferred_memory_format`): channels-last (NHWC) on
+    CPU, where ``benchmarks/cpu.md`` measures a training step x1.14-1.38 faster than
+    in the default NCHW layout, with the same numbers run to run. Elsewhere the
+    default layout is kept.
     """
-    device = torch.device(device)
-    layout = torch.channels_last if device.type == "cpu" else torch.preserve_format
-    return model.to(device, memory_format=layout)
+    return model.to(device, memory_format=preferred_memory_format(device))
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on GPUs that support it. Not fp16: products of unnormalised
-    features (the star fusion) overflow fp16's range easily; bf16 has fp32's range."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+def autocast_bf16(device: torch.device, enabled: bool = True):
+    """bf16 autocast for training steps on GPUs that support it (a no-op elsewhere or
+    when not ``enabled``). Not fp16: products of unnormalised features (the star
+    fusion) overflow fp16's range easily; bf16 has fp32's range."""
+    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -318,34 +318,6 @@ def build_model(config: TrainConfig) -> nn.Module:
     torch.manual_seed(config.seed)
     return UNet(in_channels=3, out_channels=1, fusion=config.fusion, activation=config.activation,
                 narrow=config.narrow, channel_multiplier=config.channel_multiplier)
-
-
-def predict_logits(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
-    """Full-image logits ``(H, W)`` for one image tensor ``(3, H, W)``.
-
-    The UNet is fully convolutional (it pads odd sizes itself), so the whole image
-    goes through in one pass: no tiling seams, and cheaper than overlapping tiles.
-    Runs on the model's device in eval mode (BatchNorm running statistics); the
-    model's train/eval mode is restored afterwards.
-    """
-    if image.ndim != 3 or image.shape[0] != 3:
-        raise ValueError(f"expected one image tensor of shape (3, H, W), got {tuple(image.shape)}; "
-                         "use starunet.image_to_tensor(record.image)")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), _autocast(device):
-            logits = model(image.to(device).unsqueeze(0))
-    finally:
-        model.train(was_training)
-    return logits[0, 0].float()
-
-
-def predict_probabilities(model: nn.Module, image: torch.Tensor) -> np.ndarray:
-    """Vessel probabilities ``(H, W) float32`` for one image tensor ``(3, H, W)``
-    (see :func:`predict_logits`)."""
-    return torch.sigmoid(predict_logits(model, image)).cpu().numpy()
 
 
 def load_model(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> nn.Module:
@@ -469,7 +441,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
     for step, (image, label, fov) in enumerate(bar, start=1):
         image, label, fov = (t.to(device, non_blocking=True) for t in (image, label, fov))
-        with _autocast(device):
+        with autocast_bf16(device):
             logits = model(image)
         loss = training_loss(logits, label, fov)
         value = loss.item()  # one host sync per step: negligible next to a UNet step
@@ -485,12 +457,18 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
 def validate(model: nn.Module, images: Sequence[ValidationImage]) -> dict[str, float]:
     """Validation loss (BCE inside the FOV) and :func:`segmentation_metrics` over
-    ``images``, pixels pooled inside their FOV masks."""
+    ``images``, pixels pooled inside their FOV masks.
+
+    Full images through :func:`starunet.inference.predict_logits`, the same fp32
+    path as the test evaluation, on a BatchNorm-folded copy of ``model`` (``model``
+    itself, its mode included, is not touched).
+    """
     from starunet.metrics import segmentation_metrics
 
+    net = inference_model(model)
     probs, losses, n_pixels = [], 0.0, 0
     for item in images:
-        logits = predict_logits(model, item.image).cpu()
+        logits = predict_logits(net, item.image[None], prepared=True)[0, 0]
         fov = torch.from_numpy(item.fov)
         target = torch.from_numpy(item.label).float()
         losses += F.binary_cross_entropy_with_logits(logits[fov], target[fov], reduction="sum").item()
@@ -629,6 +607,7 @@ def _save_checkpoints(run_dir: Path, model: nn.Module, optimizer, stopper: Early
         "model": weights, "optimizer": optimizer.state_dict(), "epoch": epoch,
         "early_stopping": dataclasses.asdict(stopper), "history": history,
         "epoch_seconds": epoch_seconds, "rng": _rng_state(), "engine_version": ENGINE_VERSION,
+        "torch_threads": torch.get_num_threads(),
     }, run_dir / LAST_CHECKPOINT)
     write_csv_atomic(run_dir / HISTORY_FILE, history, _history_fields())
 
@@ -674,14 +653,14 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
     epoch_seconds: list[float] = []
     if (run_dir / LAST_CHECKPOINT).is_file():
         history, epoch_seconds = _restore(run_dir, model, optimizer, stopper)
-    if torch_device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick the fastest kernels
     forward_model = torch.compile(model) if compile else model
 
     loader = make_patch_loader(config, train_records, torch_device)
     val_images = validation_images(config, val_records)
-    _run_epochs(config, run_dir, model, forward_model, optimizer, stopper, loader, val_images,
-                history, epoch_seconds, torch_device, callback, progress)
+    # fixed input shapes: let cuDNN pick the fastest kernels, for this run only
+    with _cudnn_benchmark(torch_device.type == "cuda"):
+        _run_epochs(config, run_dir, model, forward_model, optimizer, stopper, loader, val_images,
+                    history, epoch_seconds, torch_device, callback, progress)
 
     stop_reason = "early_stopping" if stopper.should_stop else "max_epochs"
     best = history[stopper.best_epoch - 1]
@@ -702,6 +681,18 @@ def _cached_result(run_dir: Path, config: TrainConfig) -> RunResult | None:
     return None
 
 
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool):
+    """Set ``torch.backends.cudnn.benchmark`` while the block runs, then restore it
+    (a process-wide switch: a notebook's later cells should not inherit it)."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = enabled or before
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 def _restore(run_dir: Path, model: nn.Module, optimizer, stopper: EarlyStopping):
     """Load the resume state of ``checkpoint_last.pt`` into the given objects."""
     state = torch.load(run_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=True)
@@ -710,6 +701,12 @@ def _restore(run_dir: Path, model: nn.Module, optimizer, stopper: EarlyStopping)
     for key, value in state["early_stopping"].items():
         setattr(stopper, key, value)
     _set_rng_state(state["rng"])
+    threads = state.get("torch_threads")  # absent in checkpoints of older versions
+    if threads is not None and threads != torch.get_num_threads():
+        warnings.warn(f"resuming {run_dir.name} with {torch.get_num_threads()} torch threads, but it was "
+                      f"trained with {threads}: CPU kernels split their sums by thread, so the resumed "
+                      f"run may not be bit-identical to an uninterrupted one; call "
+                      f"torch.set_num_threads({threads}) first to keep it exact", stacklevel=3)
     history = [dict(row) for row in state["history"]]
     # history.csv may be one epoch behind if a kill hit between the two writes
     write_csv_atomic(run_dir / HISTORY_FILE, history, _history_fields())
@@ -750,16 +747,6 @@ def _run_epochs(config, run_dir, model, forward_model, optimizer, stopper, loade
 
 
 # ---------------------------------------------------------------- reporting
-
-def display_path(path: str | Path) -> str:
-    """``path`` fit to print in a notebook: relative to the repository when inside
-    it, else ``<runs>/...`` relative to the runs directory, else its name."""
-    path = Path(path).resolve()
-    for base, prefix in ((PROJECT_ROOT, ""), (default_runs_dir().resolve(), "<runs>/")):
-        with contextlib.suppress(ValueError):
-            return prefix + path.relative_to(base).as_posix()
-    return path.name
-
 
 def describe_run_dir(run_dir: str | Path) -> str:
     """The files of a run directory with their sizes, one per line."""

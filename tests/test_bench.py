@@ -54,3 +54,12 @@ def test_markdown_report_names_the_environment_and_every_row():
     text = bench.to_markdown(rows, {"device": "cpu: test", "torch": "x"}, "python -m starunet bench")
     assert "- device: cpu: test" in text and "python -m starunet bench" in text
     assert "| train | eager fp32 | 20 | patches/s | x1.00 |" in text
+
+
+def test_inference_variants_end_with_the_package_default_path():
+    cpu = bench.inference_variants_for(torch.device("cpu"))
+    assert cpu[0] == bench.BASELINE and cpu[-1] == bench.INFERENCE_DEFAULT
+    assert [v.name for v in bench.inference_variants_for(torch.device("cuda"))] == \
+        [bench.BASELINE.name, bench.INFERENCE_DEFAULT.name]  # no channels_last, no bf16: fp32 on GPUs
+    for variant in cpu:  # each one runs a small image through the real model
+        bench.inference_fn(torch.device("cpu"), variant, height=37, width=40)()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -343,6 +342,20 @@ def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_p
     assert again.provenance["runs_reused"] == 2
     assert read_csv(out / "metrics.csv") == rows  # same numbers, nothing retrained
 
+    # another seed into the same folder would drop seed 7: refused, with the fix named
+    with pytest.raises(E.GridConflictError, match=r"sum-none-seed7.*--seeds 7 8.*--overwrite"):
+        E.reproduce("smoke", [8], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
+                    records=records, log=lambda m: None)
+    assert read_csv(out / "metrics.csv") == rows  # refused before anything was written
+    more = E.reproduce("smoke", [7, 8], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
+                       records=records, log=lambda m: None)
+    assert more.keys == ["sum-none-seed7", "star-none-seed7", "sum-none-seed8", "star-none-seed8"]
+    assert more.provenance["runs_reused"] == 2  # the seed-7 runs and their evaluations
+    assert read_csv(out / "metrics.csv")[:2] == rows
+    replaced = E.reproduce("smoke", [8], out, fusions=["sum"], activations=["none"], runs_dir=runs,
+                           records=records, log=lambda m: None, overwrite=True)
+    assert replaced.keys == ["sum-none-seed8"]
+
 
 def test_results_are_read_back_and_summarised(stare_records, tiny_preset, tmp_path):
     records = [_crop(r) for r in stare_records]
@@ -360,6 +373,15 @@ def test_results_are_read_back_and_summarised(stare_records, tiny_preset, tmp_pa
     text = E.results_markdown(res)
     assert "| sum | none | 2 |" in text and "Verdict:" in text
     assert str(tmp_path) not in text and "/tmp" not in text  # no machine paths in notebook outputs
+
+
+def test_only_numeric_columns_are_parsed(tmp_path):
+    row = {"fusion": "star", "activation": "none", "seed": "7", "roc_auc": "0.9", "epochs": "3",
+           "config_hash": "12345678", "device": "cpu", "stop_reason": "", "train_seconds": "1.5"}
+    parsed = E._parse_row(row)
+    assert parsed["config_hash"] == "12345678"  # all digits, still a string
+    assert (parsed["seed"], parsed["epochs"], parsed["roc_auc"], parsed["train_seconds"]) == (7, 3, 0.9, 1.5)
+    assert parsed["stop_reason"] == "" and parsed["device"] == "cpu"
 
 
 def test_course_summary_without_any_results(monkeypatch, tmp_path):

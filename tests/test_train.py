@@ -17,7 +17,7 @@ import torch
 
 import starunet.train as tr
 from starunet.train import (PRESETS, NonFiniteLossError, RunDirConflictError, TrainConfig, load_model,
-                            predict_probabilities, preset_config, run_dir_for, select_device, train)
+                            preset_config, run_dir_for, select_device, train)
 
 TINY = TrainConfig(patch_size=32, samples_per_epoch=4, batch_size=2, max_epochs=3, patience=5,
                    narrow=0.125, val_images=1, val_crop=96, preset="tiny")
@@ -127,20 +127,6 @@ def test_select_device():
             select_device("cuda")
 
 
-# ---------------------------------------------------------------- inference
-
-def test_predict_probabilities_full_image(stare_records):
-    from starunet.data import image_to_tensor
-
-    model = tr.build_model(TINY).train()
-    prob = predict_probabilities(model, image_to_tensor(stare_records[0].image))
-    assert prob.shape == (605, 700) and prob.dtype.name == "float32"
-    assert 0.0 <= prob.min() and prob.max() <= 1.0
-    assert model.training, "the model's mode must be restored"
-    with pytest.raises(ValueError, match=r"shape \(3, H, W\)"):
-        predict_probabilities(model, torch.zeros(1, 3, 32, 32))
-
-
 # ---------------------------------------------------------------- training runs
 
 def test_same_seed_gives_identical_history(stare_records, tmp_path):
@@ -188,6 +174,37 @@ def test_resume_after_kills_ends_bit_identical(stare_records, tmp_path, monkeypa
                       _weights(tmp_path / "run", "checkpoint_best.pt"))
     assert (tmp_path / "ref" / "history.csv").read_text() == (tmp_path / "run" / "history.csv").read_text()
     assert (resumed.best_epoch, resumed.best_val) == (reference.best_epoch, reference.best_val)
+
+
+def test_resume_under_another_thread_count_warns(stare_records, tmp_path):
+    def stop_after_epoch_1(history):
+        if len(history) == 1:
+            raise Interrupt
+    with pytest.raises(Interrupt):
+        train(TINY, tmp_path, records=stare_records, callback=stop_after_epoch_1)
+    assert torch.load(tmp_path / "checkpoint_last.pt", weights_only=True)["torch_threads"] == 1
+    torch.set_num_threads(2)
+    try:
+        with pytest.warns(UserWarning, match=r"trained with 1.*torch.set_num_threads\(1\)"):
+            train(TINY, tmp_path, records=stare_records, resume=True)
+    finally:
+        torch.set_num_threads(1)
+
+
+def test_validation_leaves_the_model_untouched(stare_records):
+    model = tr.build_model(TINY).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    images = tr.validation_images(TINY, [stare_records[0]])
+    scores = tr.validate(model, images)
+    assert model.training and 0.0 <= scores["roc_auc"] <= 1.0 and scores["loss"] > 0
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_cudnn_benchmark_is_restored():
+    torch.backends.cudnn.benchmark = False
+    with tr._cudnn_benchmark(True):
+        assert torch.backends.cudnn.benchmark
+    assert not torch.backends.cudnn.benchmark
 
 
 def test_nan_loss_stops_with_a_clear_message(stare_records, tmp_path, monkeypatch):
