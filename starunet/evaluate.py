@@ -919,11 +919,12 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     if not overwrite:
         check_output_folder(out, configs, method)
     started, start = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.perf_counter()
+    commit = _git_commit()  # now: the files this call writes may be tracked ones (results/reference)
     test_ids = tuple(configs[0].split().test)
     panel_ids = tuple(sorted(test_ids)[:PANEL_COUNT])
     records = load_stare() if records is None else records
 
-    rows, per_image, curves, inference_rows, reused = [], [], {}, [], 0
+    rows, per_image, curves, inference_rows, reused, evaluations_reused = [], [], {}, [], 0, 0
     for n, config in enumerate(configs, start=1):
         key = run_key(config.fusion, config.activation, config.seed)
         log(f"[{n}/{len(configs)}] {key}: training (or reusing) ...")
@@ -931,7 +932,7 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
                        records=records)
         evaluation, cached = _evaluate_cached(result.run_dir, records, test_ids, out, key, method, batch_size,
                                               str(torch_device), panel_ids if config.seed == configs[0].seed else ())
-        reused += int(result.reused and cached)
+        reused, evaluations_reused = reused + int(result.reused), evaluations_reused + int(cached)
         if n == 1:
             inference_rows = _inference_methods_cached(result.run_dir, records, test_ids, out, key,
                                                        batch_size, str(torch_device))
@@ -950,14 +951,16 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
         "method": method, "test_ids": list(test_ids), "panel_ids": list(panel_ids),
         "hardware": _hardware(torch_device), "torch": torch.__version__, "numpy": np.__version__,
         "python": platform.python_version(), "platform": platform.platform(terse=True),
-        "git_commit": _git_commit(), "smoke_mode": smoke_mode(),
+        "git_commit": commit, "smoke_mode": smoke_mode(),
         "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "wall_seconds": round(time.perf_counter() - start, 1), "runs": len(configs), "runs_reused": int(reused),
+        "wall_seconds": round(time.perf_counter() - start, 1), "runs": len(configs), "runs_reused": reused,
+        "evaluations_reused": evaluations_reused,
         "train_seconds_total": round(sum(float(r["train_seconds"]) for r in rows), 1),
         "eval_seconds_total": round(sum(float(r["eval_seconds"]) for r in rows), 1),
     }
     write_json_atomic(out / "provenance.json", provenance)
-    results = load_results(out, kind="own")
+    is_reference = out.resolve() == REFERENCE_DIR.resolve()
+    results = load_results(out, kind="reference" if is_reference else "own")
     write_text_atomic(out / "README.md", provenance_readme(results))
     log(f"results -> {display_path(out)}")
     return results
@@ -967,6 +970,14 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def _reuse_note(p: Mapping) -> str:
+    """What a grid invocation took over from earlier ones, in words."""
+    note = f"{p['runs_reused']} trained by an earlier invocation and reused"
+    if "evaluations_reused" in p:  # absent in provenance files of older versions
+        note += f"; {p['evaluations_reused']} of {p['runs']} evaluations reused, the others computed now"
+    return note
 
 
 def provenance_readme(results: Results) -> str:
@@ -979,7 +990,7 @@ def provenance_readme(results: Results) -> str:
         ["preset", f"`{p['preset']}` ({config})"],
         ["seeds", ", ".join(str(s) for s in p["seeds"])],
         ["grid", f"fusion {' / '.join(p['fusions'])} x activation {' / '.join(p['activations'])}: "
-                 f"{p['runs']} runs ({p['runs_reused']} reused from an earlier invocation)"],
+                 f"{p['runs']} runs ({_reuse_note(p)})"],
         ["test images", f"{len(p['test_ids'])}: {' '.join(p['test_ids'])}"],
         ["inference", f"`{p['method']}` (whole images; see starunet.evaluate)"],
         ["hardware", p["hardware"]["summary"]],

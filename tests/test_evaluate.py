@@ -330,7 +330,7 @@ def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_p
     readme = (out / "README.md").read_text()
     assert "`python -m starunet reproduce --preset smoke`" in readme and torch.__version__ in readme
     assert "**Smoke preset or smoke mode**" in readme  # smoke results say they are no result
-    assert res.provenance["runs_reused"] == 0 and res.provenance["test_ids"] == list(test_ids)
+    assert res.provenance["runs_reused"] == res.provenance["evaluations_reused"] == 0 and res.provenance["test_ids"] == list(test_ids)
 
     # the evaluation of a run equals evaluate_run on its run directory
     run_dir = importlib.import_module("starunet.train").run_dir_for(tiny_preset.replace(seed=7), runs)
@@ -339,7 +339,7 @@ def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_p
 
     again = E.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
                         records=records, log=lambda m: None)
-    assert again.provenance["runs_reused"] == 2
+    assert again.provenance["runs_reused"] == again.provenance["evaluations_reused"] == 2
     assert read_csv(out / "metrics.csv") == rows  # same numbers, nothing retrained
 
     # another seed into the same folder would drop seed 7: refused, with the fix named
@@ -350,7 +350,7 @@ def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_p
     more = E.reproduce("smoke", [7, 8], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
                        records=records, log=lambda m: None)
     assert more.keys == ["sum-none-seed7", "star-none-seed7", "sum-none-seed8", "star-none-seed8"]
-    assert more.provenance["runs_reused"] == 2  # the seed-7 runs and their evaluations
+    assert more.provenance["evaluations_reused"] == 2  # the seed-7 evaluations
     assert read_csv(out / "metrics.csv")[:2] == rows
     replaced = E.reproduce("smoke", [8], out, fusions=["sum"], activations=["none"], runs_dir=runs,
                            records=records, log=lambda m: None, overwrite=True)
