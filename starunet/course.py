@@ -8,9 +8,12 @@ one output folder. ``--inplace`` writes the outputs back into ``notebooks/``
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 from starunet.config import PROJECT_ROOT, smoke_mode
 from starunet.io import write_text_atomic
@@ -32,6 +35,19 @@ def clean_notebook(nb) -> None:
     nb.metadata.pop("widgets", None)
 
 
+@contextlib.contextmanager
+def inline_figures() -> Iterator[None]:
+    """Hide ``MPLBACKEND`` from the kernel while it runs. Headless shells and CI set
+    it to ``Agg``; a kernel that inherits it draws nothing inline, and the saved
+    notebook would keep "<Figure ...>" text instead of its figures."""
+    saved = os.environ.pop("MPLBACKEND", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MPLBACKEND"] = saved
+
+
 def execute_notebook(src: Path, dst: Path, timeout: int | None = None) -> float:
     """Execute ``src`` with its folder as working directory, write it to ``dst``;
     return the wall time in seconds. Raises ``nbclient`` errors on a failing cell."""
@@ -46,7 +62,8 @@ def execute_notebook(src: Path, dst: Path, timeout: int | None = None) -> float:
         resources={"metadata": {"path": str(src.parent)}},
     )
     start = time.perf_counter()
-    client.execute()
+    with inline_figures():
+        client.execute()
     elapsed = time.perf_counter() - start
     clean_notebook(nb)
     dst.parent.mkdir(parents=True, exist_ok=True)

@@ -427,6 +427,16 @@ def training_loss(logits: torch.Tensor, label: torch.Tensor, fov: torch.Tensor) 
     return F.binary_cross_entropy_with_logits(logits.float(), label)
 
 
+def constant_prediction_loss(vessel_fraction: float) -> float:
+    """The training loss of a model that predicts the vessel fraction ``p`` at every
+    pixel: the binary entropy ``H(p) = -p log p - (1-p) log(1-p)`` (nats). A yardstick:
+    an untrained network scores about this, a useful one well below it."""
+    if not 0.0 < vessel_fraction < 1.0:
+        raise ValueError(f"vessel_fraction must be strictly between 0 and 1, got {vessel_fraction}")
+    p = vessel_fraction
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
                     epoch: int, progress: bool = False) -> float:
     """One pass over ``loader``; returns the mean training loss.
@@ -744,6 +754,47 @@ def _run_epochs(config, run_dir, model, forward_model, optimizer, stopper, loade
         if stopper.should_stop:
             break
     bar.close()
+
+
+class _Killed(Exception):
+    """Stands in for a kill in :func:`kill_and_resume_check`."""
+
+
+@dataclass
+class ResumeCheck:
+    """What :func:`kill_and_resume_check` found."""
+    killed_after_epoch: int
+    same_weights: bool     # checkpoint_last.pt of the resumed run == the uninterrupted run's, bit for bit
+    same_history: bool     # history.csv byte-identical
+
+
+def kill_and_resume_check(config: TrainConfig, records: Sequence, kill_after_epoch: int = 1,
+                          device: str = "cpu") -> ResumeCheck:
+    """Train ``config`` twice in a temporary folder: once straight through, once
+    killed after ``kill_after_epoch`` epochs (an exception from the epoch callback,
+    as Ctrl-C or a dead kernel would) and resumed with ``resume=True``. Compares the
+    final weights and histories; notebook 04 shows it on a tiny config."""
+    import tempfile
+
+    if not 1 <= kill_after_epoch < config.max_epochs:
+        raise ValueError(f"kill_after_epoch must be in 1..{config.max_epochs - 1} (max_epochs - 1), "
+                         f"got {kill_after_epoch}")
+
+    def kill(history: list[dict[str, float]]) -> None:
+        if len(history) == kill_after_epoch:
+            raise _Killed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        straight, interrupted = Path(tmp) / "straight", Path(tmp) / "interrupted"
+        train(config, straight, records=records, device=device, progress=False)
+        with contextlib.suppress(_Killed):
+            train(config, interrupted, records=records, device=device, progress=False, callback=kill)
+        killed_after = len(read_history(interrupted))
+        train(config, interrupted, records=records, device=device, progress=False, resume=True)
+        a, b = (torch.load(d / LAST_CHECKPOINT, weights_only=True)["model"] for d in (straight, interrupted))
+        same_history = (straight / HISTORY_FILE).read_bytes() == (interrupted / HISTORY_FILE).read_bytes()
+        return ResumeCheck(killed_after, a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a),
+                           same_history)
 
 
 # ---------------------------------------------------------------- reporting

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import starunet.train as tr
 from starunet.train import (PRESETS, NonFiniteLossError, RunDirConflictError, TrainConfig, load_model,
@@ -368,3 +369,19 @@ def test_early_stopping_is_not_stuck_on_a_nan_first_score():
 def test_a_width_that_leaves_no_channels_is_rejected_before_any_work():
     with pytest.raises(ValueError, match="leaves no channels"):
         TrainConfig(narrow=0.001).validate()
+
+
+def test_constant_prediction_loss_is_the_binary_entropy():
+    p = 0.1
+    expected = F.binary_cross_entropy(torch.full((10,), p), (torch.arange(10) == 0).float()).item()
+    assert tr.constant_prediction_loss(p) == pytest.approx(expected, rel=1e-6)
+    assert tr.constant_prediction_loss(0.5) == pytest.approx(math.log(2))
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        tr.constant_prediction_loss(0.0)
+
+
+def test_kill_and_resume_check_finds_identical_runs(stare_records):
+    check = tr.kill_and_resume_check(TINY, stare_records, kill_after_epoch=2)
+    assert check == tr.ResumeCheck(killed_after_epoch=2, same_weights=True, same_history=True)
+    with pytest.raises(ValueError, match=r"kill_after_epoch must be in 1\.\.2"):
+        tr.kill_and_resume_check(TINY, stare_records, kill_after_epoch=3)
