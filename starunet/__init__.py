@@ -77,6 +77,7 @@ _EXPORTS = {
     "FUSIONS": "fusion",
     "make_fusion": "fusion",
     "register_fusion": "fusion",
+    "fusion_formula": "fusion",
     "ACTIVATIONS": "model",
     "make_activation": "model",
     "UNet": "model",
