@@ -41,6 +41,8 @@ _EXPORTS = {
     "image_to_tensor": "data",
     "PatchDataset": "data",
     "Tiler": "data",
+    "vessel_fraction": "data",
+    "patch_vessel_fraction": "data",
     "METRIC_NAMES": "metrics",
     "segmentation_metrics": "metrics",
     "confusion_counts": "metrics",
