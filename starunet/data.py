@@ -428,6 +428,28 @@ def dataset_summary(records: Sequence[StareRecord]) -> list[dict]:
              "fov_fraction": float(r.fov.mean())} for r in records]
 
 
+def vessel_fraction(records: Sequence[StareRecord], within_fov: bool = True) -> float:
+    """Vessel pixels (ah) over the pixels of all ``records``, pooled -- the class
+    balance a model trains against. ``within_fov`` (default) counts only pixels
+    inside the FOV, where the metrics are computed; the black surround would
+    make vessels look rarer than they are to the model."""
+    return _pooled_vessel_fraction(((r.label, r.fov) for r in records), within_fov)
+
+
+def _pooled_vessel_fraction(masks: Iterable[tuple[np.ndarray, np.ndarray]], within_fov: bool) -> float:
+    """Vessel pixels / counted pixels over ``(label, fov)`` boolean mask pairs,
+    counted as integers so the result does not depend on summation order."""
+    vessels = counted = 0
+    for label, fov in masks:
+        region = fov if within_fov else np.ones_like(fov)
+        vessels += int(np.count_nonzero(label & region))
+        counted += int(np.count_nonzero(region))
+    if counted == 0:
+        raise ValueError("no pixels to count: pass at least one record or patch with a non-empty FOV "
+                         "(or within_fov=False)")
+    return vessels / counted
+
+
 # ------------------------------------------------------------------ splits
 
 @dataclass(frozen=True)
@@ -572,6 +594,18 @@ def _dihedral(x: torch.Tensor, transform: int) -> torch.Tensor:
     """One of the 8 symmetries of the square on the last two dims of ``x``."""
     x = torch.rot90(x, transform % 4, dims=(1, 2))
     return torch.flip(x, dims=(2,)) if transform >= 4 else x
+
+
+def patch_vessel_fraction(dataset: PatchDataset, n: int, within_fov: bool = True) -> float:
+    """:func:`vessel_fraction` of the first ``n`` patches of ``dataset`` (its current
+    epoch). Compared with the training images' own fraction it tells whether
+    drawing patch centres from the FOV over- or under-samples vessels."""
+    if not isinstance(n, (int, np.integer)) or not 1 <= n <= len(dataset):
+        raise ValueError(f"n must be an integer from 1 to the dataset's {len(dataset)} samples per "
+                         f"epoch, got {n!r}; pass a smaller n or build it with more samples_per_epoch")
+    items = (dataset[i] for i in range(n))
+    return _pooled_vessel_fraction(((label[0].numpy() > 0.5, fov[0].numpy() > 0.5) for _, label, fov in items),
+                                   within_fov)
 
 
 # ------------------------------------------------------------------ tiling

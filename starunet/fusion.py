@@ -2,7 +2,9 @@
 matching encoder skip. The whole study is the difference between two of them,
 ``sum`` (d + s) and ``star`` (d ⊙ s, the element-wise product).
 
-Every op is a small ``nn.Module`` registered by name in :data:`FUSIONS`:
+Every op is a small ``nn.Module`` registered by name in :data:`FUSIONS`. Its
+formula (how each "output" cell below starts) is the class attribute ``formula``,
+where figures and notebook 03 read it (:func:`fusion_formula`):
 
 ==================  ============================  ===============  =====================
 name                output                        out_channels     parameters
@@ -21,10 +23,12 @@ name                output                        out_channels     parameters
 ``concat`` and ``attention`` double the channels, so the next decoder block's first
 conv gets ``2C`` input channels (:class:`starunet.UNet` reads ``out_channels``).
 
-Adding an op is one class and one decorator::
+Adding an op is one class (its formula and ``combine``) and one decorator::
 
     @register_fusion("mean")
     class MeanFusion(Fusion):
+        formula = "(d + s) / 2"
+
         def combine(self, decoder, skip):
             return 0.5 * (decoder + skip)
 """
@@ -39,13 +43,16 @@ from torch import nn
 class Fusion(nn.Module):
     """Base class: fuse ``decoder`` and ``skip`` of shape ``(N, channels, H, W)``.
 
-    Subclasses implement :meth:`combine`; ``forward`` checks the shapes first so a
-    mismatch names both tensors instead of failing deep inside an op.
+    Subclasses implement :meth:`combine` and set ``formula``, the op in terms of
+    ``d`` (decoder) and ``s`` (skip), e.g. ``"d ⊙ s"``: figure titles and tables
+    read it from here, so it is written once. ``forward`` checks the shapes first
+    so a mismatch names both tensors instead of failing deep inside an op.
     Class attribute ``channel_factor`` says how many channels come out per input
     channel (2 for concatenations).
     """
 
     name: str = "?"
+    formula: str = ""
     channel_factor: int = 1
 
     def __init__(self, channels: int):
@@ -83,6 +90,9 @@ def register_fusion(name: str) -> Callable[[FusionClass], FusionClass]:
             raise ValueError(f"fusion {name!r} is already registered (by {FUSIONS[name].__name__})")
         if not (isinstance(cls, type) and issubclass(cls, Fusion)):
             raise TypeError(f"register_fusion({name!r}) decorates Fusion subclasses, got {cls!r}")
+        if not cls.formula:
+            raise TypeError(f"fusion {name!r} ({cls.__name__}) has no formula; set the class "
+                            f"attribute, e.g. formula = \"d ⊙ s\"")
         cls.name = name
         FUSIONS[name] = cls
         return cls
@@ -90,13 +100,25 @@ def register_fusion(name: str) -> Callable[[FusionClass], FusionClass]:
     return decorator
 
 
-def make_fusion(name: str, channels: int) -> Fusion:
-    """Build the fusion op registered as ``name`` for ``channels``-channel inputs."""
+def _registered(name: str) -> type[Fusion]:
+    """The class registered as ``name``; a typo gets the list of valid names."""
     if name not in FUSIONS:
         raise ValueError(f"unknown fusion {name!r}; valid names: {', '.join(sorted(FUSIONS))}")
+    return FUSIONS[name]
+
+
+def make_fusion(name: str, channels: int) -> Fusion:
+    """Build the fusion op registered as ``name`` for ``channels``-channel inputs."""
+    cls = _registered(name)
     if not isinstance(channels, int) or channels < 1:
         raise ValueError(f"channels must be a positive int, got {channels!r}")
-    return FUSIONS[name](channels)
+    return cls(channels)
+
+
+def fusion_formula(name: str) -> str:
+    """The formula of the op registered as ``name`` (``"star"`` -> ``"d ⊙ s"``),
+    for figure titles and tables, without building the op."""
+    return _registered(name).formula
 
 
 # ---------------------------------------------------------------- parameter-free ops
@@ -104,6 +126,8 @@ def make_fusion(name: str, channels: int) -> Fusion:
 @register_fusion("sum")
 class SumFusion(Fusion):
     """``d + s``: the additive skip (FPN/LinkNet style). Linear, 0 parameters."""
+
+    formula = "d + s"
 
     def combine(self, decoder, skip):
         return decoder + skip
@@ -115,6 +139,8 @@ class StarFusion(Fusion):
     network without activations becomes a polynomial whose degree doubles with
     every product, which is where its non-linearity comes from."""
 
+    formula = "d ⊙ s"
+
     def combine(self, decoder, skip):
         return decoder * skip
 
@@ -124,6 +150,7 @@ class ConcatFusion(Fusion):
     """``[d, s]`` along channels: the classic U-Net (Ronneberger et al. 2015).
     0 parameters here; the next conv pays for them (its input doubles to 2C)."""
 
+    formula = "[d, s]"
     channel_factor = 2
 
     def combine(self, decoder, skip):
@@ -135,6 +162,8 @@ class ResidualStarFusion(Fusion):
     """``d + d ⊙ s = d ⊙ (1 + s)``: the product as a correction to an identity
     path, so a skip near zero leaves ``d`` through instead of erasing it. 0 parameters."""
 
+    formula = "d + d ⊙ s"
+
     def combine(self, decoder, skip):
         return decoder + decoder * skip
 
@@ -144,6 +173,8 @@ class GatedFusion(Fusion):
     """``d ⊙ σ(s)``: the skip gates the decoder through a sigmoid (as in GLU /
     gated convolutions), so the product is bounded by ``|d|``. 0 parameters."""
 
+    formula = "d ⊙ σ(s)"
+
     def combine(self, decoder, skip):
         return decoder * torch.sigmoid(skip)
 
@@ -152,6 +183,8 @@ class GatedFusion(Fusion):
 class MaxFusion(Fusion):
     """``max(d, s)`` element-wise (maxout over the two inputs). Piecewise linear,
     0 parameters."""
+
+    formula = "max(d, s)"
 
     def combine(self, decoder, skip):
         return torch.maximum(decoder, skip)
@@ -172,6 +205,7 @@ class AttentionGateFusion(Fusion):
     gate: with this op the network is not activation-free any more.
     """
 
+    formula = "[d, α ⊙ s]"
     channel_factor = 2
 
     def __init__(self, channels: int):

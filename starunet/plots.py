@@ -9,6 +9,15 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+# ---------------------------------------------------------------- styles shared by the sections
+
+# One colour per fusion (Okabe-Ito, colour-blind safe), so a fusion looks the same in
+# notebooks 03, 04 and 05; the line style says the activation: solid without one,
+# dashed with ReLU, dotted with GELU/SiLU.
+FUSION_COLORS = {"sum": "#0072B2", "star": "#D55E00", "concat": "#009E73", "residual_star": "#CC79A7",
+                 "gated": "#E69F00", "max": "#56B4E9", "attention": "#000000"}
+ACTIVATION_STYLES = {"none": "-", "relu": "--", "gelu": ":", "silu": ":"}
+
 # ---------------------------------------------------------------- 01 data
 
 SPLIT_COLORS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
@@ -459,8 +468,11 @@ def plot_softmax_pitfall(logits) -> plt.Figure:
 def plot_fusion_maps(features: dict[str, dict], fusion: int, channel: int = 0, sample: int = 0) -> plt.Figure:
     """Feature maps around fusion number ``fusion`` (1 = deepest) for several models:
     one row per model (``features``: name -> :func:`starunet.model.capture_features`;
-    names that are fusion names get their formula), columns skip s, upsampled
-    decoder d and the fused output, all for one ``channel`` of one ``sample``."""
+    names that are fusion names get their formula from :data:`starunet.FUSIONS`),
+    columns skip s, upsampled decoder d and the fused output, all for one
+    ``channel`` of one ``sample``."""
+    from starunet.fusion import FUSIONS
+
     columns = [(f"fusion{fusion}.skip", "skip s"), (f"fusion{fusion}.decoder", "decoder d (upsampled)"),
                (f"fusion{fusion}", "fused")]
     fig, axes = plt.subplots(len(features), 3, figsize=(10, 3.3 * len(features)), squeeze=False)
@@ -471,7 +483,7 @@ def plot_fusion_maps(features: dict[str, dict], fusion: int, channel: int = 0, s
             im = ax.imshow(fmap, cmap="RdBu_r", vmin=-limit, vmax=limit)
             fig.colorbar(im, ax=ax, fraction=0.046)
             if key == f"fusion{fusion}":
-                title = f"fused = {_FUSION_FORMULAS.get(model_name, model_name)}"
+                title = f"fused = {FUSIONS[model_name].formula if model_name in FUSIONS else model_name}"
             ax.set_title(f"{model_name}: {title}", fontsize=10)
             ax.axis("off")
     size = next(iter(features.values()))[f"fusion{fusion}"].shape[-1]
@@ -480,20 +492,11 @@ def plot_fusion_maps(features: dict[str, dict], fusion: int, channel: int = 0, s
     return fig
 
 
-_FUSION_FORMULAS = {"sum": "d + s", "star": "d ⊙ s", "concat": "[d, s]", "residual_star": "d + d ⊙ s",
-                    "gated": "d ⊙ σ(s)", "max": "max(d, s)", "attention": "[d, α ⊙ s]"}
-
-
-# Okabe-Ito colours per fusion (as in notebook 05): solid without activation, dashed with ReLU.
-_VARIANT_COLORS = {"sum": "#0072B2", "star": "#D55E00", "concat": "#009E73", "residual_star": "#CC79A7",
-                   "gated": "#E69F00", "max": "#56B4E9", "attention": "#000000"}
-
-
 def _variant_style(name: str) -> dict:
     """Line style for a model named ``"fusion, activation"`` (anything else: defaults)."""
     fusion, _, activation = (part.strip() for part in name.partition(","))
-    style = {"linestyle": "--" if activation == "relu" else ":" if activation in ("gelu", "silu") else "-"}
-    return {**style, "color": _VARIANT_COLORS[fusion]} if fusion in _VARIANT_COLORS else style
+    style = {"linestyle": ACTIVATION_STYLES.get(activation or "none", "-")}
+    return {**style, "color": FUSION_COLORS[fusion]} if fusion in FUSION_COLORS else style
 
 
 def _short_layer(name: str) -> str:
@@ -604,15 +607,12 @@ def plot_training_curves(histories, metrics=("train_loss", "val_loss", "val_pr_a
 
 # ---------------------------------------------------------------- 05 evaluation
 
-# One colour per fusion (Okabe-Ito, colour-blind safe), solid without ReLU, dashed with.
-FUSION_COLORS = {"sum": "#0072B2", "star": "#D55E00"}
-ACTIVATION_STYLES = {"none": "-", "relu": "--"}
 ERROR_COLORS = {"TP": (1.0, 1.0, 1.0), "FP": (0.835, 0.369, 0.0), "FN": (0.337, 0.706, 0.914),
                 "TN": (0.0, 0.0, 0.0), "outside FOV": (0.25, 0.25, 0.25)}
 
 
 def _config_style(key: str) -> dict:
-    """Line style of a run key ``fusion-activation-seedN`` (grey for other fusions)."""
+    """Line style of a run key ``fusion-activation-seedN`` (grey for a fusion without a colour)."""
     fusion, activation = key.split("-")[:2]
     return {"color": FUSION_COLORS.get(fusion, "0.4"), "linestyle": ACTIVATION_STYLES.get(activation, ":")}
 

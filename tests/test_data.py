@@ -19,7 +19,8 @@ import torch
 
 from starunet import data
 from starunet.data import (ARCHIVE_MEMBERS, IMAGE_SHAPE, STARE_IDS, PatchDataset, Split, StareDataError,
-                           StareRecord, Tiler, compute_fov, image_to_tensor, load_stare, read_pnm, split_ids)
+                           StareRecord, Tiler, compute_fov, image_to_tensor, load_stare, patch_vessel_fraction,
+                           read_pnm, split_ids, vessel_fraction)
 
 H, W = IMAGE_SHAPE
 
@@ -419,6 +420,35 @@ def test_patch_dataset_errors():
         ds.set_epoch(-1)
 
 
+def masks_record(label: np.ndarray, fov: np.ndarray, stare_id: str = "im0001") -> StareRecord:
+    return StareRecord(id=stare_id, image=np.zeros((*label.shape, 3), np.uint8), label=label,
+                       label_vk=label, fov=fov)
+
+
+def test_vessel_fraction_pools_the_pixels_of_all_records():
+    rows, cols = np.mgrid[:4, :5]
+    a = masks_record(label=(cols == 0), fov=(rows < 2))      # 4 vessel pixels, 2 of them in a 10-pixel FOV
+    b = masks_record(label=(rows == 3), fov=np.ones((4, 5), bool), stare_id="im0002")  # 5 in 20
+    assert vessel_fraction([a, b]) == 7 / 30               # pooled, not the mean of 2/10 and 5/20
+    assert vessel_fraction([a, b], within_fov=False) == 9 / 40
+    with pytest.raises(ValueError, match="no pixels to count: pass at least one record"):
+        vessel_fraction([])
+
+
+def test_patch_vessel_fraction_counts_the_pixels_of_the_first_patches():
+    rows, cols = np.mgrid[:16, :16]
+    record = masks_record(label=(cols < 4) | (rows == 15), fov=(rows < 12))  # 48 of 192 inside, 76 of 256 in all
+    whole = PatchDataset([record], patch_size=16, samples_per_epoch=5)  # every patch: the image, flipped/rotated
+    assert patch_vessel_fraction(whole, 5) == vessel_fraction([record]) == 48 / 192
+    assert patch_vessel_fraction(whole, 5, within_fov=False) == vessel_fraction([record], within_fov=False) == 76 / 256
+    corner = PatchDataset([masks_record(label=(rows < 2), fov=(rows < 2))], patch_size=8, samples_per_epoch=3,
+                          augment=False)  # every patch: the top 8 rows, the first 2 of them vessels
+    assert patch_vessel_fraction(corner, 3) == 1.0 and patch_vessel_fraction(corner, 3, within_fov=False) == 0.25
+    for n in (0, 6, 2.5):
+        with pytest.raises(ValueError, match="n must be an integer from 1 to the dataset's 5 samples"):
+            patch_vessel_fraction(whole, n)
+
+
 # ------------------------------------------------------------------ tiling
 
 @pytest.mark.parametrize("height, width, patch, stride", [(605, 700, 96, 48), (100, 130, 32, 32), (50, 50, 50, 7), (33, 40, 16, 5)])
@@ -469,6 +499,17 @@ def test_real_records_have_the_contract_shapes(stare_records):
     fractions = [r.label.mean() for r in stare_records]
     assert 0.04 < min(fractions) and max(fractions) < 0.105
     assert 0.70 < np.mean([r.fov.mean() for r in stare_records]) < 0.78
+
+
+def test_real_patch_stream_keeps_the_class_balance_of_the_training_images(stare_records):
+    # what notebook 01 prints: vessels are 10.3 % of the training images' FOV pixels,
+    # and about as many of the FOV pixels of the first 1000 patches
+    by_id = {r.id: r for r in stare_records}
+    train = [by_id[i] for i in split_ids().train]
+    assert round(vessel_fraction(train), 3) == 0.103
+    assert round(vessel_fraction(train, within_fov=False), 3) == 0.076
+    patches = PatchDataset(train, patch_size=96, samples_per_epoch=1000, seed=2024)
+    assert abs(patch_vessel_fraction(patches, 1000) - vessel_fraction(train)) < 0.005
 
 
 def test_real_fov_matches_reference_masks(stare_records, stare_source):

@@ -2,11 +2,14 @@
 cost and error messages."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
 
-from starunet.fusion import FUSIONS, Fusion, make_fusion, register_fusion
+from starunet import fusion as fusion_module
+from starunet.fusion import FUSIONS, Fusion, fusion_formula, make_fusion, register_fusion
 from starunet.model import count_parameters
 
 # Hand-set inputs: 1 sample, 2 channels, 1x2 pixels.
@@ -70,6 +73,18 @@ def test_out_channels_and_parameter_costs_match_the_documented_table(channels):
 def test_unknown_name_is_rejected_with_the_valid_names_listed():
     with pytest.raises(ValueError, match="unknown fusion 'prod'.*valid names:.*star.*sum"):
         make_fusion("prod", 8)
+    with pytest.raises(ValueError, match="unknown fusion 'prod'.*valid names:.*star.*sum"):
+        fusion_formula("prod")
+
+
+def test_each_op_carries_its_formula_and_the_docs_agree_with_it():
+    assert fusion_formula("sum") == "d + s" and fusion_formula("star") == "d ⊙ s"
+    assert fusion_formula("attention") == FUSIONS["attention"].formula == "[d, α ⊙ s]"
+    table_rows = {m.group(1): m.group(0) for m in re.finditer(r"^``(\w+)``  .*$", fusion_module.__doc__, re.M)}
+    assert set(table_rows) == set(FUSIONS)
+    for name, cls in FUSIONS.items():
+        assert cls.formula in cls.__doc__, f"the docstring of {name!r} does not show {cls.formula!r}"
+        assert cls.formula in table_rows[name], f"the module table row of {name!r} does not show {cls.formula!r}"
 
 
 def test_bad_channels_and_mismatched_shapes_give_clear_errors():
@@ -89,14 +104,20 @@ def test_registering_a_new_op_is_one_decorated_class(monkeypatch):
     class MeanFusion(Fusion):
         """(d + s) / 2."""
 
+        formula = "(d + s) / 2"
+
         def combine(self, decoder, skip):
             return 0.5 * (decoder + skip)
 
     assert torch.equal(fusion.make_fusion("mean", 2)(DECODER, SKIP), 0.5 * (DECODER + SKIP))
+    assert fusion.fusion_formula("mean") == "(d + s) / 2"
     with pytest.raises(ValueError, match="already registered"):
         fusion.register_fusion("mean")(MeanFusion)
     with pytest.raises(TypeError, match="Fusion subclasses"):
         fusion.register_fusion("conv")(nn.Conv2d)
+    with pytest.raises(TypeError, match="'half' .* has no formula; set the class attribute"):
+        fusion.register_fusion("half")(type("HalfFusion", (Fusion,), {"combine": lambda self, d, s: d / 2}))
+    assert "half" not in fusion.FUSIONS
     assert "mean" not in FUSIONS  # the real registry was not touched
 
 
@@ -105,3 +126,4 @@ def test_the_registry_is_part_of_the_public_api():
 
     assert su.FUSIONS is FUSIONS
     assert su.make_fusion is make_fusion and su.register_fusion is register_fusion
+    assert su.fusion_formula is fusion_formula

@@ -246,6 +246,62 @@ def test_summary_and_table_are_computed_from_the_results():
     assert f"| star/none | {results[-1].n_params} | {100 * summary[1]['mean']:.1f} ± " in table
 
 
+def _summary_row(dataset: str, model: str, mean: float, n_seeds: int = 3) -> dict:
+    fusion, activation = model.split("/")
+    return {"dataset": dataset, "fusion": fusion, "activation": activation, "model": model,
+            "n_params": 321, "n_seeds": n_seeds, "mean": mean, "std": 0.01}
+
+
+def test_accuracy_differences_subtract_the_means_per_dataset():
+    summary = [_summary_row("moons", "stack/none", 0.85), _summary_row("moons", "star/none", 0.96),
+               _summary_row("circles", "stack/none", 0.52), _summary_row("circles", "star/none", 0.5)]
+    diffs = th.accuracy_differences(summary)
+    assert list(diffs) == ["moons", "circles"]
+    assert diffs["moons"] == pytest.approx(0.11) and diffs["circles"] == pytest.approx(-0.02)
+    assert th.format_accuracy_differences(summary).splitlines() == [
+        "star/none minus stack/none, mean over 3 seed(s), in accuracy points:",
+        "  moons     +11.0",
+        "  circles    -2.0"]
+    assert th.accuracy_differences(summary, a="stack/none", b="star/none")["circles"] == pytest.approx(0.02)
+
+
+def test_accuracy_differences_name_the_missing_model_and_the_fix():
+    summary = [_summary_row("moons", "stack/none", 0.85), _summary_row("moons", "star/none", 0.96),
+               _summary_row("xor", "stack/none", 0.5)]
+    with pytest.raises(ValueError, match=r"no 'star/none' row for xor \(models in it: stack/none, star/none\); run"):
+        th.accuracy_differences(summary)
+    with pytest.raises(ValueError, match="summary is empty"):
+        th.accuracy_differences([])
+
+
+@pytest.mark.parametrize("fusion", th.TOY_FUSIONS)
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_toy_net_degree_is_the_measured_degree(fusion, depth):
+    net = th.make_toy_net(fusion, "none", depth=depth, width=3, seed=depth)
+    ts, values = _line(th.toy_net_function(net), d=2)
+    assert th.toy_net_degree(fusion, "none", depth) == th.polynomial_degree(ts, values)
+    assert th.toy_net_degree(fusion, "relu", depth) is None  # piecewise: no polynomial
+    with pytest.raises(ValueError, match="valid: none, relu, gelu"):
+        th.toy_net_degree(fusion, "tanh", depth)
+
+
+def test_depth_sweep_summarises_each_depth_over_the_seeds():
+    settings = dict(width=4, steps=3, n_train=32, n_test=32)
+    rows = th.run_depth_sweep((1, 2), "xor", "star", "none", seeds=(0, 1), **settings)
+    assert [(r["depth"], r["degree"], r["width"], r["n_seeds"]) for r in rows] == [(1, 2, 4, 2), (2, 4, 4, 2)]
+    accs = [th.run_toy_experiment("xor", "star", "none", depth=2, seed=s, **settings).test_acc for s in (0, 1)]
+    assert rows[1]["mean"] == pytest.approx(np.mean(accs)) and rows[1]["std"] == pytest.approx(np.std(accs, ddof=1))
+    assert rows[1]["n_params"] == th.ToyNet("star", "none", 2, 4).n_params == 97  # 3w + depth*2(w^2 + w) + w + 1
+    text = th.format_depth_sweep(rows).splitlines()
+    assert text[0] == "star/none on xor, width 4, test accuracy over 2 seed(s):"
+    mean, std = 100 * np.mean(accs), 100 * np.std(accs, ddof=1)
+    assert text[2] == f"  depth 2 (degree  4,   97 params): {mean:5.1f} ± {std:4.1f} %"
+    relu = th.run_depth_sweep((1,), "xor", "star", "relu", seeds=(0,), **settings)
+    assert th.format_depth_sweep(relu).splitlines()[1].startswith("  depth 1 (degree  –,   57 params): ")
+    with pytest.raises(ValueError, match="at least one depth"):
+        th.run_depth_sweep(())
+
+
 def test_decision_surface_is_a_probability_grid():
     net = th.make_toy_net(seed=0)
     xx, yy, prob = th.decision_surface(net, (-1, 1, -2, 2), resolution=20)
