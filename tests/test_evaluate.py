@@ -396,7 +396,7 @@ def test_grid_configs_validate_their_inputs():
     assert len(configs) == 8 and configs[0].seed == 1 and configs[-1].seed == 2
     with pytest.raises(ValueError, match="distinct"):
         E.grid_configs("smoke", [1, 1])
-    with pytest.raises(ValueError, match="valid: smoke, quick, full"):
+    with pytest.raises(ValueError, match="valid: smoke, quick, long, full"):
         E.grid_configs("medium", [1])
     with pytest.raises(ValueError, match="fusion='prod' is unknown"):
         E.grid_configs("smoke", [1], fusions=["prod"])

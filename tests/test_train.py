@@ -102,13 +102,13 @@ def test_json_roundtrip_and_hash():
 
 
 def test_presets():
-    assert set(PRESETS) == {"smoke", "quick", "full"}
+    assert set(PRESETS) == {"smoke", "quick", "long", "full"}
     for name, config in PRESETS.items():
         assert config.validate().preset == name
     full = PRESETS["full"]
     assert (full.batch_size, full.lr, full.patience, full.patch_size, full.val_crop) == (8, 5e-4, 10, 96, None)
     assert preset_config("quick", fusion="sum", seed=3).fusion == "sum"
-    with pytest.raises(ValueError, match="unknown preset 'fast'; valid: smoke, quick, full"):
+    with pytest.raises(ValueError, match="unknown preset 'fast'; valid: smoke, quick, long, full"):
         preset_config("fast")
 
 
