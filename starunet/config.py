@@ -47,6 +47,12 @@ def _user_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "starunet"
 
 
+def stare_source() -> str | None:
+    """``$STARUNET_STARE_SOURCE`` (a URL, a mirror folder or an extracted folder), or
+    None when unset: :func:`starunet.data.load_stare` then uses the official site."""
+    return os.environ.get("STARUNET_STARE_SOURCE") or None
+
+
 def default_data_root() -> Path:
     """The STARE cache directory: ``$STARUNET_DATA`` or a per-user cache folder."""
     env = os.environ.get("STARUNET_DATA")

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from starunet.config import default_data_root
+from starunet.config import default_data_root, stare_source
 
 STARE_IDS: tuple[str, ...] = (
     "im0001", "im0002", "im0003", "im0004", "im0005", "im0044", "im0077", "im0081",
@@ -126,7 +126,7 @@ def _check_ids(ids: Iterable[str] | None) -> tuple[str, ...]:
 def _resolve_source(source) -> tuple[str, str | Path]:
     """('url', base_url) | ('mirror', folder) | ('extracted', folder)."""
     if source is None:
-        source = os.environ.get("STARUNET_STARE_SOURCE") or OFFICIAL_URL
+        source = stare_source() or OFFICIAL_URL
     text = str(source)
     if text.startswith(("http://", "https://")):
         return "url", text if text.endswith("/") else text + "/"

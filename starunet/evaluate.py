@@ -54,6 +54,8 @@ FUSIONS_COMPARED = ("sum", "star")
 ACTIVATIONS_COMPARED = ("none", "relu")
 MAX_CURVE_POINTS = 500
 REFERENCE_DIR = PROJECT_ROOT / "results" / "reference"
+# the same question with 4x the training (preset "long", without ReLU only): notebook 05 §9
+LONG_REFERENCE_DIR = PROJECT_ROOT / "results" / "long-none"
 METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
 PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels
 
@@ -737,6 +739,69 @@ def course_summary_markdown() -> str:
     return results_markdown(results)
 
 
+# ---------------------------------------------------------------- training budget
+
+def is_committed_grid(directory: str | Path) -> bool:
+    """True for a grid folder directly under the repository's ``results/`` (the
+    reference grids the course ships), False for a reader's own output."""
+    return Path(directory).resolve().parent == (PROJECT_ROOT / "results").resolve()
+
+
+def budget_grids(results: Results, longer: str | Path | None = None) -> dict[str, Results]:
+    """The grids that notebook 05 compares across training budgets, keyed by preset:
+    ``results`` and the longer-trained grid in ``longer`` (default
+    :data:`LONG_REFERENCE_DIR`), left out when that folder has no ``metrics.csv``."""
+    grids = {str(results.provenance.get("preset", "?")): results}
+    folder = Path(longer) if longer is not None else LONG_REFERENCE_DIR
+    if (folder / "metrics.csv").is_file():
+        other = load_results(folder, kind="reference" if is_committed_grid(folder) else "own")
+        grids.setdefault(str(other.provenance.get("preset", folder.name)), other)
+    return grids
+
+
+def budget_differences(grids: Mapping[str, Results], activation: str = "none",
+                       metrics: Sequence[str] = HEADLINE_METRICS, n_boot: int = 4000,
+                       level: float = 0.95) -> dict[str, list[PairedDifference]]:
+    """Star − sum per grid (training budget) for one activation, as
+    :func:`paired_differences` computes it; grids without both fusions for that
+    activation are left out."""
+    out = {}
+    for name, results in grids.items():
+        if activation in results.paired_activations:
+            out[name] = paired_differences(results.per_image, [activation], metrics, n_boot=n_boot, level=level)
+    return out
+
+
+def _training_length(results: Results, fusion: str, activation: str) -> str:
+    """'E epochs (best B), P patches' of a configuration's runs, means over seeds."""
+    runs = [r for r in results.runs if r["fusion"] == fusion and r["activation"] == activation]
+    per_epoch = int(results.provenance.get("preset_config", {}).get("samples_per_epoch", 0))
+    epochs = float(np.mean([r["epochs"] for r in runs]))
+    best = float(np.mean([r["best_epoch"] for r in runs]))
+    return f"{epochs:.1f} ({best:.1f}), {epochs * per_epoch:,.0f}"
+
+
+def training_budget_table(grids: Mapping[str, Results], diffs: Mapping[str, Sequence[PairedDifference]],
+                          activation: str = "none") -> str:
+    """Markdown: per grid and headline metric, sum and star (mean ± std over seeds),
+    the paired difference star − sum with its CI and verdict, and how long each
+    fusion trained (epochs, best epoch, patches seen; means over seeds)."""
+    header = ["preset", "metric", "sum", "star", "star − sum [CI]", "verdict",
+              "sum: epochs (best), patches", "star: epochs (best), patches"]
+    rows = []
+    for name, chosen in diffs.items():
+        summary = grids[name].summary()
+        for d in chosen:
+            sums, stars = summary[(d.a, activation)], summary[(d.b, activation)]
+            rows.append([name, METRIC_LABELS.get(d.metric, d.metric),
+                         format_value(sums["mean"][d.metric], sums["std"][d.metric]),
+                         format_value(stars["mean"][d.metric], stars["std"][d.metric]),
+                         f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]", d.verdict,
+                         _training_length(grids[name], d.a, activation),
+                         _training_length(grids[name], d.b, activation)])
+    return markdown_table(header, rows, numbers=False)
+
+
 # ---------------------------------------------------------------- the grid
 
 EVALUATION_VERSION = 2  # bump when evaluation changes numbers: cached evaluations are then redone
@@ -959,8 +1024,7 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
         "eval_seconds_total": round(sum(float(r["eval_seconds"]) for r in rows), 1),
     }
     write_json_atomic(out / "provenance.json", provenance)
-    is_reference = out.resolve() == REFERENCE_DIR.resolve()
-    results = load_results(out, kind="reference" if is_reference else "own")
+    results = load_results(out, kind="reference" if is_committed_grid(out) else "own")
     write_text_atomic(out / "README.md", provenance_readme(results))
     log(f"results -> {display_path(out)}")
     return results

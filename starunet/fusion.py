@@ -135,9 +135,11 @@ class SumFusion(Fusion):
 
 @register_fusion("star")
 class StarFusion(Fusion):
-    """``d ⊙ s``: the star operation. 0 parameters, but degree 2 in the inputs: a
-    network without activations becomes a polynomial whose degree doubles with
-    every product, which is where its non-linearity comes from."""
+    """``d ⊙ s``: the star operation. 0 parameters, but degree 2 in its inputs, which
+    is where an activation-free network's non-linearity comes from. In the U-Net
+    one factor is always a skip (linear in the image up to max-pooling), so each
+    fusion raises the polynomial degree by one rather than doubling it
+    (notebook 02, section 6)."""
 
     formula = "d ⊙ s"
 

@@ -724,17 +724,35 @@ def plot_seed_metrics(runs, metrics=("roc_auc", "pr_auc", "f1")):
 def plot_paired_differences(diffs):
     """Forest plot of star - sum per metric: the mean paired difference and its
     bootstrap CI, one colour per activation setting; CIs crossing 0 = within noise."""
-    metrics = list(dict.fromkeys(d.metric for d in diffs))
-    activations = list(dict.fromkeys(d.activation for d in diffs))
-    fig, ax = plt.subplots(figsize=(7, 0.32 * len(metrics) * len(activations) + 1.4))
-    offsets = np.linspace(-0.15, 0.15, len(activations)) if len(activations) > 1 else [0.0]
     colors = {"none": "black", "relu": "#CC79A7"}  # not the fusion colours: here colour = activation
-    for off, act in zip(offsets, activations):
-        for d in (d for d in diffs if d.activation == act):
+    groups = {f"activation {act}": [d for d in diffs if d.activation == act]
+              for act in dict.fromkeys(d.activation for d in diffs)}
+    return _forest_plot(groups, {f"activation {a}": c for a, c in colors.items()})
+
+
+def plot_budget_differences(diffs_by_grid):
+    """Forest plot of star - sum per metric for grids trained with different budgets
+    (``{preset: [PairedDifference, ...]}``, see ``evaluate.budget_differences``):
+    does the difference shrink, grow or flip with more training?"""
+    palette = ["black", "#56B4E9", "#E69F00", "#009E73"]
+    groups = {f"preset {name}": list(d) for name, d in diffs_by_grid.items()}
+    return _forest_plot(groups, {g: palette[i % len(palette)] for i, g in enumerate(groups)})
+
+
+def _forest_plot(groups, colors):
+    """Mean and CI of each :class:`~starunet.evaluate.PairedDifference`, one row per
+    metric, the ``groups`` (label -> differences) side by side in their colours."""
+    diffs = [d for group in groups.values() for d in group]
+    metrics = list(dict.fromkeys(d.metric for d in diffs))
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(metrics) * len(groups) + 1.4))
+    offsets = np.linspace(-0.15, 0.15, len(groups)) if len(groups) > 1 else [0.0]
+    for off, (label, group) in zip(offsets, groups.items()):
+        color = colors.get(label, "0.3")
+        for d in group:
             y = metrics.index(d.metric) + off
             ax.errorbar(d.mean, y, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt="o", capsize=3,
-                        color=colors.get(act, "0.3"), mfc="white" if d.verdict == "within noise" else None)
-        ax.plot([], [], "o", color=colors.get(act, "0.3"), label=f"activation {act}")
+                        color=color, mfc="white" if d.verdict == "within noise" else None)
+        ax.plot([], [], "o", color=color, label=label)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(metrics)), metrics)
     ax.invert_yaxis()

@@ -463,3 +463,45 @@ def test_figures_of_notebook_05():
     forest = plots.plot_paired_differences(diffs)
     assert [t.get_text() for t in forest.axes[0].get_yticklabels()] == ["f1", "se"]
     matplotlib.pyplot.close("all")
+
+
+def _synthetic_grid(tmp_path, preset: str, gap: float, epochs: int, seeds=(1, 2, 3)) -> E.Results:
+    """A grid whose star runs score ``gap`` more than the sum runs on every image."""
+    rng = np.random.default_rng(0)
+    runs, per_image = [], []
+    for seed in seeds:
+        sums = {i: 0.7 + 0.05 * rng.standard_normal() for i in ("im1", "im2", "im3", "im4")}
+        for fusion, values in (("sum", sums), ("star", {i: v + gap for i, v in sums.items()})):
+            per_image += [{"fusion": fusion, "activation": "none", "seed": seed, "image_id": i,
+                           **{m: v for m in METRIC_NAMES}} for i, v in values.items()]
+            runs.append({"fusion": fusion, "activation": "none", "seed": seed, "epochs": epochs,
+                         "best_epoch": epochs - 1, **{m: float(np.mean(list(values.values()))) for m in METRIC_NAMES}})
+    provenance = {"preset": preset, "preset_config": {"samples_per_epoch": 100}}
+    return E.Results(tmp_path / preset, "own", runs, per_image, {}, provenance)
+
+
+def test_training_budget_comparison(tmp_path):
+    grids = {"quick": _synthetic_grid(tmp_path, "quick", -0.05, 12), "long": _synthetic_grid(tmp_path, "long", 0.0, 40)}
+    diffs = E.budget_differences(grids, n_boot=200)
+    assert [d.mean for d in diffs["quick"]] == pytest.approx([-0.05] * 3)
+    assert [d.verdict for d in diffs["quick"]] == ["star worse"] * 3
+    assert all(d.mean == pytest.approx(0.0, abs=1e-12) for d in diffs["long"])
+    table = E.training_budget_table(grids, diffs)
+    assert "| quick | ROC-AUC |" in table and "star worse" in table
+    assert "12.0 (11.0), 1,200" in table and "40.0 (39.0), 4,000" in table
+    assert E.budget_differences(grids, activation="relu") == {}  # no relu runs: nothing to pair
+    from starunet import plots
+    fig = plots.plot_budget_differences(diffs)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["preset quick", "preset long"]
+
+
+def test_budget_grids_reads_the_longer_grid_only_when_present(tmp_path):
+    quick = _synthetic_grid(tmp_path, "quick", 0.0, 12)
+    assert list(E.budget_grids(quick, tmp_path / "missing")) == ["quick"]
+    grid = tmp_path / "long"
+    grid.mkdir()
+    E.write_csv_atomic(grid / "metrics.csv", [{"fusion": "sum", "activation": "none", "seed": 1}],
+                       ["fusion", "activation", "seed"])
+    E.write_json_atomic(grid / "provenance.json", {"preset": "long"})
+    grids = E.budget_grids(quick, grid)
+    assert list(grids) == ["quick", "long"] and grids["long"].kind == "own"
