@@ -54,8 +54,8 @@ FUSIONS_COMPARED = ("sum", "star")
 ACTIVATIONS_COMPARED = ("none", "relu")
 MAX_CURVE_POINTS = 500
 REFERENCE_DIR = PROJECT_ROOT / "results" / "reference"
-# the same question with 4x the training (preset "long", without ReLU only): notebook 05 §9
-LONG_REFERENCE_DIR = PROJECT_ROOT / "results" / "long-none"
+# the same grid with 4x the training (preset "long"): notebook 05 §9
+LONG_REFERENCE_DIR = PROJECT_ROOT / "results" / "long"
 METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
 PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels
 
