@@ -312,7 +312,8 @@ def evaluate_run(run_dir: str | Path, records: Sequence, ids: Iterable[str] | No
 METRIC_LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "f1": "F1", "acc": "Acc",
                  "se": "Se", "sp": "Sp", "pre": "Pre"}
 FUSION_LABELS = {"sum": "sum (+)", "star": "star (*)"}
-ACTIVATION_LABELS = {"none": "without ReLU", "relu": "with ReLU"}
+ACTIVATION_LABELS = {"none": "without ReLU", "relu": "with ReLU",
+                     "none vs relu": "star without ReLU against sum with ReLU"}
 
 
 def relative_change(before: Mapping[str, float], after: Mapping[str, float],
@@ -461,23 +462,45 @@ def verdict(diff: PairedDifference) -> str:
 
 
 def _paired_matrix(per_image_rows: Sequence[Mapping], activation: str, metric: str, a: str, b: str) -> np.ndarray:
-    """``d[seed, image] = metric(b) - metric(a)`` over the seeds and images both fusions
-    have (a seed with only one fusion finished, e.g. in an interrupted grid, is left out)."""
-    table: dict[tuple[str, int, str], float] = {}
+    """``d[seed, image] = metric(b) - metric(a)`` for fusions ``a`` and ``b`` with the
+    same activation (see :func:`_config_matrix`)."""
+    return _config_matrix(per_image_rows, metric, (a, activation), (b, activation))
+
+
+def _config_matrix(per_image_rows: Sequence[Mapping], metric: str, a: tuple[str, str],
+                   b: tuple[str, str]) -> np.ndarray:
+    """``d[seed, image] = metric(b) - metric(a)`` for two ``(fusion, activation)``
+    configurations, over the seeds and images both have (a seed with only one of
+    them finished, e.g. in an interrupted grid, is left out)."""
+    table: dict[tuple[str, str, int, str], float] = {}
     for r in per_image_rows:
-        if str(r["activation"]) == activation:
-            table[(str(r["fusion"]), int(r["seed"]), str(r["image_id"]))] = float(r[metric])
-    seeds = sorted({s for f, s, _ in table if f == a} & {s for f, s, _ in table if f == b})
-    images = sorted({i for f, _, i in table if f == a} & {i for f, _, i in table if f == b})
+        table[(str(r["fusion"]), str(r["activation"]), int(r["seed"]), str(r["image_id"]))] = float(r[metric])
+    seeds = sorted({k[2] for k in table if k[:2] == a} & {k[2] for k in table if k[:2] == b})
+    images = sorted({k[3] for k in table if k[:2] == a} & {k[3] for k in table if k[:2] == b})
     d = np.full((len(seeds), len(images)), np.nan)
     for si, s in enumerate(seeds):
         for ii, i in enumerate(images):
-            if (a, s, i) in table and (b, s, i) in table:
-                d[si, ii] = table[(b, s, i)] - table[(a, s, i)]
+            if (*a, s, i) in table and (*b, s, i) in table:
+                d[si, ii] = table[(*b, s, i)] - table[(*a, s, i)]
     if d.size == 0 or np.isnan(d).any():
-        raise ValueError(f"cannot pair {a!r} and {b!r} runs with activation {activation!r}: every seed "
-                         "needs both fusions evaluated on the same test images (run the full grid)")
+        raise ValueError(f"cannot pair {'/'.join(a)} and {'/'.join(b)} runs: every seed needs both "
+                         "configurations evaluated on the same test images (run the full grid)")
     return d
+
+
+def replacement_differences(per_image_rows: Sequence[Mapping], metrics: Sequence[str] = HEADLINE_METRICS,
+                            n_boot: int = 4000, level: float = 0.95, seed: int = 0) -> list[PairedDifference]:
+    """The course's question asked directly: the ReLU-free star network (star/none)
+    minus the additive network WITH ReLU (sum/relu), paired by seed and test image,
+    with bootstrap CIs. ``activation`` of the results is ``"none vs relu"``, ``a`` is
+    ``"sum/relu"``, ``b`` is ``"star/none"``."""
+    out = []
+    for m in metrics:
+        d = _config_matrix(per_image_rows, m, ("sum", "relu"), ("star", "none"))
+        mean, low, high = paired_bootstrap(d, n_boot=n_boot, level=level, seed=seed)
+        out.append(PairedDifference("none vs relu", m, mean, low, high, d.shape[0], d.shape[1], level,
+                                    a="sum/relu", b="star/none"))
+    return out
 
 
 def paired_bootstrap(d: np.ndarray, n_boot: int = 4000, level: float = 0.95,
@@ -759,21 +782,27 @@ def budget_grids(results: Results, longer: str | Path | None = None) -> dict[str
     return grids
 
 
-def budget_differences(grids: Mapping[str, Results], activation: str = "none",
+def budget_differences(grids: Mapping[str, Results], activations: Sequence[str] = ACTIVATIONS_COMPARED,
                        metrics: Sequence[str] = HEADLINE_METRICS, n_boot: int = 4000,
-                       level: float = 0.95) -> dict[str, list[PairedDifference]]:
-    """Star − sum per grid (training budget) for one activation, as
-    :func:`paired_differences` computes it; grids without both fusions for that
-    activation are left out."""
+                       level: float = 0.95, replacement: bool = True) -> dict[str, list[PairedDifference]]:
+    """Star − sum per grid (training budget), for each of ``activations`` that the
+    grid has both fusions for, as :func:`paired_differences` computes it, and (with
+    ``replacement``) star/none − sum/relu (:func:`replacement_differences`) where
+    the grid has both; grids with none of them are left out."""
     out = {}
     for name, results in grids.items():
-        if activation in results.paired_activations:
-            out[name] = paired_differences(results.per_image, [activation], metrics, n_boot=n_boot, level=level)
+        acts = [a for a in activations if a in results.paired_activations]
+        diffs = paired_differences(results.per_image, acts, metrics, n_boot=n_boot, level=level) if acts else []
+        if replacement and {("star", "none"), ("sum", "relu")} <= set(results.summary()):
+            diffs += replacement_differences(results.per_image, metrics, n_boot=n_boot, level=level)
+        if diffs:
+            out[name] = diffs
     return out
 
 
 def _training_length(results: Results, fusion: str, activation: str) -> str:
-    """'E epochs (best B), P patches' of a configuration's runs, means over seeds."""
+    """'E (B), P' of a configuration's runs: epochs trained, best epoch and training
+    patches seen, means over seeds."""
     runs = [r for r in results.runs if r["fusion"] == fusion and r["activation"] == activation]
     per_epoch = int(results.provenance.get("preset_config", {}).get("samples_per_epoch", 0))
     epochs = float(np.mean([r["epochs"] for r in runs]))
@@ -781,25 +810,44 @@ def _training_length(results: Results, fusion: str, activation: str) -> str:
     return f"{epochs:.1f} ({best:.1f}), {epochs * per_epoch:,.0f}"
 
 
-def training_budget_table(grids: Mapping[str, Results], diffs: Mapping[str, Sequence[PairedDifference]],
-                          activation: str = "none") -> str:
-    """Markdown: per grid and headline metric, sum and star (mean ± std over seeds),
-    the paired difference star − sum with its CI and verdict, and how long each
-    fusion trained (epochs, best epoch, patches seen; means over seeds)."""
-    header = ["preset", "metric", "sum", "star", "star − sum [CI]", "verdict",
+def _compared_configs(d: PairedDifference) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The ``(fusion, activation)`` pairs a difference compares: ``a``/``b`` are fusions
+    with ``d.activation``, or ``"fusion/activation"`` for :func:`replacement_differences`."""
+    def config(name: str) -> tuple[str, str]:
+        fusion, _, activation = name.partition("/")
+        return fusion, activation or d.activation
+    return config(d.a), config(d.b)
+
+
+def training_budget_table(grids: Mapping[str, Results], diffs: Mapping[str, Sequence[PairedDifference]]) -> str:
+    """Markdown: per grid, activation and headline metric, sum and star (mean ± std
+    over seeds), the paired difference star − sum with its CI and verdict, and how
+    long each fusion trained (epochs, best epoch, patches seen; means over seeds).
+    Rows of activation ``"none vs relu"`` compare star/none (column star) with
+    sum/relu (column sum)."""
+    header = ["preset", "activation", "metric", "sum", "star", "star − sum [CI]", "verdict",
               "sum: epochs (best), patches", "star: epochs (best), patches"]
     rows = []
     for name, chosen in diffs.items():
         summary = grids[name].summary()
         for d in chosen:
-            sums, stars = summary[(d.a, activation)], summary[(d.b, activation)]
-            rows.append([name, METRIC_LABELS.get(d.metric, d.metric),
+            config_a, config_b = _compared_configs(d)
+            sums, stars = summary[config_a], summary[config_b]
+            rows.append([name, d.activation, METRIC_LABELS.get(d.metric, d.metric),
                          format_value(sums["mean"][d.metric], sums["std"][d.metric]),
                          format_value(stars["mean"][d.metric], stars["std"][d.metric]),
                          f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]", d.verdict,
-                         _training_length(grids[name], d.a, activation),
-                         _training_length(grids[name], d.b, activation)])
+                         _training_length(grids[name], *config_a), _training_length(grids[name], *config_b)])
     return markdown_table(header, rows, numbers=False)
+
+
+def budget_verdicts_markdown(diffs: Mapping[str, Sequence[PairedDifference]]) -> str:
+    """One bullet per grid and activation: :func:`verdict_sentence` of its differences."""
+    lines = []
+    for name, chosen in diffs.items():
+        for act in dict.fromkeys(d.activation for d in chosen):
+            lines.append(f"* Preset `{name}`: {verdict_sentence(chosen, act)}")
+    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- the grid

@@ -732,10 +732,15 @@ def plot_paired_differences(diffs):
 
 def plot_budget_differences(diffs_by_grid):
     """Forest plot of star - sum per metric for grids trained with different budgets
-    (``{preset: [PairedDifference, ...]}``, see ``evaluate.budget_differences``):
-    does the difference shrink, grow or flip with more training?"""
-    palette = ["black", "#56B4E9", "#E69F00", "#009E73"]
-    groups = {f"preset {name}": list(d) for name, d in diffs_by_grid.items()}
+    (``{preset: [PairedDifference, ...]}``, see ``evaluate.budget_differences``), one
+    colour per preset and activation: does the difference shrink, grow or flip with
+    more training?"""
+    palette = ["#999999", "black", "#E69F00", "#56B4E9", "#009E73", "#CC79A7"]
+    groups: dict[str, list] = {}
+    for name, diffs in diffs_by_grid.items():
+        for d in diffs:
+            label = f"{name}: star/none - sum/relu" if "/" in d.b else f"{name}, activation {d.activation}"
+            groups.setdefault(label, []).append(d)
     return _forest_plot(groups, {g: palette[i % len(palette)] for i, g in enumerate(groups)})
 
 

@@ -482,17 +482,21 @@ def _synthetic_grid(tmp_path, preset: str, gap: float, epochs: int, seeds=(1, 2,
 
 def test_training_budget_comparison(tmp_path):
     grids = {"quick": _synthetic_grid(tmp_path, "quick", -0.05, 12), "long": _synthetic_grid(tmp_path, "long", 0.0, 40)}
-    diffs = E.budget_differences(grids, n_boot=200)
+    diffs = E.budget_differences(grids, n_boot=200)  # the synthetic grids have "none" only
     assert [d.mean for d in diffs["quick"]] == pytest.approx([-0.05] * 3)
     assert [d.verdict for d in diffs["quick"]] == ["star worse"] * 3
     assert all(d.mean == pytest.approx(0.0, abs=1e-12) for d in diffs["long"])
     table = E.training_budget_table(grids, diffs)
-    assert "| quick | ROC-AUC |" in table and "star worse" in table
+    assert "| quick | none | ROC-AUC |" in table and "star worse" in table
     assert "12.0 (11.0), 1,200" in table and "40.0 (39.0), 4,000" in table
-    assert E.budget_differences(grids, activation="relu") == {}  # no relu runs: nothing to pair
+    bullets = E.budget_verdicts_markdown(diffs).splitlines()
+    assert len(bullets) == 2 and bullets[0].startswith("* Preset `quick`: Without ReLU")
+    assert "Verdict: star is worse than sum" in bullets[0]
+    assert E.budget_differences(grids, activations=["relu"]) == {}  # no relu runs: nothing to pair
     from starunet import plots
     fig = plots.plot_budget_differences(diffs)
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["preset quick", "preset long"]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == \
+        ["quick, activation none", "long, activation none"]
 
 
 def test_budget_grids_reads_the_longer_grid_only_when_present(tmp_path):
@@ -505,3 +509,24 @@ def test_budget_grids_reads_the_longer_grid_only_when_present(tmp_path):
     E.write_json_atomic(grid / "provenance.json", {"preset": "long"})
     grids = E.budget_grids(quick, grid)
     assert list(grids) == ["quick", "long"] and grids["long"].kind == "own"
+
+
+def test_replacement_differences_pair_star_without_relu_with_sum_with_relu(tmp_path):
+    rows, runs = [], []
+    for seed in (1, 2):
+        for fusion, activation, value in (("sum", "relu", 0.80), ("star", "none", 0.78), ("sum", "none", 0.9)):
+            rows += [{"fusion": fusion, "activation": activation, "seed": seed, "image_id": f"im{i}",
+                      **{m: value + 0.01 * i for m in METRIC_NAMES}} for i in range(3)]
+            runs.append({"fusion": fusion, "activation": activation, "seed": seed, "epochs": 5, "best_epoch": 4,
+                         **{m: value + 0.01 for m in METRIC_NAMES}})
+    diffs = E.replacement_differences(rows, n_boot=100)
+    assert [d.metric for d in diffs] == list(E.HEADLINE_METRICS)
+    assert all(d.mean == pytest.approx(-0.02) and d.verdict == "star/none worse" for d in diffs)
+    grid = E.Results(tmp_path, "own", runs, rows, {}, {"preset": "quick", "preset_config": {"samples_per_epoch": 10}})
+    budget = E.budget_differences({"quick": grid}, n_boot=100)
+    assert [d.activation for d in budget["quick"]] == ["none"] * 3 + ["none vs relu"] * 3  # no star/relu runs
+    table = E.training_budget_table({"quick": grid}, budget)
+    assert "| quick | none vs relu | ROC-AUC | 0.8100 ± 0.0000 | 0.7900 ± 0.0000 | -0.0200" in table
+    assert "Star without ReLU against sum with ReLU (2 seed(s) x 3 test images)" in E.budget_verdicts_markdown(budget)
+    with pytest.raises(ValueError, match="cannot pair sum/relu and star/none"):
+        E.replacement_differences([r for r in rows if r["activation"] != "relu"])
