@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from starunet.fusion import Fusion, make_fusion
+from starunet.fusion import FUSIONS, Fusion, fusion_formula, make_fusion
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "none": nn.Identity,  # the ReLU-free network of the study
@@ -204,6 +204,25 @@ def format_parameter_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def variant_parameter_counts() -> list[dict]:
+    """One row per registered fusion (sorted by name): ``fusion``, its ``formula``,
+    ``params`` of the default network and ``params_shallowest`` with the shallowest
+    skip also fused. Counted by building each network, so a newly registered fusion
+    with weights of its own shows its true cost."""
+    return [dict(fusion=name, formula=fusion_formula(name),
+                 params=count_parameters(UNet(fusion=name)),
+                 params_shallowest=count_parameters(UNet(fusion=name, use_shallowest_skip=True)))
+            for name in sorted(FUSIONS)]
+
+
+def format_variant_parameter_counts(rows: list[dict]) -> str:
+    """:func:`variant_parameter_counts` rows as an aligned text table."""
+    lines = [f"{'fusion':<15}{'formula':<14}{'parameters':>12}{'with shallowest skip':>24}"]
+    lines += [f"{r['fusion']:<15}{r['formula']:<14}{r['params']:>12,}{r['params_shallowest']:>24,}"
+              for r in rows]
+    return "\n".join(lines)
+
+
 @torch.no_grad()
 def capture_features(model: UNet, x: torch.Tensor, batch_statistics: bool = True) -> dict[str, torch.Tensor]:
     """Run ``model`` on ``x`` and return the intermediate tensors by name, in forward order:
@@ -256,6 +275,27 @@ def feature_statistics(model: UNet, x: torch.Tensor, batch_statistics: bool = Tr
 def _statistics_rows(features: dict[str, torch.Tensor]) -> list[dict]:
     names = [n for n in features if "." not in n]  # skip the fusion inputs
     return [dict(layer=n, depth=i, **tensor_statistics(features[n])) for i, n in enumerate(names)]
+
+
+def format_statistics_comparison(statistics: dict[str, list[dict]],
+                                 keys: tuple[str, ...] = ("std", "kurtosis", "zero_fraction"),
+                                 layers: tuple[str, ...] = ("fusion1", "fusion2", "fusion3")) -> str:
+    """Compare networks at their fused layers: ``statistics`` maps a network's name to
+    its :func:`feature_statistics` rows; one line per (statistic, layer), one column per
+    network. A layer a network lacks is an error naming the layers it has."""
+    def value(rows: list[dict], layer: str, key: str) -> float:
+        for r in rows:
+            if r["layer"] == layer:
+                return r[key]
+        raise KeyError(f"no layer {layer!r} in these statistics; they have "
+                       f"{', '.join(repr(r['layer']) for r in rows)}")
+
+    lines = [f"{'fused layer':<22}" + "".join(f"{name:>16}" for name in statistics)]
+    for key in keys:
+        for layer in layers:
+            lines.append(f"{layer + ' ' + key:<22}"
+                         + "".join(f"{value(rows, layer, key):>16.3g}" for rows in statistics.values()))
+    return "\n".join(lines)
 
 
 def inspect_variant(x: torch.Tensor, fusion: str = "star", activation: str | None = None,

@@ -11,9 +11,11 @@ from torch import nn
 
 from starunet.fusion import FUSIONS
 from starunet.model import (ACTIVATIONS, UNet, capture_features, count_parameters,
-                            feature_statistics, format_parameter_table, inspect_variant,
-                            make_activation, most_label_correlated_channel, pad_to_multiple,
-                            parameter_table, probabilities_from_logits, tensor_statistics)
+                            feature_statistics, format_parameter_table,
+                            format_statistics_comparison, format_variant_parameter_counts,
+                            inspect_variant, make_activation, most_label_correlated_channel, pad_to_multiple,
+                            parameter_table, probabilities_from_logits, tensor_statistics,
+                            variant_parameter_counts)
 
 SMALL = dict(narrow=0.125)
 
@@ -204,6 +206,34 @@ def test_parameter_table_rows_sum_to_the_model_and_name_every_block():
     assert text.splitlines()[-1].split() == ["total", "2,937,345"]
     attention = parameter_table(UNet(fusion="attention", **SMALL))
     assert sum(r["params"] for r in attention) == count_parameters(UNet(fusion="attention", **SMALL))
+
+
+def test_variant_parameter_counts_cover_every_fusion_and_match_the_built_networks():
+    rows = variant_parameter_counts()
+    assert [r["fusion"] for r in rows] == sorted(FUSIONS)
+    by_name = {r["fusion"]: r for r in rows}
+    # sum and star have no weights of their own: both are the source's 2,937,345
+    assert by_name["sum"]["params"] == by_name["star"]["params"] == 2_937_345
+    assert by_name["star"]["params_shallowest"] == count_parameters(UNet(use_shallowest_skip=True))
+    assert by_name["attention"]["params"] > by_name["sum"]["params"]
+    lines = format_variant_parameter_counts(rows).splitlines()
+    assert len(lines) == 1 + len(FUSIONS)
+    assert lines[1 + sorted(FUSIONS).index("star")].split()[-2:] == [
+        "2,937,345", f"{by_name['star']['params_shallowest']:,}"]
+
+
+def test_format_statistics_comparison_has_one_column_per_network_and_names_missing_layers():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 32, 32)
+    stats = {name: feature_statistics(UNet(fusion=name, **SMALL), x) for name in ("sum", "star")}
+    lines = format_statistics_comparison(stats).splitlines()
+    assert lines[0].split() == ["fused", "layer", "sum", "star"]
+    assert len(lines) == 1 + 3 * 3  # three statistics x three fused layers
+    std3 = next(r["std"] for r in stats["star"] if r["layer"] == "fusion3")
+    row = next(line for line in lines if line.startswith("fusion3 std"))
+    assert float(row.split()[-1]) == pytest.approx(std3, rel=1e-2)
+    with pytest.raises(KeyError, match="no layer 'fusion9'.*'encoder1'"):
+        format_statistics_comparison(stats, layers=("fusion9",))
 
 
 def test_capture_features_records_every_stage_without_touching_the_model():
