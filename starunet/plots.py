@@ -750,7 +750,8 @@ def _forest_plot(groups, colors):
     diffs = [d for group in groups.values() for d in group]
     metrics = list(dict.fromkeys(d.metric for d in diffs))
     fig, ax = plt.subplots(figsize=(7, 0.32 * len(metrics) * len(groups) + 1.4))
-    offsets = np.linspace(-0.15, 0.15, len(groups)) if len(groups) > 1 else [0.0]
+    spread = min(0.35, 0.075 * len(groups))  # many groups: use the room between metrics
+    offsets = np.linspace(-spread, spread, len(groups)) if len(groups) > 1 else [0.0]
     for off, (label, group) in zip(offsets, groups.items()):
         color = colors.get(label, "0.3")
         for d in group:
@@ -762,8 +763,9 @@ def _forest_plot(groups, colors):
     ax.set_yticks(range(len(metrics)), metrics)
     ax.invert_yaxis()
     level = diffs[0].level if diffs else 0.95
-    ax.set_xlabel(f"{diffs[0].b if diffs else 'star'} - {diffs[0].a if diffs else 'sum'} "
-                  f"(mean per-image difference, {100 * level:.0f}% bootstrap CI)")
+    pairs = {(d.b, d.a) for d in diffs}
+    compared = " - ".join(pairs.pop()) if len(pairs) == 1 else "difference as in the legend"
+    ax.set_xlabel(f"{compared} (mean per-image difference, {100 * level:.0f}% bootstrap CI)")
     ax.legend(fontsize=8, loc="best")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title("paired difference; hollow = CI contains 0 (within noise)")

@@ -2,6 +2,7 @@
 statistics over seeds, the reproduce grid and its result files."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from types import SimpleNamespace
@@ -497,6 +498,12 @@ def test_training_budget_comparison(tmp_path):
     fig = plots.plot_budget_differences(diffs)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == \
         ["quick, activation none", "long, activation none"]
+    assert fig.axes[0].get_xlabel().startswith("star - sum (")
+    mixed = E.budget_differences(grids, activations=["none"], replacement=True)
+    mixed["long"] = mixed["long"] + [dataclasses.replace(d, a="sum/relu", b="star/none") for d in mixed["long"]]
+    fig = plots.plot_budget_differences(mixed)
+    assert fig.axes[0].get_xlabel().startswith("difference as in the legend (")
+    assert "long: star/none - sum/relu" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
 
 
 def test_budget_grids_reads_the_longer_grid_only_when_present(tmp_path):
