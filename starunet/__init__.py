@@ -48,6 +48,7 @@ _EXPORTS = {
     "METRIC_NAMES": "metrics",
     "segmentation_metrics": "metrics",
     "confusion_counts": "metrics",
+    "f1_optimal_threshold": "metrics",
     "human_baseline": "metrics",
     "quadratic_features": "theory",
     "quadratic_feature_count": "theory",

@@ -15,7 +15,11 @@ The question of the course is decided here, so every step is explicit:
    better there). Batches: ``batch_size`` whole images, or tiles, per forward pass.
 2. **Metrics** from :mod:`starunet.metrics`: pooled over all test pixels inside the
    field of view at threshold 0.5 (the usual retinal-vessel protocol), plus per-image metrics
-   (mean +- std) and down-sampled ROC / PR curve points.
+   (mean +- std) and down-sampled ROC / PR curve points. Because the fixed 0.5 also
+   measures how a network is *calibrated*, every run is scored a second time at the
+   threshold that maximises F1 on its own validation images
+   (:func:`starunet.metrics.f1_optimal_threshold`; columns ``val_threshold``,
+   ``f1_tuned``, ``se_tuned``, ``pre_tuned``): the test images never choose it.
 3. **The grid** (:func:`reproduce`, ``python -m starunet reproduce``): fusion
    sum|star x activation none|relu for every seed, trained or reused through
    :func:`starunet.train.train`, evaluated, written atomically to an output folder
@@ -46,7 +50,7 @@ import numpy as np
 
 from starunet.config import PROJECT_ROOT, default_runs_dir, display_path, smoke_mode
 from starunet.io import read_csv, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
-from starunet.metrics import METRIC_NAMES, segmentation_metrics
+from starunet.metrics import METRIC_NAMES, f1_optimal_threshold, segmentation_metrics
 
 INFERENCE_METHODS = ("pad", "tiles")
 DEFAULT_METHOD = "pad"
@@ -57,6 +61,9 @@ REFERENCE_DIR = PROJECT_ROOT / "results" / "reference"
 # the same grid with 4x the training (preset "long"): notebook 05 §9
 LONG_REFERENCE_DIR = PROJECT_ROOT / "results" / "long"
 METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
+# the threshold-dependent metrics again at the validation images' F1-optimal threshold
+TUNED_METRICS = ("f1_tuned", "se_tuned", "pre_tuned")
+TUNED_COLUMNS = ["val_threshold", *TUNED_METRICS]
 PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels
 
 # The source experiment (a Chinese blog post) published two tables, sum vs star
@@ -202,6 +209,9 @@ class RunEvaluation:
     ``pooled``: metrics over all FOV pixels of all test images (threshold 0.5);
     ``per_image``: ``{image_id: metrics}``; ``curves``: see :func:`roc_pr_curves`;
     ``probabilities``: ``{image_id: (H, W) float32}`` (kept in memory only).
+    ``val_threshold``: the F1-optimal threshold on the run's validation images (None
+    until :meth:`score_at_threshold`); ``tuned``: pooled :data:`TUNED_METRICS` at it;
+    ``per_image_tuned``: ``{image_id: {"f1_tuned": ...}}``.
     """
     ids: tuple[str, ...]
     pooled: dict[str, float]
@@ -211,6 +221,25 @@ class RunEvaluation:
     seconds: float = 0.0
     config: dict = field(default_factory=dict)
     probabilities: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    val_threshold: float | None = None
+    tuned: dict[str, float] = field(default_factory=dict)
+    per_image_tuned: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def score_at_threshold(self, threshold: float, records: Sequence) -> None:
+        """Score the kept test probabilities again at ``threshold`` (chosen on other
+        images): fills ``val_threshold``, ``tuned`` and ``per_image_tuned``."""
+        chosen = select_records(records, self.ids)
+        if any(r.id not in self.probabilities for r in chosen):
+            raise ValueError("this evaluation kept no probability maps (read from a cache?); "
+                             "evaluate the run again to score it at another threshold")
+        def tuned(metrics: Mapping[str, float]) -> dict[str, float]:
+            return {f"{m}_tuned": metrics[m] for m in ("f1", "se", "pre")}
+        self.val_threshold = float(threshold)
+        self.tuned = tuned(segmentation_metrics([self.probabilities[r.id] for r in chosen],
+                                                [r.label for r in chosen], [r.fov for r in chosen],
+                                                threshold=threshold))
+        self.per_image_tuned = {r.id: {"f1_tuned": tuned(segmentation_metrics(
+            self.probabilities[r.id], r.label, r.fov, threshold=threshold))["f1_tuned"]} for r in chosen}
 
     def per_image_mean_std(self) -> dict[str, tuple[float, float]]:
         """``{metric: (mean, std)}`` over the test images (population std)."""
@@ -221,13 +250,15 @@ class RunEvaluation:
         """A JSON-able dict without the probability maps."""
         return {"ids": list(self.ids), "pooled": self.pooled, "per_image": self.per_image,
                 "curves": self.curves, "method": self.method, "seconds": self.seconds,
-                "config": self.config}
+                "config": self.config, "val_threshold": self.val_threshold, "tuned": self.tuned,
+                "per_image_tuned": self.per_image_tuned}
 
     @classmethod
     def from_json(cls, data: Mapping) -> "RunEvaluation":
         return cls(ids=tuple(data["ids"]), pooled=dict(data["pooled"]), per_image=dict(data["per_image"]),
                    curves=dict(data["curves"]), method=data["method"], seconds=float(data["seconds"]),
-                   config=dict(data.get("config", {})))
+                   config=dict(data.get("config", {})), val_threshold=data.get("val_threshold"),
+                   tuned=dict(data.get("tuned") or {}), per_image_tuned=dict(data.get("per_image_tuned") or {}))
 
 
 def evaluate_probabilities(probs: Mapping[str, np.ndarray], records: Sequence) -> RunEvaluation:
@@ -286,31 +317,52 @@ def evaluate_model(model, records: Sequence, ids: Iterable[str] | None = None, m
     return evaluation
 
 
+def validation_threshold(model, records: Sequence, val_ids: Sequence[str], method: str = DEFAULT_METHOD,
+                         batch_size: int = 4, device: str | None = None) -> float:
+    """The F1-optimal threshold of ``model`` on the validation images ``val_ids``
+    (pooled over their FOV pixels; :func:`starunet.metrics.f1_optimal_threshold`)."""
+    chosen = select_records(records, val_ids)
+    probs = predict_images(model, [r.image for r in chosen], method=method, batch_size=batch_size, device=device)
+    return f1_optimal_threshold(probs, [r.label for r in chosen], [r.fov for r in chosen])
+
+
 def evaluate_run(run_dir: str | Path, records: Sequence, ids: Iterable[str] | None = None,
                  which: str = "best", method: str = DEFAULT_METHOD, batch_size: int = 4,
-                 device: str | None = None) -> RunEvaluation:
+                 device: str | None = None, tune_threshold: bool = True) -> RunEvaluation:
     """Evaluate a finished training run on whole images.
 
     ``run_dir`` is a run directory written by :func:`starunet.train.train`;
     ``ids`` the test image ids (default: the test split of the run's config);
     ``which`` the checkpoint (``"best"`` or ``"last"``); ``records`` the loaded STARE
-    records (:func:`starunet.data.load_stare`) that contain those ids.
+    records (:func:`starunet.data.load_stare`) that contain those ids and, with
+    ``tune_threshold``, the run's validation ids too: the test images are then also
+    scored at the threshold that maximises F1 on the validation images
+    (:meth:`RunEvaluation.score_at_threshold`).
     """
     from starunet.train import load_model, read_config
 
     config = read_config(run_dir)  # FileNotFoundError naming the folder if it is no run
-    if ids is None:
-        ids = config.split().test
+    split = config.split()
+    ids = split.test if ids is None else ids
+    if tune_threshold:
+        missing = sorted(set(split.val) - {r.id for r in records})
+        if missing:
+            raise ValueError(f"the records lack the run's validation images {missing}, which choose its "
+                             "tuned threshold: load them too (load_stare() loads all) or pass tune_threshold=False")
     model = load_model(run_dir, which=which, device=device or "cpu")
     evaluation = evaluate_model(model, records, ids, method=method, batch_size=batch_size, device=device)
     evaluation.config = config.to_dict()
+    if tune_threshold:
+        threshold = validation_threshold(model, records, split.val, method, batch_size, device)
+        evaluation.score_at_threshold(threshold, records)
     return evaluation
 
 
 # ---------------------------------------------------------------- tables
 
 METRIC_LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "f1": "F1", "acc": "Acc",
-                 "se": "Se", "sp": "Sp", "pre": "Pre"}
+                 "se": "Se", "sp": "Sp", "pre": "Pre", "val_threshold": "val. threshold",
+                 "f1_tuned": "F1 (val. thr.)", "se_tuned": "Se (val. thr.)", "pre_tuned": "Pre (val. thr.)"}
 FUSION_LABELS = {"sum": "sum (+)", "star": "star (*)"}
 ACTIVATION_LABELS = {"none": "without ReLU", "relu": "with ReLU",
                      "none vs relu": "star without ReLU against sum with ReLU"}
@@ -413,15 +465,17 @@ def _config_order(fusion: str, activation: str) -> tuple:
 def summarize_over_seeds(rows: Iterable[Mapping]) -> dict[tuple[str, str], dict]:
     """Group metric rows (one per run) by ``(fusion, activation)``.
 
-    Each value: ``{"n": runs, "seeds": [...], "mean": {metric: ...}, "std": {metric: ...}}``;
-    std is the sample std over seeds (ddof=1; NaN for a single seed).
+    Each value: ``{"n": runs, "seeds": [...], "mean": {metric: ...}, "std": {metric: ...}}``
+    over :data:`METRIC_NAMES` and, where every run of the group has them, the
+    :data:`TUNED_COLUMNS`; std is the sample std over seeds (ddof=1; NaN for one seed).
     """
     groups: dict[tuple[str, str], list[Mapping]] = {}
     for row in rows:
         groups.setdefault((str(row["fusion"]), str(row["activation"])), []).append(row)
     summary = {}
     for key, group in sorted(groups.items(), key=lambda item: _config_order(*item[0])):
-        values = {m: np.array([float(r[m]) for r in group]) for m in METRIC_NAMES}
+        tuned = [c for c in TUNED_COLUMNS if all(r.get(c, "") != "" for r in group)]
+        values = {m: np.array([float(r[m]) for r in group]) for m in (*METRIC_NAMES, *tuned)}
         summary[key] = {
             "n": len(group),
             "seeds": sorted(int(r["seed"]) for r in group),
@@ -472,6 +526,10 @@ def _config_matrix(per_image_rows: Sequence[Mapping], metric: str, a: tuple[str,
     """``d[seed, image] = metric(b) - metric(a)`` for two ``(fusion, activation)``
     configurations, over the seeds and images both have (a seed with only one of
     them finished, e.g. in an interrupted grid, is left out)."""
+    if any(r.get(metric, "") == "" for r in per_image_rows):
+        raise ValueError(f"these per-image results have no {metric!r} values: they were evaluated by an "
+                         "older starunet; rerun the same `reproduce` command (finished runs are reused, "
+                         "only the evaluations are redone)")
     table: dict[tuple[str, str, int, str], float] = {}
     for r in per_image_rows:
         table[(str(r["fusion"]), str(r["activation"]), int(r["seed"]), str(r["image_id"]))] = float(r[metric])
@@ -575,7 +633,8 @@ def run_key(fusion: str, activation: str, seed: int | str) -> str:
 # Columns of the result CSVs read back as numbers; every other one stays a string
 # (a config_hash such as "12345678" must not become an int).
 INTEGER_COLUMNS = frozenset({"seed", "epochs", "best_epoch", "n_test_images"})
-FLOAT_COLUMNS = frozenset({*METRIC_NAMES, "train_seconds", "eval_seconds", "seconds", "seconds_per_image"})
+FLOAT_COLUMNS = frozenset({*METRIC_NAMES, *TUNED_COLUMNS, "train_seconds", "eval_seconds", "seconds",
+                           "seconds_per_image"})
 
 
 def _parse_row(row: Mapping[str, str]) -> dict:
@@ -841,6 +900,26 @@ def training_budget_table(grids: Mapping[str, Results], diffs: Mapping[str, Sequ
     return markdown_table(header, rows, numbers=False)
 
 
+def threshold_table(grids: Mapping[str, Results]) -> str:
+    """Markdown: per grid and configuration, the validation images' F1-optimal
+    threshold and the test F1 at the fixed 0.5 next to the test F1, Se and Pre at
+    that threshold (mean ± std over seeds). Grids evaluated before the tuned
+    threshold existed are an error naming the command that adds it."""
+    header = ["preset", "fusion", "activation", "val. threshold", "F1 at 0.5", "F1 (val. thr.)",
+              "Se (val. thr.)", "Pre (val. thr.)"]
+    rows = []
+    for name, results in grids.items():
+        for (fusion, activation), s in results.summary().items():
+            if "f1_tuned" not in s["mean"]:
+                raise ValueError(f"{display_path(results.directory)} has no validation-tuned threshold: it "
+                                 "was evaluated by an older starunet; rerun its `reproduce` command "
+                                 "(finished runs are reused, only the evaluations are redone)")
+            cells = [format_value(s["mean"][m], s["std"][m], digits=3 if m == "val_threshold" else 4)
+                     for m in ("val_threshold", "f1", "f1_tuned", "se_tuned", "pre_tuned")]
+            rows.append([name, fusion, activation, *cells])
+    return markdown_table(header, rows, numbers=False)
+
+
 def budget_verdicts_markdown(diffs: Mapping[str, Sequence[PairedDifference]]) -> str:
     """One bullet per grid and activation: :func:`verdict_sentence` of its differences."""
     lines = []
@@ -852,11 +931,12 @@ def budget_verdicts_markdown(diffs: Mapping[str, Sequence[PairedDifference]]) ->
 
 # ---------------------------------------------------------------- the grid
 
-EVALUATION_VERSION = 2  # bump when evaluation changes numbers: cached evaluations are then redone
+EVALUATION_VERSION = 3  # bump when evaluation changes numbers: cached evaluations are then redone
 # 2: starunet.inference (BatchNorm folded), test metrics within 1e-6 of version 1
+# 3: + the validation-tuned threshold (TUNED_COLUMNS); version-2 numbers unchanged
 METRICS_EXTRA_COLUMNS = ["preset", "epochs", "best_epoch", "stop_reason", "train_seconds", "eval_seconds",
                          "method", "n_test_images", "device", "config_hash"]
-PER_IMAGE_COLUMNS = ["fusion", "activation", "seed", "image_id", *METRIC_NAMES]
+PER_IMAGE_COLUMNS = ["fusion", "activation", "seed", "image_id", *METRIC_NAMES, "f1_tuned"]
 INFERENCE_COLUMNS = ["run", "method", "seconds", "seconds_per_image", *METRIC_NAMES]
 
 
@@ -935,6 +1015,8 @@ def _inference_methods_cached(run_dir: Path, records: Sequence, ids: Sequence[st
 def _metrics_row(config, result, evaluation: RunEvaluation) -> dict:
     return {"fusion": config.fusion, "activation": config.activation, "seed": config.seed,
             **{m: round(evaluation.pooled[m], 6) for m in METRIC_NAMES},
+            "val_threshold": round(evaluation.val_threshold, 6),
+            **{m: round(evaluation.tuned[m], 6) for m in TUNED_METRICS},
             "preset": config.preset, "epochs": result.epochs, "best_epoch": result.best_epoch,
             "stop_reason": result.stop_reason, "train_seconds": result.train_seconds,
             "eval_seconds": evaluation.seconds, "method": evaluation.method,
@@ -943,13 +1025,14 @@ def _metrics_row(config, result, evaluation: RunEvaluation) -> dict:
 
 def _per_image_rows(config, evaluation: RunEvaluation) -> list[dict]:
     return [{"fusion": config.fusion, "activation": config.activation, "seed": config.seed, "image_id": i,
-             **{m: round(evaluation.per_image[i][m], 6) for m in METRIC_NAMES}} for i in evaluation.ids]
+             **{m: round(evaluation.per_image[i][m], 6) for m in METRIC_NAMES},
+             "f1_tuned": round(evaluation.per_image_tuned[i]["f1_tuned"], 6)} for i in evaluation.ids]
 
 
 def _write_grid_files(out: Path, rows: list[dict], per_image: list[dict], curves: dict,
                       inference_rows: list[dict]) -> None:
     """The grid's result files, rewritten (atomically) after every run."""
-    write_csv_atomic(out / "metrics.csv", rows, METRICS_COLUMNS + METRICS_EXTRA_COLUMNS)
+    write_csv_atomic(out / "metrics.csv", rows, METRICS_COLUMNS + TUNED_COLUMNS + METRICS_EXTRA_COLUMNS)
     write_csv_atomic(out / "per_image.csv", per_image, PER_IMAGE_COLUMNS)
     write_json_atomic(out / "curves.json", curves)
     if inference_rows:
@@ -1116,8 +1199,9 @@ def provenance_readme(results: Results) -> str:
              if p["preset"] == "smoke" or p.get("smoke_mode") else "")
     files = "\n".join([
         "- `metrics.csv`: one row per run, the seven metrics pooled over the test images' FOV pixels "
-        "(threshold 0.5), plus training facts",
-        "- `per_image.csv`: the same metrics per test image (for the paired bootstrap)",
+        "(threshold 0.5); `val_threshold`, the threshold that maximises F1 on the run's validation images, "
+        "and F1, Se and Pre of the test images at it (`*_tuned`); plus training facts",
+        "- `per_image.csv`: the same metrics (and `f1_tuned`) per test image (for the paired bootstrap)",
         f"- `curves.json`: ROC and PR curve points per run (at most {MAX_CURVE_POINTS} each)",
         "- `inference_methods.csv`: whole-image (`pad`) vs overlapping-tile (`tiles`) inference, timed and "
         "scored once on the first run",

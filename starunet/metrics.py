@@ -156,6 +156,30 @@ def segmentation_metrics(prob, target, mask=None, threshold: float = 0.5) -> dic
     return {name: float(metrics[name]) for name in METRIC_NAMES}
 
 
+def f1_optimal_threshold(prob, target, mask=None) -> float:
+    """The threshold ``t`` at which ``prob >= t`` has the highest F1, pooled over the
+    pixels inside ``mask`` (arguments as :func:`segmentation_metrics`).
+
+    Meant for the *validation* images: a threshold chosen there and applied to the
+    test images separates a network's calibration (where its 0.5 lies) from what it
+    has learned. Every distinct score is a candidate, so the result is exact; ties in
+    F1 go to the highest threshold. Raises ``ValueError`` when the pooled pixels hold
+    no vessel (F1 is then 0 at every threshold).
+    """
+    p, t = _pool(prob, target, mask)
+    n_pos = int(np.count_nonzero(t))
+    if n_pos == 0:
+        raise ValueError(f"the scored pixels contain no vessel pixels ({t.size} pixels); "
+                         "no threshold has a non-zero F1 -- use images that show vessels")
+    order = np.argsort(-p, kind="stable")
+    scores, hits = p[order], t[order]
+    last = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]  # last pixel of each distinct score
+    tp = np.cumsum(hits)[last]
+    predicted = last + 1  # pixels with a score >= scores[last]
+    f1 = 2 * tp / (predicted + n_pos)  # 2TP / (2TP + FP + FN)
+    return float(scores[last[int(np.argmax(f1))]])
+
+
 def human_baseline(records: Sequence, ids: Sequence[str] | None = None) -> dict[str, float]:
     """The second observer as a "model": annotator vk scored against ah inside the FOV.
 

@@ -338,6 +338,25 @@ def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_p
     direct = E.evaluate_run(run_dir, records)
     assert direct.pooled["roc_auc"] == pytest.approx(float(res.run("star-none-seed7")["roc_auc"]), abs=1e-6)
 
+    # the tuned threshold is chosen on the run's validation images, never the test images
+    from starunet.metrics import f1_optimal_threshold
+    from starunet.train import load_model
+    val = E.select_records(records, tiny_preset.split().val)
+    val_probs = E.predict_images(load_model(run_dir), [r.image for r in val])
+    expected = f1_optimal_threshold(val_probs, [r.label for r in val], [r.fov for r in val])
+    assert direct.val_threshold == pytest.approx(expected)
+    assert float(res.run("star-none-seed7")["val_threshold"]) == pytest.approx(expected, abs=1e-6)
+    test = E.select_records(records, test_ids)
+    at_threshold = E.segmentation_metrics([direct.probabilities[r.id] for r in test], [r.label for r in test],
+                                          [r.fov for r in test], threshold=expected)
+    assert direct.tuned["f1_tuned"] == pytest.approx(at_threshold["f1"])
+    assert float(res.run("star-none-seed7")["f1_tuned"]) == pytest.approx(at_threshold["f1"], abs=1e-6)
+    assert all(r["f1_tuned"] != "" for r in read_csv(out / "per_image.csv"))
+    assert "f1_tuned" in res.summary()[("star", "none")]["mean"]
+    assert E.evaluate_run(run_dir, records, tune_threshold=False).val_threshold is None
+    with pytest.raises(ValueError, match="lack the run's validation images.*tune_threshold=False"):
+        E.evaluate_run(run_dir, test)
+
     again = E.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
                         records=records, log=lambda m: None)
     assert again.provenance["runs_reused"] == again.provenance["evaluations_reused"] == 2
@@ -504,6 +523,24 @@ def test_training_budget_comparison(tmp_path):
     fig = plots.plot_budget_differences(mixed)
     assert fig.axes[0].get_xlabel().startswith("difference as in the legend (")
     assert "long: star/none - sum/relu" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_threshold_table_and_grids_evaluated_before_the_tuned_threshold(tmp_path):
+    grid = _synthetic_grid(tmp_path, "quick", -0.05, 12)
+    with pytest.raises(ValueError, match="no validation-tuned threshold.*rerun"):
+        E.threshold_table({"quick": grid})
+    with pytest.raises(ValueError, match="no 'f1_tuned' values.*older starunet"):
+        E.paired_differences(grid.per_image, metrics=["f1_tuned"])
+    for row in grid.runs:
+        row.update(val_threshold=0.3 if row["fusion"] == "star" else 0.5, f1_tuned=row["f1"] + 0.01,
+                   se_tuned=0.6, pre_tuned=0.8)
+    for row in grid.per_image:
+        row["f1_tuned"] = row["f1"] + 0.01
+    table = E.threshold_table({"quick": grid}).splitlines()
+    assert len(table) == 2 + 2  # header, rule, sum/none and star/none
+    assert table[3].startswith("| quick | star | none | 0.300 ± 0.000 |")
+    diffs = E.paired_differences(grid.per_image, metrics=["f1_tuned"])
+    assert diffs[0].mean == pytest.approx(-0.05)
 
 
 def test_budget_grids_reads_the_longer_grid_only_when_present(tmp_path):

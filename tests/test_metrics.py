@@ -8,8 +8,8 @@ import torch
 from sklearn import metrics as skm
 
 from starunet.data import StareRecord, split_ids
-from starunet.metrics import (METRIC_NAMES, confusion_counts, human_baseline, rates_from_counts,
-                              segmentation_metrics)
+from starunet.metrics import (METRIC_NAMES, confusion_counts, f1_optimal_threshold, human_baseline,
+                              rates_from_counts, segmentation_metrics)
 
 
 def random_case(n=5000, seed=0, ties=False):
@@ -113,6 +113,29 @@ def test_rates_from_counts_zero_division():
 def test_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         segmentation_metrics(**kwargs)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_f1_optimal_threshold_beats_every_other_threshold(ties):
+    prob, target = random_case(n=3000, seed=3, ties=ties)
+    best = f1_optimal_threshold(prob, target)
+    best_f1 = segmentation_metrics(prob, target, threshold=best)["f1"]
+    # brute force over every distinct score (and the conventional 0.5)
+    for t in [*np.unique(prob), 0.5]:
+        assert segmentation_metrics(prob, target, threshold=float(t))["f1"] <= best_f1 + 1e-12
+    assert best in set(np.unique(prob).tolist())
+
+
+def test_f1_optimal_threshold_pools_inside_the_mask_and_refuses_no_vessels():
+    prob = np.array([[0.9, 0.8], [0.2, 0.1]], dtype=np.float32)
+    target = np.array([[1, 0], [1, 0]], dtype=bool)
+    # scored alone, the pixel at 0.8 is background: the best cut keeps only 0.9 (F1 2/3)
+    # unless the 0.2 vessel is also kept (F1 2*2/(3+2) = 0.8 at t = 0.2)
+    assert f1_optimal_threshold(prob, target) == pytest.approx(0.2)
+    mask = np.array([[1, 1], [0, 1]], dtype=bool)  # drop the 0.2 vessel: keep 0.9 only
+    assert f1_optimal_threshold(prob, target, mask) == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="no vessel pixels"):
+        f1_optimal_threshold(prob, np.zeros_like(target))
 
 
 def test_human_baseline_scores_vk_against_ah_inside_the_fov():
