@@ -64,6 +64,8 @@ METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
 # the threshold-dependent metrics again at the validation images' F1-optimal threshold
 TUNED_METRICS = ("f1_tuned", "se_tuned", "pre_tuned")
 TUNED_COLUMNS = ["val_threshold", *TUNED_METRICS]
+OLDER_EVALUATION = ("they were evaluated by an older starunet; rerun the `reproduce` command that made them "
+                    "(finished runs are reused, only the evaluations are redone)")
 PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels
 
 # The source experiment (a Chinese blog post) published two tables, sum vs star
@@ -527,9 +529,7 @@ def _config_matrix(per_image_rows: Sequence[Mapping], metric: str, a: tuple[str,
     configurations, over the seeds and images both have (a seed with only one of
     them finished, e.g. in an interrupted grid, is left out)."""
     if any(r.get(metric, "") == "" for r in per_image_rows):
-        raise ValueError(f"these per-image results have no {metric!r} values: they were evaluated by an "
-                         "older starunet; rerun the same `reproduce` command (finished runs are reused, "
-                         "only the evaluations are redone)")
+        raise ValueError(f"these per-image results have no {metric!r} values: {OLDER_EVALUATION}")
     table: dict[tuple[str, str, int, str], float] = {}
     for r in per_image_rows:
         table[(str(r["fusion"]), str(r["activation"]), int(r["seed"]), str(r["image_id"]))] = float(r[metric])
@@ -911,9 +911,8 @@ def threshold_table(grids: Mapping[str, Results]) -> str:
     for name, results in grids.items():
         for (fusion, activation), s in results.summary().items():
             if "f1_tuned" not in s["mean"]:
-                raise ValueError(f"{display_path(results.directory)} has no validation-tuned threshold: it "
-                                 "was evaluated by an older starunet; rerun its `reproduce` command "
-                                 "(finished runs are reused, only the evaluations are redone)")
+                raise ValueError(f"{display_path(results.directory)} has no validation-tuned threshold: "
+                                 f"{OLDER_EVALUATION}")
             cells = [format_value(s["mean"][m], s["std"][m], digits=3 if m == "val_threshold" else 4)
                      for m in ("val_threshold", "f1", "f1_tuned", "se_tuned", "pre_tuned")]
             rows.append([name, fusion, activation, *cells])
