@@ -813,12 +813,21 @@ def compare_two_runs(results: Results, key_a: str, key_b: str) -> str:
 
 
 def course_summary_markdown() -> str:
-    """The results section of the course's ``summary.md`` (see :mod:`starunet.course`)."""
+    """The results section of the course's ``summary.md`` (see :mod:`starunet.course`):
+    the grid notebook 05 shows and, when a longer-trained grid exists
+    (:func:`budget_grids`), the verdicts of notebook 05 section 9 for every budget."""
     try:
         results = find_results()
     except FileNotFoundError as err:
         return f"## Results: sum vs star skip fusion\n\nNo grid results found: {err}\n"
-    return results_markdown(results)
+    text = results_markdown(results)
+    grids = budget_grids(results)
+    diffs = budget_differences(grids) if len(grids) > 1 else {}
+    if len(diffs) > 1:
+        sources = "\n".join(f"- `{name}`: {grid.describe()}." for name, grid in grids.items())
+        text += (f"\n## Across training budgets (notebook 05, section 9)\n\n{sources}\n\n"
+                 f"{budget_verdicts_markdown(diffs)}\n")
+    return text
 
 
 # ---------------------------------------------------------------- training budget

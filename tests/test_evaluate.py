@@ -411,6 +411,18 @@ def test_course_summary_without_any_results(monkeypatch, tmp_path):
     assert "No grid results found" in text and "python -m starunet reproduce" in text
 
 
+def test_course_summary_adds_the_budget_verdicts_when_a_longer_grid_exists(monkeypatch, tmp_path):
+    quick, long = _synthetic_grid(tmp_path, "quick", -0.05, 12), _synthetic_grid(tmp_path, "long", 0.0, 40)
+    monkeypatch.setattr(E, "find_results", lambda: quick)
+    monkeypatch.setattr(E, "budget_grids", lambda results: {"quick": results, "long": long})
+    text = E.course_summary_markdown()
+    assert text.startswith("## Results: sum vs star skip fusion")
+    budget = text.split("## Across training budgets (notebook 05, section 9)")[1]
+    assert "* Preset `quick`: Without ReLU" in budget and "* Preset `long`: Without ReLU" in budget
+    monkeypatch.setattr(E, "budget_grids", lambda results: {"quick": results})
+    assert "Across training budgets" not in E.course_summary_markdown()
+
+
 def test_grid_configs_validate_their_inputs():
     configs = E.grid_configs("smoke", [1, 2])
     assert len(configs) == 8 and configs[0].seed == 1 and configs[-1].seed == 2
