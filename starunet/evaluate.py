@@ -50,7 +50,8 @@ import numpy as np
 
 from starunet.config import PROJECT_ROOT, default_runs_dir, display_path, smoke_mode
 from starunet.io import read_csv, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
-from starunet.metrics import METRIC_NAMES, f1_optimal_threshold, segmentation_metrics
+from starunet.metrics import (METRIC_NAMES, confusion_counts, f1_optimal_threshold, rates_from_counts,
+                              segmentation_metrics)
 
 INFERENCE_METHODS = ("pad", "tiles")
 DEFAULT_METHOD = "pad"
@@ -240,8 +241,8 @@ class RunEvaluation:
         self.tuned = tuned(segmentation_metrics([self.probabilities[r.id] for r in chosen],
                                                 [r.label for r in chosen], [r.fov for r in chosen],
                                                 threshold=threshold))
-        self.per_image_tuned = {r.id: {"f1_tuned": tuned(segmentation_metrics(
-            self.probabilities[r.id], r.label, r.fov, threshold=threshold))["f1_tuned"]} for r in chosen}
+        self.per_image_tuned = {r.id: {"f1_tuned": rates_from_counts(**confusion_counts(
+            self.probabilities[r.id], r.label, r.fov, threshold=threshold))["f1"]} for r in chosen}
 
     def per_image_mean_std(self) -> dict[str, tuple[float, float]]:
         """``{metric: (mean, std)}`` over the test images (population std)."""
@@ -345,8 +346,12 @@ def evaluate_run(run_dir: str | Path, records: Sequence, ids: Iterable[str] | No
 
     config = read_config(run_dir)  # FileNotFoundError naming the folder if it is no run
     split = config.split()
-    ids = split.test if ids is None else ids
+    ids = list(split.test if ids is None else ids)
     if tune_threshold:
+        chosen_on_scored = sorted(set(ids) & set(split.val))
+        if chosen_on_scored:
+            raise ValueError(f"images {chosen_on_scored} are the run's validation images, which choose its tuned "
+                             "threshold: score other images, or pass tune_threshold=False")
         missing = sorted(set(split.val) - {r.id for r in records})
         if missing:
             raise ValueError(f"the records lack the run's validation images {missing}, which choose its "
@@ -679,6 +684,12 @@ class Results:
         return summarize_over_seeds(self.runs)
 
     @property
+    def has_tuned_threshold(self) -> bool:
+        """Whether every run and test image was also scored at its validation threshold."""
+        return bool(self.runs) and all(r.get(c, "") != "" for r in self.runs for c in TUNED_COLUMNS) \
+            and all(r.get("f1_tuned", "") != "" for r in self.per_image)
+
+    @property
     def paired_activations(self) -> list[str]:
         """The activations (of none, relu) for which the grid has both sum and star runs."""
         summary = self.summary()
@@ -928,6 +939,20 @@ def threshold_table(grids: Mapping[str, Results]) -> str:
     return markdown_table(header, rows, numbers=False)
 
 
+def threshold_report(grids: Mapping[str, Results], n_boot: int = 4000, level: float = 0.95) -> str:
+    """Notebook 05's answer to "is the F1 gap only calibration?": :func:`threshold_table`
+    and F1 at 0.5 next to F1 at the validation threshold, paired as in
+    :func:`budget_differences`. A grid evaluated before the tuned threshold existed gets a
+    line saying how to add it instead of stopping the notebook."""
+    tuned = {name: g for name, g in grids.items() if g.has_tuned_threshold}
+    lines = [f"* `{name}` ({display_path(g.directory)}) has no validation-tuned threshold: {OLDER_EVALUATION}."
+             for name, g in grids.items() if name not in tuned]
+    if tuned:
+        diffs = budget_differences(tuned, metrics=("f1", "f1_tuned"), n_boot=n_boot, level=level)
+        lines += ["", threshold_table(tuned), "", training_budget_table(tuned, diffs)]
+    return "\n".join(lines).strip() + "\n"
+
+
 def budget_verdicts_markdown(diffs: Mapping[str, Sequence[PairedDifference]]) -> str:
     """One bullet per grid and activation: :func:`verdict_sentence` of its differences."""
     lines = []
@@ -1048,12 +1073,15 @@ def _write_grid_files(out: Path, rows: list[dict], per_image: list[dict], curves
 
 
 def _git_commit() -> str:
-    """The checked-out commit (``+ local changes`` when the tree is dirty), or ``unknown``."""
+    """The checked-out commit (``+ local changes`` when tracked files differ from it), or
+    ``unknown``. Changes under ``results/`` do not count: they are grids' own outputs (a
+    second grid run after a first one would otherwise always report local changes)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return commit + (" + local changes" if dirty else "")

@@ -356,6 +356,8 @@ def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_p
     assert E.evaluate_run(run_dir, records, tune_threshold=False).val_threshold is None
     with pytest.raises(ValueError, match="lack the run's validation images.*tune_threshold=False"):
         E.evaluate_run(run_dir, test)
+    with pytest.raises(ValueError, match="are the run's validation images.*tune_threshold=False"):
+        E.evaluate_run(run_dir, records, ids=tiny_preset.split().val)
 
     again = E.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
                         records=records, log=lambda m: None)
@@ -421,6 +423,27 @@ def test_course_summary_adds_the_budget_verdicts_when_a_longer_grid_exists(monke
     assert "* Preset `quick`: Without ReLU" in budget and "* Preset `long`: Without ReLU" in budget
     monkeypatch.setattr(E, "budget_grids", lambda results: {"quick": results})
     assert "Across training budgets" not in E.course_summary_markdown()
+
+
+def test_git_commit_ignores_changes_to_result_folders(monkeypatch, tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "metrics.csv").write_text("a\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    monkeypatch.setattr(E, "PROJECT_ROOT", tmp_path)
+    assert "local changes" not in E._git_commit() and E._git_commit() != "unknown"
+    (tmp_path / "results" / "metrics.csv").write_text("b\n")  # a grid rewrote its outputs
+    assert "local changes" not in E._git_commit()
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert E._git_commit().endswith(" + local changes")
 
 
 def test_grid_configs_validate_their_inputs():
@@ -543,11 +566,17 @@ def test_threshold_table_and_grids_evaluated_before_the_tuned_threshold(tmp_path
         E.threshold_table({"quick": grid})
     with pytest.raises(ValueError, match="no 'f1_tuned' values.*older starunet"):
         E.paired_differences(grid.per_image, metrics=["f1_tuned"])
+    assert not grid.has_tuned_threshold
+    report = E.threshold_report({"quick": grid}, n_boot=100)
+    assert report.startswith("* `quick`") and "older starunet" in report and "|" not in report
     for row in grid.runs:
         row.update(val_threshold=0.3 if row["fusion"] == "star" else 0.5, f1_tuned=row["f1"] + 0.01,
                    se_tuned=0.6, pre_tuned=0.8)
     for row in grid.per_image:
         row["f1_tuned"] = row["f1"] + 0.01
+    assert grid.has_tuned_threshold
+    report = E.threshold_report({"quick": grid}, n_boot=100)
+    assert "| quick | star | none | 0.300" in report and "| quick | none | F1 (val. thr.) |" in report
     table = E.threshold_table({"quick": grid}).splitlines()
     assert len(table) == 2 + 2  # header, rule, sum/none and star/none
     assert table[3].startswith("| quick | star | none | 0.300 ± 0.000 |")

@@ -136,6 +136,8 @@ def test_f1_optimal_threshold_pools_inside_the_mask_and_refuses_no_vessels():
     assert f1_optimal_threshold(prob, target, mask) == pytest.approx(0.9)
     with pytest.raises(ValueError, match="no vessel pixels"):
         f1_optimal_threshold(prob, np.zeros_like(target))
+    # equal F1 at 0.9 (TP 1, FP 0, FN 1) and at 0.6 (TP 2, FP 2): the higher threshold wins
+    assert f1_optimal_threshold(np.array([0.9, 0.8, 0.7, 0.6]), np.array([1, 0, 0, 1], bool)) == pytest.approx(0.9)
 
 
 def test_human_baseline_scores_vk_against_ah_inside_the_fov():
