@@ -929,10 +929,9 @@ def threshold_table(grids: Mapping[str, Results]) -> str:
               "Se (val. thr.)", "Pre (val. thr.)"]
     rows = []
     for name, results in grids.items():
+        if not results.has_tuned_threshold:
+            raise ValueError(f"{display_path(results.directory)} has no validation-tuned threshold: {OLDER_EVALUATION}")
         for (fusion, activation), s in results.summary().items():
-            if "f1_tuned" not in s["mean"]:
-                raise ValueError(f"{display_path(results.directory)} has no validation-tuned threshold: "
-                                 f"{OLDER_EVALUATION}")
             cells = [format_value(s["mean"][m], s["std"][m], digits=3 if m == "val_threshold" else 4)
                      for m in ("val_threshold", "f1", "f1_tuned", "se_tuned", "pre_tuned")]
             rows.append([name, fusion, activation, *cells])
