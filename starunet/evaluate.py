@@ -235,14 +235,13 @@ class RunEvaluation:
         if any(r.id not in self.probabilities for r in chosen):
             raise ValueError("this evaluation kept no probability maps (read from a cache?); "
                              "evaluate the run again to score it at another threshold")
-        def tuned(metrics: Mapping[str, float]) -> dict[str, float]:
-            return {f"{m}_tuned": metrics[m] for m in ("f1", "se", "pre")}
+        def rates(probs, labels, fovs) -> dict[str, float]:  # counts only: the AUCs are known already
+            return rates_from_counts(**confusion_counts(probs, labels, fovs, threshold=threshold))
+        pooled = rates([self.probabilities[r.id] for r in chosen], [r.label for r in chosen], [r.fov for r in chosen])
         self.val_threshold = float(threshold)
-        self.tuned = tuned(segmentation_metrics([self.probabilities[r.id] for r in chosen],
-                                                [r.label for r in chosen], [r.fov for r in chosen],
-                                                threshold=threshold))
-        self.per_image_tuned = {r.id: {"f1_tuned": rates_from_counts(**confusion_counts(
-            self.probabilities[r.id], r.label, r.fov, threshold=threshold))["f1"]} for r in chosen}
+        self.tuned = {f"{m}_tuned": pooled[m] for m in ("f1", "se", "pre")}
+        self.per_image_tuned = {r.id: {"f1_tuned": rates(self.probabilities[r.id], r.label, r.fov)["f1"]}
+                                for r in chosen}
 
     def per_image_mean_std(self) -> dict[str, tuple[float, float]]:
         """``{metric: (mean, std)}`` over the test images (population std)."""
