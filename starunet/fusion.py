@@ -17,6 +17,8 @@ name                output                        out_channels     parameters
 ``max``             max(d, s)                     C                0
 ``attention``       [d, α ⊙ s], α = attention     2C               2·C·F + 2·F + 1
                     gate of Oktay et al. (2018)                    (F = max(1, C // 2))
+``star_bn``         BN(d ⊙ s)                     C                2C (+ 2C running stats)
+``sum_star_bn``     d + s + BN(d ⊙ s)             C                2C (+ 2C running stats)
 ==================  ============================  ===============  =====================
 
 ``d`` is the upsampled decoder tensor, ``s`` the encoder skip, both ``(N, C, H, W)``.
@@ -223,3 +225,46 @@ class AttentionGateFusion(Fusion):
 
     def combine(self, decoder, skip):
         return torch.cat([decoder, self.attention(decoder, skip) * skip], dim=1)
+
+
+# ---------------------------------------------------------------- normalised products
+#
+# Why normalise *after* the product: d and s each leave a BatchNorm with about unit
+# scale, but their product does not -- its scale is the product of the two scales and
+# its distribution is heavy-tailed (a product of two Gaussians has kurtosis 9), and
+# each fusion of the U-Net multiplies again. Π-nets (Chrysos et al., CVPR 2020) make
+# activation-free products train by normalising the product and keeping an additive
+# path, ``out + identity + BN(out * identity)``; NAFNet's gate likewise normalises
+# before its product. ``star_bn`` tests the normalisation alone, ``sum_star_bn`` the
+# Π-net block. The BatchNorm is a plain ``nn.BatchNorm2d`` with its usual init
+# (weight 1, bias 0): at initialisation the product term is standardised, not muted.
+
+
+@register_fusion("star_bn")
+class NormalizedStarFusion(Fusion):
+    """``BN(d ⊙ s)``: the star operation, re-standardised per channel by a BatchNorm
+    (2C parameters), so the product's scale does not compound through the decoder."""
+
+    formula = "BN(d ⊙ s)"
+
+    def __init__(self, channels: int):
+        super().__init__(channels)
+        self.norm = nn.BatchNorm2d(channels)
+
+    def combine(self, decoder, skip):
+        return self.norm(decoder * skip)
+
+
+@register_fusion("sum_star_bn")
+class PolynomialFusion(Fusion):
+    """``d + s + BN(d ⊙ s)``: the Π-net block (Chrysos et al. 2020) as a skip fusion --
+    the sum's additive path plus a normalised second-order term (2C parameters)."""
+
+    formula = "d + s + BN(d ⊙ s)"
+
+    def __init__(self, channels: int):
+        super().__init__(channels)
+        self.norm = nn.BatchNorm2d(channels)
+
+    def combine(self, decoder, skip):
+        return decoder + skip + self.norm(decoder * skip)

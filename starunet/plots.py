@@ -15,7 +15,8 @@ import numpy as np
 # notebooks 03, 04 and 05; the line style says the activation: solid without one,
 # dashed with ReLU, dotted with GELU/SiLU.
 FUSION_COLORS = {"sum": "#0072B2", "star": "#D55E00", "concat": "#009E73", "residual_star": "#CC79A7",
-                 "gated": "#E69F00", "max": "#56B4E9", "attention": "#000000"}
+                 "gated": "#E69F00", "max": "#56B4E9", "attention": "#000000", "star_bn": "#F0E442",
+                 "sum_star_bn": "#882255"}
 ACTIVATION_STYLES = {"none": "-", "relu": "--", "gelu": ":", "silu": ":"}
 
 # ---------------------------------------------------------------- 01 data
@@ -345,7 +346,7 @@ def plot_toy_accuracies(summary) -> plt.Figure:
 # ---------------------------------------------------------------- 03 model
 
 _FUSION_SYMBOLS = {"sum": "+", "star": "⊙", "concat": "‖", "residual_star": "+⊙",
-                   "gated": "⊙σ", "max": "max", "attention": "α‖"}
+                   "gated": "⊙σ", "max": "max", "attention": "α‖", "star_bn": "N⊙", "sum_star_bn": "+N⊙"}
 
 
 def plot_unet_architecture(rows: list[dict], input_size: int = 96) -> plt.Figure:
