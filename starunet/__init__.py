@@ -117,7 +117,7 @@ _EXPORTS = {
     "verdict_sentence": "evaluate",
     "comparison_table": "evaluate",
     "source_format_table": "evaluate",
-    "SOURCE_RESULTS": "evaluate",
+    "SOURCE_RESULTS": "source",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

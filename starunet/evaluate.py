@@ -52,6 +52,7 @@ from starunet.config import PROJECT_ROOT, default_runs_dir, display_path, smoke_
 from starunet.io import read_csv, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
 from starunet.metrics import (METRIC_NAMES, confusion_counts, f1_optimal_threshold, rates_from_counts,
                               segmentation_metrics)
+from starunet.source import format_points, improvement_points
 
 INFERENCE_METHODS = ("pad", "tiles")
 DEFAULT_METHOD = "pad"
@@ -69,20 +70,6 @@ OLDER_EVALUATION = ("they were evaluated by an older starunet; rerun the `reprod
                     "(finished runs are reused, only the evaluations are redone)")
 PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels
 
-# The source experiment (a Chinese blog post) published two tables, sum vs star
-# without and with ReLU, with "提升" (improvement) rows. We identified the post
-# (SOURCE_CITATION) but could NOT retrieve its numbers: the copies we could search
-# only expose the post's beginning, not its tables. Nothing is invented here:
-# SOURCE_RESULTS stays None until someone enters the published values, as
-# {"none": {"sum": {metric: value}, "star": {...}}, "relu": {...}}.
-SOURCE_CITATION = {
-    "title": "【U-Net验证】逐元素乘积将特征投射到极高维隐式特征空间的能力 "
-             "(U-Net check: the element-wise product projects features into a very "
-             "high-dimensional implicit feature space)",
-    "urls": ["http://www.coreui.cn/news/360409.html", "http://mzph.cn/pingmian/20945.shtml"],
-    "sections": "实验 -> w/o-ReLU的性能比较, with-ReLU的性能比较",
-}
-SOURCE_RESULTS: dict[str, dict[str, dict[str, float]]] | None = None
 
 
 # ---------------------------------------------------------------- inference
@@ -374,20 +361,6 @@ ACTIVATION_LABELS = {"none": "without ReLU", "relu": "with ReLU",
                      "none vs relu": "star without ReLU against sum with ReLU"}
 
 
-def relative_change(before: Mapping[str, float], after: Mapping[str, float],
-                    metrics: Sequence[str] = METRIC_NAMES) -> dict[str, float]:
-    """``(after - before) / |before|`` per metric (NaN where ``before`` is 0)."""
-    return {m: (after[m] - before[m]) / abs(before[m]) if before[m] else math.nan for m in metrics}
-
-
-def format_change(change: float) -> str:
-    """A relative change as the source's "提升" cells: ``▲ +1.23%``, ``▼ -0.40%``."""
-    if math.isnan(change):
-        return "n/a"
-    arrow = "▲" if change > 0 else "▼" if change < 0 else "="
-    return f"{arrow} {100 * change:+.2f}%"
-
-
 def format_value(mean: float, std: float | None = None, digits: int = 4) -> str:
     """``0.9512 ± 0.0031`` (or just the mean when there is no spread to show)."""
     if std is None or math.isnan(std):
@@ -408,20 +381,21 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numbers
 def comparison_rows(a: Mapping[str, float], b: Mapping[str, float], name_a: str, name_b: str,
                     std_a: Mapping[str, float] | None = None, std_b: Mapping[str, float] | None = None,
                     change_label: str | None = None, metrics: Sequence[str] = METRIC_NAMES) -> list[list[str]]:
-    """Three table rows: run A, run B, and the relative change B vs A per metric."""
+    """Three table rows: run A, run B, and the change B − A per metric in percentage
+    points, as the source's "提升" row computes it (:func:`starunet.source.improvement_points`)."""
     def cells(values, std):
         return [format_value(values[m], None if std is None else std[m]) for m in metrics]
 
-    change = relative_change(a, b, metrics)
+    points = improvement_points({m: a[m] for m in metrics}, b)
     return [[name_a, *cells(a, std_a)], [name_b, *cells(b, std_b)],
-            [change_label or f"change {name_b} vs {name_a}", *(format_change(change[m]) for m in metrics)]]
+            [change_label or f"{name_b} − {name_a} (points)", *(format_points(points[m]) for m in metrics)]]
 
 
 def comparison_table(a: Mapping[str, float], b: Mapping[str, float], name_a: str = "A", name_b: str = "B",
                      std_a: Mapping[str, float] | None = None, std_b: Mapping[str, float] | None = None,
                      metrics: Sequence[str] = METRIC_NAMES) -> str:
     """Markdown table comparing two runs (or two means over seeds) metric by metric,
-    with a relative-change row marked ▲ (B higher) / ▼ (B lower)."""
+    with a change row B − A in percentage points, ▲ (B higher) / ▼ (B lower)."""
     header = ["", *(METRIC_LABELS.get(m, m) for m in metrics)]
     return markdown_table(header, comparison_rows(a, b, name_a, name_b, std_a, std_b, metrics=metrics))
 
@@ -430,11 +404,12 @@ def source_format_table(summary: Mapping[tuple[str, str], Mapping], activation: 
                         source: Mapping | None = None, human: Mapping[str, float] | None = None,
                         metrics: Sequence[str] = METRIC_NAMES) -> str:
     """The source's table for one activation setting: sum vs star and the
-    "提升" (change) row, ours (mean ± std over seeds) and, when given, the source's
-    published numbers and the second human observer.
+    "提升" row (star − sum in percentage points, as the source computes it), ours
+    (mean ± std over seeds) and, when given, the source's published rows and the
+    second human observer.
 
     ``summary`` comes from :func:`summarize_over_seeds`; ``source`` has the layout of
-    :data:`SOURCE_RESULTS` (or None); ``human`` is a metric dict.
+    :data:`starunet.source.SOURCE_RESULTS` (or None); ``human`` is a metric dict.
     """
     pair = [summary.get((f, activation)) for f in FUSIONS_COMPARED]
     if any(p is None for p in pair):
@@ -444,11 +419,13 @@ def source_format_table(summary: Mapping[tuple[str, str], Mapping], activation: 
     n = min(sum_["n"], star["n"])
     rows = comparison_rows(sum_["mean"], star["mean"], f"sum (+), ours, {sum_['n']} seed(s)",
                            f"star (*), ours, {star['n']} seed(s)", sum_["std"], star["std"],
-                           change_label=f"提升 star vs sum, ours (means of {n} seed(s))", metrics=metrics)
+                           change_label=f"提升 star − sum, ours (points; means of {n} seed(s))",
+                           metrics=metrics)
     published = (source or {}).get(activation)
     if published:
-        rows += comparison_rows(published["sum"], published["star"], "sum (+), source", "star (*), source",
-                                change_label="提升 star vs sum, source", metrics=metrics)
+        rows += comparison_rows(published["sum"], published["star"], "sum (+), source (published)",
+                                "star (*), source (published)", change_label="提升 star − sum, source (points)",
+                                metrics=metrics)
     if human:
         rows.append(["second observer (vk vs ah)", *(format_value(human[m]) for m in metrics)])
     header = [ACTIVATION_LABELS.get(activation, activation), *(METRIC_LABELS.get(m, m) for m in metrics)]

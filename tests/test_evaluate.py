@@ -183,14 +183,6 @@ def test_roc_pr_curves_are_small_and_well_formed():
 
 # ---------------------------------------------------------------- tables
 
-def test_relative_change_and_markers():
-    change = E.relative_change({"f1": 0.5, "se": 0.8}, {"f1": 0.55, "se": 0.76}, metrics=["f1", "se"])
-    assert change == pytest.approx({"f1": 0.1, "se": -0.05})
-    assert E.format_change(change["f1"]) == "▲ +10.00%"
-    assert E.format_change(change["se"]) == "▼ -5.00%"
-    assert E.format_change(0.0) == "= +0.00%"
-
-
 def test_comparison_table_has_two_runs_and_a_change_row():
     a = {m: 0.5 for m in METRIC_NAMES}
     b = {m: 0.6 if m == "f1" else 0.4 for m in METRIC_NAMES}
@@ -198,7 +190,8 @@ def test_comparison_table_has_two_runs_and_a_change_row():
     lines = table.splitlines()
     assert len(lines) == 5 and lines[0].startswith("|  | ROC-AUC")
     assert lines[2].startswith("| sum | 0.5000") and lines[3].startswith("| star | 0.4000")
-    assert "▲ +20.00%" in lines[4] and lines[4].count("▼ -20.00%") == 6
+    assert lines[4].startswith("| star − sum (points)")  # absolute points, as the source's 提升 row
+    assert "▲ 10.00" in lines[4] and lines[4].count("▼ 10.00") == 6
 
 
 def _grid_rows(diff: float = 0.01, seeds=(1, 2, 3)):
@@ -229,7 +222,7 @@ def test_source_format_table_with_source_and_human_rows():
     human = {m: 0.7 for m in METRIC_NAMES}
     table = E.source_format_table(summary, "none", source=source, human=human)
     assert "sum (+), ours, 3 seed(s)" in table and "star (*), source" in table
-    assert "提升 star vs sum, source | ▲ +5.56%" in table
+    assert "提升 star − sum, source (points) | ▲ 5.00" in table  # 0.95 − 0.9 = 5 points, not +5.56 %
     assert "second observer (vk vs ah) | 0.7000" in table
     without = E.source_format_table(summary, "relu", source=source)  # no source numbers for relu
     assert "source" not in without and len(without.splitlines()) == 5
@@ -470,7 +463,7 @@ def test_two_run_comparison_and_inference_table(stare_records, tiny_preset, tmp_
     res = E.reproduce("smoke", [3], tmp_path / "out", activations=["none"], runs_dir=tmp_path / "runs",
                       records=records, log=lambda m: None)
     text = E.compare_two_runs(res, "sum-none-seed3", "star-none-seed3")
-    assert text.startswith("|  | ROC-AUC") and "change star-none-seed3 vs sum-none-seed3" in text
+    assert text.startswith("|  | ROC-AUC") and "star-none-seed3 − sum-none-seed3 (points)" in text
     assert "Test images (of 10) on which `star-none-seed3` scores higher" in text
     table = E.inference_methods_markdown(res.inference_methods)
     assert "| pad |" in table and "| tiles |" in table and "overlapping tiles took" in table

@@ -60,7 +60,8 @@ def test_attention_gate_scales_the_skip_by_a_per_pixel_coefficient_in_0_1():
 @pytest.mark.parametrize("channels", [1, 8, 32])
 def test_out_channels_and_parameter_costs_match_the_documented_table(channels):
     inter = max(1, channels // 2)
-    expected_params = {"attention": 2 * channels * inter + 2 * inter + 1}
+    expected_params = {"attention": 2 * channels * inter + 2 * inter + 1,
+                       "star_bn": 2 * channels, "sum_star_bn": 2 * channels}  # BatchNorm weight + bias
     for name in FUSIONS:
         op = make_fusion(name, channels)
         doubles = name in {"concat", "attention"}
@@ -127,3 +128,61 @@ def test_the_registry_is_part_of_the_public_api():
     assert su.FUSIONS is FUSIONS
     assert su.make_fusion is make_fusion and su.register_fusion is register_fusion
     assert su.fusion_formula is fusion_formula
+
+
+# ---------------------------------------------------------------- normalised products
+
+def test_normalised_products_compute_their_formulas():
+    d, s = torch.randn(4, 3, 5, 5), torch.randn(4, 3, 5, 5)
+    for name, expected in [("star_bn", lambda n: n(d * s)), ("sum_star_bn", lambda n: d + s + n(d * s))]:
+        op = make_fusion(name, 3).train()
+        reference = torch.nn.BatchNorm2d(3).train()
+        assert torch.allclose(op(d, s), expected(reference), atol=1e-6), name
+        assert torch.allclose(op.norm.running_mean, reference.running_mean), name  # BN statistics learn
+
+
+@pytest.mark.parametrize("fusion", ["star_bn", "sum_star_bn"])
+def test_unet_with_a_normalised_product_trains(fusion):
+    from starunet.model import UNet
+
+    torch.manual_seed(0)
+    model = UNet(fusion=fusion, narrow=0.125)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    x, y = torch.rand(4, 3, 32, 32), (torch.rand(4, 1, 32, 32) > 0.9).float()
+    losses = []
+    for _ in range(5):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert all(f.norm.num_batches_tracked == 5 for f in model.fusions)
+
+
+def test_fused_feature_scale_at_initialisation_on_real_patches(stare_records):
+    """What notebook 06 says about raw and normalised products, checked on real
+    training patches at initialisation (training-mode BatchNorm, as in a first step):
+    every decoder block ends in a BatchNorm, so the raw product's std stays near 1, but
+    its tails grow fusion after fusion (kurtosis, max |x|); BN(d ⊙ s) pins the std to 1
+    and leaves the tails; the additive path of d + s + BN(d ⊙ s) keeps them short."""
+    import starunet as su
+    from starunet.model import feature_statistics, inspect_variant
+
+    split = su.split_ids()
+    dataset = su.PatchDataset([r for r in stare_records if r.id in split.train], samples_per_epoch=8, seed=0)
+    dataset.set_epoch(1)
+    x = torch.stack([dataset[i][0] for i in range(8)])
+    stats = {}
+    for fusion in ("sum", "star", "star_bn", "sum_star_bn"):
+        model = inspect_variant(x, fusion=fusion, seed=2024)["model"]
+        stats[fusion] = {r["layer"]: r for r in feature_statistics(model, x) if r["layer"].startswith("fusion")}
+    levels = ["fusion1", "fusion2", "fusion3"]
+    star = [stats["star"][level] for level in levels]
+    assert star[0]["kurtosis"] < star[1]["kurtosis"] < star[2]["kurtosis"]   # tails grow with depth
+    assert star[0]["max_abs"] < star[1]["max_abs"] < star[2]["max_abs"]
+    assert all(0.8 < s["std"] < 1.5 for s in star)                           # the std does not blow up
+    assert all(abs(stats["star_bn"][level]["std"] - 1) < 1e-3 for level in levels)
+    for level in levels:
+        assert stats["sum_star_bn"][level]["kurtosis"] < stats["star"][level]["kurtosis"]
+        assert stats["star"][level]["kurtosis"] > 3 * stats["sum"][level]["kurtosis"]
