@@ -12,15 +12,29 @@ would have delivered with that budget".
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import platform
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 
-from starunet.config import default_runs_dir, smoke_mode
-from starunet.train import TrainConfig, preset_config, run_dir_for, train
+from starunet.config import PROJECT_ROOT, default_runs_dir, display_path, smoke_mode
+from starunet.evaluate import (EVALUATION_VERSION, HEADLINE_METRICS, METRIC_LABELS, TUNED_METRICS,
+                               PairedDifference, RunEvaluation, _git_commit, _hardware, _parse_row,
+                               config_differences, evaluate_run, markdown_table)
+from starunet.io import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
+from starunet.metrics import METRIC_NAMES
+from starunet.train import (LAST_CHECKPOINT, TrainConfig, preset_config, read_config, read_history, run_dir_for,
+                            snapshot_name, train)
+
+CURVES_DIR = PROJECT_ROOT / "results" / "curves"  # the committed curves
+PLATEAU_GAIN = 0.005  # test PR-AUC gained over one doubling below which a curve counts as flat
 
 
 @dataclass(frozen=True)
@@ -100,26 +114,333 @@ def train_curves(runs_dir: str | Path | None = None, runs: Sequence[CurveRun] = 
     return folders
 
 
+# ---------------------------------------------------------------- scoring the snapshots
+
+POINT_COLUMNS = ["fusion", "activation", "seed", "patches", "epoch", "best_epoch", "val_pr_auc",
+                 "train_seconds", *METRIC_NAMES, "val_threshold", *TUNED_METRICS]
+PER_IMAGE_COLUMNS = ["fusion", "activation", "seed", "patches", "image_id", *METRIC_NAMES, "f1_tuned"]
+RUN_COLUMNS = ["fusion", "activation", "seed", "epochs", "patches", "finished", "train_seconds",
+               "val_pr_auc_swing", "val_pr_auc_max_drop", "plateau", "device", "torch_threads", "config_hash"]
+
+
+def _snapshot_evaluation(folder: Path, patches: int, records: Sequence, cache: Path,
+                         device: str) -> RunEvaluation:
+    """Score the snapshot on the test images (and at its validation threshold), unless
+    ``cache`` holds the evaluation of this exact snapshot file."""
+    fingerprint = hashlib.sha256((folder / snapshot_name(patches)).read_bytes()
+                                 + json.dumps([EVALUATION_VERSION]).encode()).hexdigest()[:16]
+    if cache.is_file():
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+        if stored.get("fingerprint") == fingerprint:
+            return RunEvaluation.from_json(stored["evaluation"])
+    evaluation = evaluate_run(folder, records, which=patches, device=device)
+    evaluation.curves = {}  # the ROC/PR curves of 56 snapshots are not shown: keep the files small
+    write_json_atomic(cache, {"fingerprint": fingerprint, "evaluation": evaluation.to_json()})
+    return evaluation
+
+
+def validation_swing(history: Sequence[Mapping[str, float]], skip_patches: int,
+                     samples_per_epoch: int) -> tuple[float, float]:
+    """How much validation PR-AUC moves from one epoch to the next once the first
+    ``skip_patches`` are past: ``(median |change|, largest drop)``. A network whose
+    eval-mode BatchNorm statistics do not fit its features swings more."""
+    values = [row["val_pr_auc"] for row in history if row["epoch"] * samples_per_epoch > skip_patches]
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    steps = np.diff(values)
+    return float(np.median(np.abs(steps))), float(max(0.0, -steps.min()))
+
+
+def plateau(points: Sequence[Mapping], final_patches: int, gain: float = PLATEAU_GAIN) -> str:
+    """Where a curve stopped growing, computed: the first budget from which every later
+    doubling gains less than ``gain`` test PR-AUC; ``"still rising at N"`` when the last
+    doubling gained more; ``"unfinished"`` while the run has not reached ``final_patches``."""
+    ordered = sorted(points, key=lambda r: r["patches"])
+    if not ordered or ordered[-1]["patches"] < final_patches:
+        return "unfinished"
+    pr = [r["pr_auc"] for r in ordered]
+    flat_from = None
+    for i in range(len(pr) - 1, 0, -1):
+        if pr[i] - pr[i - 1] >= gain:
+            break
+        flat_from = ordered[i - 1]["patches"]
+    if flat_from is None:
+        return f"still rising at {format_patches(ordered[-1]['patches'])}"
+    return f"flat from {format_patches(flat_from)}"
+
+
+def format_patches(n: int) -> str:
+    """1024 -> "1k", 65536 -> "64k" (powers of two read better in binary k)."""
+    return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else str(n)
+
+
+def evaluate_curves(runs_dir: str | Path | None = None, out: str | Path = CURVES_DIR,
+                    runs: Sequence[CurveRun] = CURVE_RUNS, preset: str | None = None,
+                    records: Sequence | None = None, device: str = "cpu", command: str | None = None,
+                    log: Callable[[str], None] | None = None) -> "CurveResults":
+    """Score every snapshot that exists (cached per snapshot file) and write the curve
+    files into ``out``: ``points.csv`` (one row per run and budget), ``per_image.csv``,
+    ``runs.csv`` (swing, plateau, time), ``history/<run>.csv`` (validation per epoch),
+    ``provenance.json`` and a generated ``README.md``. Unstarted runs are skipped and
+    unfinished ones contribute the points they have: rerun it as training goes on."""
+    from starunet.data import load_stare
+
+    log = log or (lambda message: print(message, flush=True))
+    out = Path(out)
+    configs = [curve_config(r, preset) for r in runs]
+    records = load_stare() if records is None else records
+    started, start = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.perf_counter()
+    points, per_image, run_rows, train_devices = [], [], [], set()
+    for run, config in zip(runs, configs):
+        folder = run_dir_for(config, runs_dir)
+        if not (folder / "history.csv").is_file():
+            log(f"{run.key}: not started ({display_path(folder)})")
+            continue
+        history = read_history(folder)
+        state = torch.load(folder / LAST_CHECKPOINT, map_location="cpu", weights_only=True)
+        epoch_seconds, threads = list(state["epoch_seconds"]), state.get("torch_threads")
+        result_path = folder / "result.json"
+        train_device = json.loads(result_path.read_text())["device"] if result_path.is_file() else ""
+        train_devices.add(train_device)
+        run_points = []
+        for patches in curve_points(config):
+            if not (folder / snapshot_name(patches)).is_file():
+                continue
+            evaluation = _snapshot_evaluation(folder, patches, records, out / "evaluations" /
+                                              f"{run.key}_p{patches}.json", device)
+            epoch = patches // config.samples_per_epoch
+            best = max(history[:epoch], key=lambda row: (row["is_best"], row["epoch"]))
+            row = {"fusion": run.fusion, "activation": run.activation, "seed": run.seed, "patches": patches,
+                   "epoch": epoch, "best_epoch": int(best["epoch"]), "val_pr_auc": round(best["val_pr_auc"], 6),
+                   "train_seconds": round(sum(epoch_seconds[:epoch]), 1),
+                   **{m: round(evaluation.pooled[m], 6) for m in METRIC_NAMES},
+                   "val_threshold": round(evaluation.val_threshold, 6),
+                   **{m: round(evaluation.tuned[m], 6) for m in TUNED_METRICS}}
+            run_points.append(row)
+            per_image += [{"fusion": run.fusion, "activation": run.activation, "seed": run.seed,
+                           "patches": patches, "image_id": i,
+                           **{m: round(evaluation.per_image[i][m], 6) for m in METRIC_NAMES},
+                           "f1_tuned": round(evaluation.per_image_tuned[i]["f1_tuned"], 6)}
+                          for i in evaluation.ids]
+        total = config.samples_per_epoch * config.max_epochs
+        swing, drop = validation_swing(history, FIRST_POINT, config.samples_per_epoch)
+        run_rows.append({"fusion": run.fusion, "activation": run.activation, "seed": run.seed,
+                         "epochs": len(history), "patches": len(history) * config.samples_per_epoch,
+                         "finished": int(result_path.is_file()), "train_seconds": round(sum(epoch_seconds), 1),
+                         "val_pr_auc_swing": round(swing, 6), "val_pr_auc_max_drop": round(drop, 6),
+                         "plateau": plateau(run_points, total), "device": train_device,
+                         "torch_threads": threads, "config_hash": config.config_hash})
+        write_csv_atomic(out / "history" / f"{run.key}.csv", history, list(history[0]))
+        points += run_points
+        log(f"{run.key}: {len(history)} epochs, {len(run_points)} points scored")
+    write_csv_atomic(out / "points.csv", points, POINT_COLUMNS)
+    write_csv_atomic(out / "per_image.csv", per_image, PER_IMAGE_COLUMNS)
+    write_csv_atomic(out / "runs.csv", run_rows, RUN_COLUMNS)
+    provenance = {
+        "command": command or "starunet.curves.evaluate_curves()", "preset": configs[0].preset,
+        "preset_config": {k: v for k, v in configs[0].to_dict().items() if k not in ("fusion", "activation", "seed")},
+        "points": list(curve_points(configs[0])), "runs": [r.key for r in runs],
+        "test_ids": list(configs[0].split().test), "plateau_rule": f"PR-AUC gain < {PLATEAU_GAIN} per doubling",
+        "trained_on": sorted(d for d in train_devices if d) or ["(unfinished runs: see runs.csv)"],
+        "evaluated_on": _hardware(torch.device(device))["summary"], "torch": torch.__version__,
+        "python": platform.python_version(), "git_commit": _git_commit(), "smoke_mode": smoke_mode(),
+        "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "wall_seconds": round(time.perf_counter() - start, 1),
+    }
+    write_json_atomic(out / "provenance.json", provenance)
+    results = load_curves(out)
+    write_text_atomic(out / "README.md", curves_readme(results))
+    log(f"curves -> {display_path(out)}")
+    return results
+
+
+# ---------------------------------------------------------------- reading them back
+
+@dataclass
+class CurveResults:
+    """The files of :func:`evaluate_curves`, read back (numbers parsed)."""
+    directory: Path
+    points: list[dict]
+    per_image: list[dict]
+    runs: list[dict]
+    provenance: dict
+
+    def keys(self) -> list[str]:
+        return [CurveRun(r["fusion"], r["activation"], int(r["seed"])).key for r in self.runs]
+
+    def history(self, key: str) -> list[dict[str, float]]:
+        return read_history_csv(self.directory / "history" / f"{key}.csv")
+
+    def largest_common_budget(self, keys: Sequence[tuple[str, str]]) -> int:
+        """The largest budget every seed of every configuration in ``keys`` has reached."""
+        by_run: dict[tuple, int] = {}
+        for r in self.points:
+            run = (r["fusion"], r["activation"], r["seed"])
+            by_run[run] = max(by_run.get(run, 0), r["patches"])
+        reached = [p for run, p in by_run.items() if run[:2] in keys]
+        if not reached:
+            raise ValueError(f"no scored points for {keys} in {display_path(self.directory)}")
+        return min(reached)
+
+
+def read_history_csv(path: Path) -> list[dict[str, float]]:
+    return [{k: float(v) for k, v in row.items()} for row in read_csv(path)]
+
+
+_CURVE_INTS = {"patches", "epoch", "best_epoch", "epochs", "finished", "seed"}
+
+
+def _parse(row: Mapping[str, str]) -> dict:
+    parsed = _parse_row(row)  # metrics, seed
+    for key in _CURVE_INTS & set(row):
+        parsed[key] = int(row[key]) if row[key] != "" else ""
+    for key in ("val_pr_auc", "train_seconds", "val_pr_auc_swing", "val_pr_auc_max_drop"):
+        if row.get(key, "") != "":
+            parsed[key] = float(row[key])
+    return parsed
+
+
+def load_curves(directory: str | Path = CURVES_DIR) -> CurveResults:
+    """Read the output folder of :func:`evaluate_curves`."""
+    directory = Path(directory)
+    if not (directory / "points.csv").is_file():
+        raise FileNotFoundError(f"no points.csv in {display_path(directory)}: run `python -m starunet curves "
+                                "train` and then `python -m starunet curves evaluate --out DIR` first")
+    def rows(name: str) -> list[dict]:
+        return [_parse(r) for r in read_csv(directory / name)]
+    provenance = json.loads((directory / "provenance.json").read_text(encoding="utf-8"))
+    return CurveResults(directory, rows("points.csv"), rows("per_image.csv"), rows("runs.csv"), provenance)
+
+
+# ---------------------------------------------------------------- what they say
+
+# The comparisons notebook 06 draws at the largest budget: (a, b), each (fusion, activation).
+COMPARISONS: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = (
+    (("sum", "none"), ("star", "none")),
+    (("sum", "none"), ("star_bn", "none")),
+    (("sum", "none"), ("sum_star_bn", "none")),
+    (("sum", "relu"), ("star", "relu")),
+    (("sum", "relu"), ("star", "none")),
+    (("sum", "relu"), ("sum_star_bn", "none")),
+)
+
+
+def budget_differences(results: CurveResults, comparisons=COMPARISONS, n_boot: int = 4000,
+                       level: float = 0.95) -> list[tuple[int, PairedDifference]]:
+    """Each comparison's paired differences (b − a, per test image and shared seed, bootstrap
+    CI) at the largest budget both configurations reached; comparisons with a configuration
+    not scored yet are left out. Returns ``(budget, difference)`` pairs."""
+    out = []
+    for a, b in comparisons:
+        try:
+            budget = results.largest_common_budget([a, b])
+        except ValueError:
+            continue
+        rows = [r for r in results.per_image if r["patches"] == budget]
+        try:
+            diffs = config_differences(rows, a, b, HEADLINE_METRICS, n_boot=n_boot, level=level)
+        except ValueError:
+            continue  # one of the two has no run at this budget with a shared seed
+        out += [(budget, d) for d in diffs]
+    return out
+
+
+def differences_table(diffs: Sequence[tuple[int, PairedDifference]]) -> str:
+    """Markdown: one row per comparison and metric, the mean difference with its CI."""
+    rows = [[f"{d.b} − {d.a}", format_patches(budget), f"{d.n_seeds} × {d.n_images}",
+             METRIC_LABELS.get(d.metric, d.metric), f"{d.mean:+.4f}",
+             f"[{d.low:+.4f}, {d.high:+.4f}]", d.verdict] for budget, d in diffs]
+    header = ["comparison", "budget", "seeds × images", "metric", "difference",
+              f"{100 * diffs[0][1].level:.0f}% CI" if diffs else "CI", "verdict"]
+    return markdown_table(header, rows, numbers=False)
+
+
+def curve_table(results: CurveResults, metric: str = "pr_auc") -> str:
+    """Markdown: one row per run, one column per budget, the test ``metric``."""
+    budgets = sorted({r["patches"] for r in results.points})
+    values = {(CurveRun(r["fusion"], r["activation"], r["seed"]).key, r["patches"]): r[metric]
+              for r in results.points}
+    rows = [[key, *(f"{values[(key, b)]:.4f}" if (key, b) in values else "" for b in budgets)]
+            for key in results.keys()]
+    return markdown_table([f"test {METRIC_LABELS.get(metric, metric)}", *map(format_patches, budgets)], rows)
+
+
+def runs_table(results: CurveResults) -> str:
+    """Markdown: per run, how far it trained, how long, where its curve flattened and
+    how much its validation PR-AUC swung between epochs."""
+    rows = [[key, f"{r['patches']:,}", "yes" if r["finished"] else "no", f"{r['train_seconds'] / 60:.0f} min",
+             r["plateau"], f"{r['val_pr_auc_swing']:.4f}", f"{r['val_pr_auc_max_drop']:.4f}"]
+            for key, r in zip(results.keys(), results.runs)]
+    header = ["run", "patches trained", "finished", "training time", "plateau (test PR-AUC)",
+              "val PR-AUC swing (median)", "largest drop"]
+    return markdown_table(header, rows)
+
+
+def curves_readme(results: CurveResults) -> str:
+    """The generated README of a curves folder: how it was made, then what it holds."""
+    p = results.provenance
+    config = p["preset_config"]
+    lines = [
+        "# Learning curves: test quality against training patches seen", "",
+        "Generated by `starunet.curves.evaluate_curves` -- do not edit by hand.", "",
+        f"- **Recipe**: preset `{p['preset']}`: Adam lr {config['lr']}, batch {config['batch_size']}, "
+        f"{config['patch_size']}x{config['patch_size']} patches, {config['samples_per_epoch']} patches per "
+        f"epoch, validated after each epoch on the split's validation images, up to "
+        f"{config['samples_per_epoch'] * config['max_epochs']:,} patches, no early stopping: the best "
+        "validation (PR-AUC) weights so far are kept and snapshotted at every doubling of patches seen.",
+        f"- **Points**: {', '.join(f'{n:,}' for n in p['points'])} patches; every snapshot scored on the "
+        f"test images {' '.join(p['test_ids'])} (whole images, pooled inside the FOV, threshold 0.5, and "
+        "again at the validation images' F1-optimal threshold).",
+        "- **Commands**: `python -m starunet curves train --shard 0/2 --threads 1` and `--shard 1/2` "
+        "side by side (two workers of one torch thread each), then "
+        f"`{p['command']}`.",
+        f"- **Trained on**: {'; '.join(p['trained_on'])}. Training times were measured while the two workers "
+        "shared the machine with other work: read them as upper bounds, not benchmarks.",
+        f"- **Evaluated on**: {p['evaluated_on']}, torch {p['torch']}, Python {p['python']}, commit "
+        f"{p['git_commit']}, {p['finished']}.",
+        f"- **Plateau rule**: {p['plateau_rule']} for every later doubling.", "",
+        "## Runs", "", runs_table(results), "",
+        "## Test PR-AUC per budget", "", curve_table(results, "pr_auc"), "",
+        "## Test ROC-AUC per budget", "", curve_table(results, "roc_auc"), "",
+        "## Test F1 (threshold 0.5) per budget", "", curve_table(results, "f1"), "",
+    ]
+    diffs = budget_differences(results)
+    if diffs:
+        lines += ["## Paired differences at the largest budget reached", "",
+                  "Per test image, paired by seed; 95 % bootstrap CI over seeds and images (with one seed, "
+                  "over test images only: run-to-run noise is not in it).", "", differences_table(diffs), ""]
+    return "\n".join(lines)
+
+
 def cli(argv: Sequence[str]) -> int:
     """``python -m starunet curves``: train the learning-curve runs."""
     parser = argparse.ArgumentParser(prog="python -m starunet curves",
                                      description="Train the learning-curve runs (resumable).")
-    parser.add_argument("action", choices=["train"])
+    parser.add_argument("action", choices=["train", "evaluate"],
+                        help="train: train/resume this shard's runs; evaluate: score every snapshot there is")
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help="where the run folders go (default: $STARUNET_RUNS or runs/)")
     parser.add_argument("--shard", default="0/1", help="I/N: train runs I, I+N, ... (for N parallel workers)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of this worker")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--preset", default=None, help="default: curves (smoke in smoke mode)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="evaluate: output folder (default: results/curves, or runs/curves-smoke in smoke mode)")
     args = parser.parse_args(list(argv))
     try:
         shard = parse_shard(args.shard)
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        folders = train_curves(args.runs_dir or default_runs_dir(), preset=args.preset, shard=shard,
-                               device=args.device)
+        runs_dir = args.runs_dir or default_runs_dir()
+        if args.action == "train":
+            folders = train_curves(runs_dir, preset=args.preset, shard=shard, device=args.device)
+            print("\n".join(str(f) for f in folders))
+        else:
+            out = args.out or (default_runs_dir() / "curves-smoke" if smoke_mode() else CURVES_DIR)
+            device = "cpu" if args.device == "auto" else args.device
+            command = "python -m starunet curves evaluate" + (f" --out {display_path(out)}" if args.out else "")
+            evaluate_curves(runs_dir, out, preset=args.preset, device=device, command=command)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print("\n".join(str(f) for f in folders))
     return 0

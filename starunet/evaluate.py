@@ -527,19 +527,29 @@ def _config_matrix(per_image_rows: Sequence[Mapping], metric: str, a: tuple[str,
     return d
 
 
+def config_differences(per_image_rows: Sequence[Mapping], a: tuple[str, str], b: tuple[str, str],
+                       metrics: Sequence[str] = HEADLINE_METRICS, n_boot: int = 4000, level: float = 0.95,
+                       seed: int = 0) -> list[PairedDifference]:
+    """Configuration ``b`` minus configuration ``a`` (each ``(fusion, activation)``),
+    paired by seed and test image, with bootstrap CIs. The results' ``a`` and ``b``
+    read ``"fusion/activation"``; ``activation`` is the shared one, or ``"<b's> vs <a's>"``."""
+    activation = a[1] if a[1] == b[1] else f"{b[1]} vs {a[1]}"
+    out = []
+    for m in metrics:
+        d = _config_matrix(per_image_rows, m, a, b)
+        mean, low, high = paired_bootstrap(d, n_boot=n_boot, level=level, seed=seed)
+        out.append(PairedDifference(activation, m, mean, low, high, d.shape[0], d.shape[1], level,
+                                    a="/".join(a), b="/".join(b)))
+    return out
+
+
 def replacement_differences(per_image_rows: Sequence[Mapping], metrics: Sequence[str] = HEADLINE_METRICS,
                             n_boot: int = 4000, level: float = 0.95, seed: int = 0) -> list[PairedDifference]:
     """The course's question asked directly: the ReLU-free star network (star/none)
     minus the additive network WITH ReLU (sum/relu), paired by seed and test image,
     with bootstrap CIs. ``activation`` of the results is ``"none vs relu"``, ``a`` is
     ``"sum/relu"``, ``b`` is ``"star/none"``."""
-    out = []
-    for m in metrics:
-        d = _config_matrix(per_image_rows, m, ("sum", "relu"), ("star", "none"))
-        mean, low, high = paired_bootstrap(d, n_boot=n_boot, level=level, seed=seed)
-        out.append(PairedDifference("none vs relu", m, mean, low, high, d.shape[0], d.shape[1], level,
-                                    a="sum/relu", b="star/none"))
-    return out
+    return config_differences(per_image_rows, ("sum", "relu"), ("star", "none"), metrics, n_boot, level, seed)
 
 
 def paired_bootstrap(d: np.ndarray, n_boot: int = 4000, level: float = 0.95,

@@ -327,15 +327,16 @@ def build_model(config: TrainConfig) -> nn.Module:
                 narrow=config.narrow, channel_multiplier=config.channel_multiplier)
 
 
-def load_model(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> nn.Module:
+def load_model(run_dir: str | Path, which: str | int = "best", device: str | torch.device = "cpu") -> nn.Module:
     """The trained UNet of a run directory, in eval mode.
 
     ``which="best"`` loads the weights of the best validation epoch, ``"last"``
-    those of the last finished epoch (also of an unfinished run).
+    those of the last finished epoch (also of an unfinished run), an int ``n`` the
+    best weights after ``n`` training patches (a snapshot, see ``train(snapshots=)``).
     """
     choices = {"best": BEST_CHECKPOINT, "last": LAST_CHECKPOINT}
     if which not in choices:
-        raise ValueError(f"which={which!r} is unknown; valid: {', '.join(choices)}")
+        raise ValueError(f"which={which!r} is unknown; valid: {', '.join(choices)}, or a snapshot's patch count")
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     path = run_dir / choices[which]
@@ -364,6 +365,8 @@ def read_history(run_dir: str | Path) -> list[dict[str, float]]:
 # ---------------------------------------------------------------- data
 
 @dataclass
+    if _is_int(which):
+        choices[which] = snapshot_name(which)
 class ValidationImage:
     """One validation image ready for inference."""
     id: str

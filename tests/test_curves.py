@@ -1,0 +1,76 @@
+"""Learning curves (starunet.curves): snapshots, scoring, plateau rule, committed files."""
+import json
+
+import pytest
+import torch
+
+from starunet import curves
+from starunet.train import PRESETS, preset_config, snapshot_name, train
+
+SMOKE_PAIR = (curves.CurveRun("sum", "none", 2024), curves.CurveRun("star", "none", 2024))
+
+
+def test_curve_points_are_every_doubling_from_1k_to_64k():
+    assert curves.curve_points(PRESETS["curves"]) == tuple(2**k for k in range(10, 17))
+    assert curves.curve_points(PRESETS["smoke"]) == (8, 16)
+    assert PRESETS["curves"].patience >= PRESETS["curves"].max_epochs  # no early stopping
+
+
+def test_plateau_rule():
+    def pts(*pr):
+        return [{"patches": 1024 * 2**i, "pr_auc": v} for i, v in enumerate(pr)]
+    assert curves.plateau(pts(0.5, 0.6, 0.7), 4096) == "still rising at 4k"
+    assert curves.plateau(pts(0.5, 0.6, 0.603, 0.604), 8192) == "flat from 2k"
+    assert curves.plateau(pts(0.5, 0.501, 0.6, 0.601), 8192) == "flat from 4k"  # a late jump resets it
+    assert curves.plateau(pts(0.5, 0.6), 8192) == "unfinished"
+
+
+def test_validation_swing_skips_the_early_epochs():
+    history = [{"epoch": e, "val_pr_auc": v} for e, v in enumerate([0.1, 0.5, 0.6, 0.4, 0.5], start=1)]
+    swing, drop = curves.validation_swing(history, skip_patches=1, samples_per_epoch=1)
+    assert swing == pytest.approx(0.1) and drop == pytest.approx(0.2)  # steps +0.1, -0.2, +0.1
+
+
+def test_snapshots_hold_the_best_weights_so_far(tmp_path, stare_records):
+    config = preset_config("smoke", max_epochs=3, patience=3)
+    with pytest.raises(ValueError, match="multiples of samples_per_epoch=8"):
+        train(config, tmp_path / "bad", records=stare_records, snapshots=(12,))
+    assert not (tmp_path / "bad").exists()  # refused before any work
+    run = train(config, tmp_path / "run", records=stare_records, snapshots=(8, 24))
+    best = torch.load(run.run_dir / "checkpoint_best.pt", weights_only=True)
+    last = torch.load(run.run_dir / snapshot_name(24), weights_only=True)
+    first = torch.load(run.run_dir / snapshot_name(8), weights_only=True)
+    assert not (run.run_dir / snapshot_name(16)).exists()
+    assert last["patches"] == 24 and last["epoch"] == best["epoch"]
+    assert all(torch.equal(last["model"][k], best["model"][k]) for k in best["model"])
+    assert first["epoch"] == 1
+
+
+def test_evaluate_curves_writes_reusable_files(tmp_path, stare_records, monkeypatch):
+    runs_dir, out = tmp_path / "runs", tmp_path / "curves"
+    curves.train_curves(runs_dir, runs=SMOKE_PAIR, preset="smoke", progress=False)
+    results = curves.evaluate_curves(runs_dir, out, runs=SMOKE_PAIR, preset="smoke", records=stare_records,
+                                     log=lambda m: None)
+    assert [(r["fusion"], r["patches"]) for r in results.points] == [("sum", 8), ("sum", 16), ("star", 8), ("star", 16)]
+    assert len(results.per_image) == 4 * 10 and all(0 <= r["pr_auc"] <= 1 for r in results.points)
+    assert results.keys() == ["sum-none-seed2024", "star-none-seed2024"]
+    assert len(results.history("star-none-seed2024")) == 2
+    assert (out / "README.md").read_text() == curves.curves_readme(curves.load_curves(out))
+    # a second call reuses every snapshot's evaluation
+    monkeypatch.setattr(curves, "evaluate_run", lambda *a, **k: pytest.fail("evaluated again"))
+    again = curves.evaluate_curves(runs_dir, out, runs=SMOKE_PAIR, preset="smoke", records=stare_records,
+                                   log=lambda m: None)
+    assert again.points == results.points
+    diffs = curves.budget_differences(again, n_boot=200)
+    assert [(budget, d.b, d.a) for budget, d in diffs][:1] == [(16, "star/none", "sum/none")]
+
+
+def test_committed_curves_load_and_regenerate_their_readme():
+    if not (curves.CURVES_DIR / "points.csv").is_file():
+        pytest.fail("results/curves/ is not committed")
+    results = curves.load_curves()
+    assert results.points and results.provenance["preset"] == "curves"
+    assert (curves.CURVES_DIR / "README.md").read_text(encoding="utf-8") == curves.curves_readme(results)
+    budgets = {r["patches"] for r in results.points}
+    assert budgets <= set(curves.curve_points(PRESETS["curves"]))
+    json.dumps(results.provenance)
