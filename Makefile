@@ -1,19 +1,36 @@
 # Two entry points (see README):
 #   make course   set up .venv, run the whole course headless into course-output/
 #   make test     set up .venv, run the package tests and the notebooks under nbval (smoke mode)
-# TORCH_SPEC lets CI pick the CPU wheel that lies on its disk; users get the
-# default torch build for their platform.
+#
+# Which PyTorch build .venv gets (README, "Install size"):
+# * Linux without an NVIDIA GPU (no nvidia-smi, no /proc/driver/nvidia): the CPU-only
+#   build from PyTorch's CPU wheel index, about a quarter of the CUDA build's size;
+# * Linux with an NVIDIA GPU, or GPU=1: PyPI's default build (CUDA);
+# * macOS and others: PyPI's default build (CPU/MPS there).
+# TORCH_INDEX overrides the index (TORCH_INDEX= uses PyPI and pip's own settings, as CI
+# does for the wheel on its disk); TORCH_SPEC the requirement.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch>=2.2
 PY := $(VENV)/bin/python
+GPU ?= $(shell if command -v nvidia-smi >/dev/null 2>&1 || [ -e /proc/driver/nvidia/version ]; then echo 1; else echo 0; fi)
+ifeq ($(shell uname -s)-$(GPU),Linux-0)
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+endif
+TORCH_INDEX ?=
 
-.PHONY: install course test clean
+.PHONY: install course test clean check-python
 
-$(VENV)/.installed: pyproject.toml
+# Before anything is installed: a Python that is too old fails here, in one line,
+# not after a multi-GB torch download. (%-formatting: the check must run on old Pythons.)
+check-python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; install Python >= 3.11, or run make PYTHON=/path/to/python3.11 ..." >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "error: $(PYTHON) is Python %d.%d but starunet needs Python >= 3.11; install one, then run make PYTHON=python3.11 ... (and make clean if .venv exists)" % sys.version_info[:2])'
+
+$(VENV)/.installed: pyproject.toml | check-python
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install "$(TORCH_SPEC)"
+	$(PY) -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PY) -m pip install -e ".[dev]"
 	touch $@
 
