@@ -47,6 +47,7 @@ import math
 import platform
 import random
 import sys
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -79,6 +80,29 @@ class NonFiniteLossError(RuntimeError):
 
 class RunDirConflictError(FileExistsError):
     """The run directory already holds a different or unfinished run."""
+
+
+class TrainingStopped(Exception):
+    """Training stopped on request (``train(stop=...)``) between two steps.
+
+    The partial epoch is dropped; ``checkpoint_last.pt`` still holds the end of
+    epoch ``epoch`` (0: none had finished, nothing saved), so ``resume=True``
+    continues exactly where an uninterrupted run would be."""
+
+    def __init__(self, run_dir: Path, epoch: int, max_epochs: int):
+        self.run_dir, self.epoch, self.max_epochs = Path(run_dir), epoch, max_epochs
+        saved = f"after epoch {epoch} of {max_epochs}" if epoch else "before the first epoch ended (nothing saved)"
+        super().__init__(f"stopped {saved} in {display_path(self.run_dir)}")
+
+
+StopFlag = Callable[[], bool]
+
+
+def _stop_flag(stop: "threading.Event | StopFlag | None") -> StopFlag:
+    """``stop`` as a no-argument callable: an Event's ``is_set``, a callable as is."""
+    if stop is None:
+        return lambda: False
+    return stop.is_set if hasattr(stop, "is_set") else stop
 
 
 # ---------------------------------------------------------------- configuration
@@ -335,6 +359,8 @@ def load_model(run_dir: str | Path, which: str | int = "best", device: str | tor
     best weights after ``n`` training patches (a snapshot, see ``train(snapshots=)``).
     """
     choices = {"best": BEST_CHECKPOINT, "last": LAST_CHECKPOINT}
+    if _is_int(which):
+        choices[which] = snapshot_name(which)
     if which not in choices:
         raise ValueError(f"which={which!r} is unknown; valid: {', '.join(choices)}, or a snapshot's patch count")
     run_dir = Path(run_dir)
@@ -365,8 +391,6 @@ def read_history(run_dir: str | Path) -> list[dict[str, float]]:
 # ---------------------------------------------------------------- data
 
 @dataclass
-    if _is_int(which):
-        choices[which] = snapshot_name(which)
 class ValidationImage:
     """One validation image ready for inference."""
     id: str
@@ -447,12 +471,18 @@ def constant_prediction_loss(vessel_fraction: float) -> float:
     return -(p * math.log(p) + (1 - p) * math.log(1 - p))
 
 
+class _StopRequested(Exception):
+    """Raised by :func:`train_one_epoch` when its ``stop`` flag is set; :func:`train`
+    turns it into :class:`TrainingStopped`, which knows the run folder."""
+
+
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
-                    epoch: int, progress: bool = False) -> float:
+                    epoch: int, progress: bool = False, stop: StopFlag | None = None) -> float:
     """One pass over ``loader``; returns the mean training loss.
 
     Raises :class:`NonFiniteLossError` on the first NaN/inf loss, *before* the
-    optimiser applies it, so the model is never updated with it.
+    optimiser applies it, so the model is never updated with it. ``stop()`` is
+    checked before every step; when it returns True the epoch is abandoned.
     """
     from tqdm.auto import tqdm
 
@@ -460,6 +490,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     total, count = 0.0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
     for step, (image, label, fov) in enumerate(bar, start=1):
+        if stop is not None and stop():
+            bar.close()
+            raise _StopRequested
         image, label, fov = (t.to(device, non_blocking=True) for t in (image, label, fov))
         with autocast_bf16(device):
             logits = model(image)
@@ -651,7 +684,8 @@ EpochCallback = Callable[[list[dict[str, float]]], None]
 def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,
           force: bool = False, device: str = "auto", compile: bool = False,
           records: Sequence | None = None, callback: EpochCallback | None = None,
-          progress: bool | None = None, snapshots: Sequence[int] = ()) -> RunResult:
+          progress: bool | None = None, snapshots: Sequence[int] = (),
+          stop: threading.Event | StopFlag | None = None) -> RunResult:
     """Train ``config`` into ``out_dir`` (default :func:`run_dir_for`) and return its result.
 
     * A finished run of the same config in ``out_dir`` is reused (``force=True``
@@ -670,6 +704,12 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
       after which the best validation weights so far are also saved as
       :func:`snapshot_name` files: the points of a learning curve. They do not change
       what is trained.
+    * ``stop``: a ``threading.Event`` (or a callable returning True) checked before
+      every training step and before each validation; once set, the partial epoch is
+      dropped and :class:`TrainingStopped` raised. The last finished epoch is already
+      saved, so ``resume=True`` continues bit-identically. Unlike Ctrl-C it works
+      from any thread (a widget's Stop button runs on a kernel thread SIGINT never
+      reaches).
     """
     config.validate()
     bad = [n for n in snapshots if not _is_int(n) or n < 1 or n % config.samples_per_epoch
@@ -701,7 +741,8 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
     # fixed input shapes: let cuDNN pick the fastest kernels, for this run only
     with _cudnn_benchmark(torch_device.type == "cuda"):
         _run_epochs(config, run_dir, model, forward_model, optimizer, stopper, loader, val_images,
-                    history, epoch_seconds, torch_device, callback, progress, set(snapshots))
+                    history, epoch_seconds, torch_device, callback, progress, set(snapshots),
+                    _stop_flag(stop))
 
     stop_reason = "early_stopping" if stopper.should_stop else "max_epochs"
     best = history[stopper.best_epoch - 1]
@@ -755,7 +796,8 @@ def _restore(run_dir: Path, model: nn.Module, optimizer, stopper: EarlyStopping)
 
 
 def _run_epochs(config, run_dir, model, forward_model, optimizer, stopper, loader, val_images,
-                history, epoch_seconds, device, callback, progress, snapshots=frozenset()) -> None:
+                history, epoch_seconds, device, callback, progress, snapshots=frozenset(),
+                stop: StopFlag = lambda: False) -> None:
     from tqdm.auto import tqdm
 
     first = len(history) + 1
@@ -767,7 +809,12 @@ def _run_epochs(config, run_dir, model, forward_model, optimizer, stopper, loade
         start = time.perf_counter()
         loader.dataset.set_epoch(epoch)
         try:
-            train_loss = train_one_epoch(forward_model, loader, optimizer, device, epoch, progress)
+            train_loss = train_one_epoch(forward_model, loader, optimizer, device, epoch, progress, stop)
+            if stop():  # validation takes seconds: do not start it for an epoch that is thrown away
+                raise _StopRequested
+        except _StopRequested:
+            bar.close()
+            raise TrainingStopped(run_dir, len(history), config.max_epochs) from None
         except NonFiniteLossError as err:
             saved = (f"the last good checkpoint ({LAST_CHECKPOINT}, epoch {len(history)}) in {run_dir} is intact"
                      if history else "no epoch had finished, so nothing was saved")
