@@ -594,11 +594,15 @@ def plot_training_curves(histories, metrics=("train_loss", "val_loss", "val_pr_a
             ax.plot(epochs, [row[metric] for row in rows], marker=".", label=label, **style)
             for row in best:
                 ax.plot(row["epoch"], row[metric], "o", mfc="none", ms=9, color=ax.lines[-1].get_color())
+    epochs = sorted({row["epoch"] for rows in histories.values() for row in rows})
     for ax, metric in zip(axes[0], metrics):
         ax.set_title(TRAINING_CURVE_TITLES.get(metric, metric), fontsize=10)
         ax.set_xlabel("epoch")
         ax.spines[["top", "right"]].set_visible(False)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        if len(epochs) < 3:  # the integer locator gives up below 2 integers in view (0.96, 0.98, ... for 1 epoch)
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.get_major_locator().set_params(integer=True)
     axes[0, -1].legend(fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=11)

@@ -5,6 +5,98 @@ settings before the widget, for readers without a live kernel.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
+import html
+import signal
+import threading
+from typing import Any, Iterator
+
+# What a saved notebook shows where a live widget was. The widget-view output of a
+# saved notebook points at a model that exists only in the kernel that made it:
+# JupyterLab prints "Error displaying widget: model not found" for it and GitHub
+# shows the text/plain next to it. Saving the widget state instead would double the
+# notebooks (every Output widget keeps its figures) and show controls that do
+# nothing; every widget here follows a static figure, so a line of text is enough.
+# :func:`drop_widget_views` keeps only this text in a saved notebook.
+STATIC_TEXT = "(interactive widget: run the notebook to use it)"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@functools.cache
+def _box_class(kind: str) -> type:
+    """``ipywidgets.VBox``/``HBox`` whose text/plain fallback is :data:`STATIC_TEXT`
+    (instead of a truncated ``VBox(children=(...`` repr)."""
+    import ipywidgets as w
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        return {**super(box, self)._repr_mimebundle_(**kwargs), "text/plain": STATIC_TEXT}
+
+    box = type(f"Interactive{kind}", (getattr(w, kind),), {"_repr_mimebundle_": _repr_mimebundle_})
+    return box
+
+
+def _interactive(kind: str, children: list) -> Any:
+    """The widget a function here returns: a box with :data:`STATIC_TEXT` as fallback."""
+    return _box_class(kind)(children)
+
+
+def drop_widget_views(nb) -> int:
+    """Replace every live-widget output of notebook ``nb`` (nbformat or a dict) by
+    :data:`STATIC_TEXT`, for a notebook that is saved to be read without a kernel;
+    returns how many were replaced."""
+    count = 0
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
+            data = output.get("data", {})
+            if WIDGET_VIEW in data:
+                del data[WIDGET_VIEW]
+                data["text/plain"] = STATIC_TEXT
+                count += 1
+    return count
+
+
+def _status_line():
+    """One line of text under a widget's controls: what it is doing, or how it ended."""
+    import ipywidgets as w
+
+    return w.HTML(value="", layout=w.Layout(min_height="1.6em"))
+
+
+@contextlib.contextmanager
+def _busy(controls: list, status, text: str) -> Iterator[None]:
+    """Show ``text`` and disable ``controls`` while the block recomputes (seconds, on
+    a CPU): the reader sees that a change was taken and cannot queue more meanwhile."""
+    before = [c.disabled for c in controls]
+    for control in controls:
+        control.disabled = True
+    status.value = f"<i>{html.escape(text)}</i>"
+    try:
+        yield
+    finally:
+        for control, disabled in zip(controls, before):
+            control.disabled = disabled
+        status.value = ""
+
+
+def _show_figure(out, fig) -> None:
+    """Replace what ``out`` (an ``ipywidgets.Output``) shows by ``fig``, by setting its
+    outputs: unlike ``with out:``, this reaches the front end from any thread."""
+    import base64
+
+    import matplotlib.pyplot as plt
+    from IPython import get_ipython
+    from IPython.core.pylabtools import print_figure
+
+    shell = get_ipython()
+    if shell is not None:  # the notebook's own figure format (e.g. JPEG)
+        data, metadata = shell.display_formatter.format(fig)
+    else:
+        data, metadata = {"image/png": base64.b64encode(print_figure(fig, "png")).decode(), "text/plain": repr(fig)}, {}
+    out.outputs = ({"output_type": "display_data", "data": data, "metadata": metadata},)
+    plt.close(fig)
+
+
 # ---------------------------------------------------------------- 01 data
 
 def patch_explorer(records, n: int = 16):
@@ -26,22 +118,24 @@ def patch_explorer(records, n: int = 16):
     size = w.Dropdown(options=[48, 64, 96, 128, 192], value=96, description="patch size")
     augment = w.Checkbox(value=True, description="flips/rotations")
     jitter = w.FloatSlider(value=0.0, min=0.0, max=0.5, step=0.05, description="color jitter")
-    out = w.Output()
+    controls = [seed, epoch, size, augment, jitter]
+    status, out = _status_line(), w.Output()
 
     def update(_=None):
-        dataset = PatchDataset(records, patch_size=size.value, samples_per_epoch=n, augment=augment.value,
-                               color_jitter=jitter.value, seed=seed.value)
-        dataset.set_epoch(epoch.value)
-        fig = plot_patches(dataset, n)
+        with _busy(controls, status, "sampling patches…"):
+            dataset = PatchDataset(records, patch_size=size.value, samples_per_epoch=n, augment=augment.value,
+                                   color_jitter=jitter.value, seed=seed.value)
+            dataset.set_epoch(epoch.value)
+            fig = plot_patches(dataset, n)
         with out:
             out.clear_output(wait=True)
             display(fig)
         plt.close(fig)
 
-    for control in (seed, epoch, size, augment, jitter):
+    for control in controls:
         control.observe(update, names="value")
     update()
-    return w.VBox([w.HBox([seed, epoch, size]), w.HBox([augment, jitter]), out])
+    return _interactive("VBox", [w.HBox([seed, epoch, size]), w.HBox([augment, jitter]), status, out])
 
 
 # ---------------------------------------------------------------- 02 theory
@@ -71,11 +165,12 @@ def toy_playground(dataset: str = "moons", fusion: str = "star", activation: str
         "width": w.IntSlider(value=width, min=2, max=32, description="width", continuous_update=False),
         "seed": w.IntSlider(value=seed, min=0, max=9, description="seed", continuous_update=False),
     }
-    out = w.Output()
+    status, out = _status_line(), w.Output()
 
     def update(_=None):
-        result = run_toy_experiment(steps=steps, **{name: c.value for name, c in controls.items()})
-        fig = plot_decision_boundary(result)
+        with _busy(list(controls.values()), status, "training…"):
+            result = run_toy_experiment(steps=steps, **{name: c.value for name, c in controls.items()})
+            fig = plot_decision_boundary(result)
         with out:
             out.clear_output(wait=True)
             display(fig)
@@ -85,7 +180,8 @@ def toy_playground(dataset: str = "moons", fusion: str = "star", activation: str
         control.observe(update, names="value")
     update()
     c = controls
-    return w.HBox([w.VBox([c["dataset"], c["fusion"], c["activation"], c["depth"], c["width"], c["seed"]]), out])
+    return _interactive("HBox", [w.VBox([c["dataset"], c["fusion"], c["activation"], c["depth"], c["width"],
+                                         c["seed"], status]), out])
 
 
 # ---------------------------------------------------------------- 03 model
@@ -111,22 +207,24 @@ def model_variant_explorer(patches, labels, sample: int = 0, seed: int = 0, fusi
     fusion = w.Dropdown(options=sorted(FUSIONS), value=fusion, description="fusion")
     activation = w.Dropdown(options=list(ACTIVATIONS), value=activation, description="activation")
     narrow = w.SelectionSlider(options=[0.125, 0.25, 0.5, 1.0], value=narrow, description="narrow")
-    out = w.Output()
+    controls = [fusion, activation, narrow]
+    status, out = _status_line(), w.Output()
 
     def update(_=None):
-        variant = inspect_variant(patches, fusion.value, activation.value, narrow.value, seed)
-        title = (f"fusion={fusion.value}, activation={activation.value}, narrow={narrow.value}: "
-                 f"{variant['params']:,} parameters")
-        fig = plot_variant(patches[sample], labels[sample], variant, title=title, sample=sample)
+        with _busy(controls, status, "building and running the variant…"):
+            variant = inspect_variant(patches, fusion.value, activation.value, narrow.value, seed)
+            title = (f"fusion={fusion.value}, activation={activation.value}, narrow={narrow.value}: "
+                     f"{variant['params']:,} parameters")
+            fig = plot_variant(patches[sample], labels[sample], variant, title=title, sample=sample)
         with out:
             out.clear_output(wait=True)
             display(fig)
         plt.close(fig)
 
-    for control in (fusion, activation, narrow):
+    for control in controls:
         control.observe(update, names="value")
     update()
-    return w.VBox([w.HBox([fusion, activation, narrow]), out])
+    return _interactive("VBox", [w.HBox(controls), status, out])
 
 
 # ---------------------------------------------------------------- 04 training
@@ -158,46 +256,175 @@ def live_training_plot(label: str, out=None):
     return redraw
 
 
+def _in_kernel() -> bool:
+    from IPython import get_ipython
+
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+# The stop flags of the launchers' trainings that are running now.
+_RUNNING: set[threading.Event] = set()
+
+
+def _idle_interrupt_handler(previous: Any):
+    """A SIGINT handler for the kernel's idle time: Kernel > Interrupt stops the
+    launchers' trainings; with none running it does what ``previous`` did."""
+    def handler(signum: int, frame: Any) -> None:
+        if _RUNNING:
+            for flag in list(_RUNNING):
+                flag.set()
+        elif callable(previous):
+            previous(signum, frame)
+
+    handler.starunet = True  # type: ignore[attr-defined]
+    return handler
+
+
+def _route_kernel_interrupts() -> bool:
+    """Make Kernel > Interrupt stop a training started by a launcher; returns whether it could.
+
+    The training runs in a thread (see :func:`training_launcher`), and SIGINT only
+    ever reaches the main thread, where ipykernel installs Python's default handler
+    while a cell runs and restores ``kernel.saved_sigint_handler`` (``SIG_IGN``) when
+    idle -- the state the kernel is in while a launcher trains. Wrapping that saved
+    handler is the one place an interrupt can be caught then. Needs the main thread
+    (a cell, not a widget callback)."""
+    from IPython import get_ipython
+
+    kernel = getattr(get_ipython(), "kernel", None)
+    if (kernel is None or threading.current_thread() is not threading.main_thread()
+            or not hasattr(kernel, "saved_sigint_handler")):
+        return False
+    if not getattr(kernel.saved_sigint_handler, "starunet", False):
+        kernel.saved_sigint_handler = _idle_interrupt_handler(kernel.saved_sigint_handler)
+    return True
+
+
+class _LauncherView:
+    """The launcher's widgets and their states while idle, training and after a run."""
+
+    def __init__(self, settings: list, launch, stop, progress, status, plots):
+        self.settings, self.launch, self.stop = settings, launch, stop
+        self.progress, self.status, self.plots = progress, status, plots
+
+    def say(self, text: str) -> None:
+        self.status.value = "<br>".join(html.escape(line) for line in text.splitlines())
+
+    def started(self, label: str, max_epochs: int) -> None:
+        for control in [*self.settings, self.launch]:
+            control.disabled = True
+        self.stop.disabled = False
+        self.plots.outputs = ()  # the previous run's curves do not belong under this run
+        self.progress.max, self.progress.value = max_epochs, 0
+        self.progress.layout.visibility = "visible"
+        self.say(f"training {label}: epoch 1 of {max_epochs}…")
+
+    def epoch_done(self, label: str, history: list[dict]) -> None:
+        from starunet.plots import plot_training_curves
+
+        done = len(history)
+        self.progress.value = done
+        _show_figure(self.plots, plot_training_curves({label: history}, title=f"{label}: epoch {done}"))
+        if done < self.progress.max and not self.stop.disabled:
+            self.say(f"training {label}: epoch {done + 1} of {self.progress.max}…")
+
+    def stopping(self) -> None:
+        self.stop.disabled = True
+        self.say("stopping at the next training step…")
+
+    def finished(self, message: str) -> None:
+        for control in [*self.settings, self.launch]:
+            control.disabled = False
+        self.stop.disabled = True
+        self.progress.layout.visibility = "hidden"
+        self.say(message)
+
+
+def _launcher_run(config, label: str, flag: threading.Event, view: _LauncherView, records, device: str,
+                  progress: bool) -> None:
+    """Train ``config`` for the launcher and end with one line in its status, whatever
+    happens: a summary, where a stopped run stands, or the error."""
+    from starunet import train as tr
+
+    message = "ended unexpectedly"
+    again = "click “train (or reuse)” to resume"
+    try:
+        result = tr.train(config, resume=True, records=records, device=device, progress=progress, stop=flag,
+                          callback=lambda history: view.epoch_done(label, history))
+        view.epoch_done(label, tr.read_history(result.run_dir))  # also draws a reused run's curves
+        message = result.summary()
+    except tr.TrainingStopped as err:
+        message = f"{err}; " + (again if err.epoch else "click “train (or reuse)” to start it again")
+    except KeyboardInterrupt:  # Ctrl-C where the training runs in the main thread (no kernel)
+        run_dir = tr.run_dir_for(config)
+        done = len(tr.read_history(run_dir)) if (run_dir / tr.HISTORY_FILE).is_file() else 0
+        message = f"interrupted after epoch {done} of {config.max_epochs} in {run_dir}; {again}"
+    except Exception as err:  # shown to the reader instead of lost in the kernel log
+        message = f"{type(err).__name__}: {err}"
+    finally:
+        _RUNNING.discard(flag)
+        view.finished(message)
+
+
 def training_launcher(records=None, preset: str = "quick", fusion: str = "star", activation: str = "none",
-                      seed: int = 2024, device: str = "auto"):
+                      seed: int = 2024, device: str = "auto", background: bool | None = None):
     """Pick fusion, activation, preset and seed, and train that run with a live plot.
 
-    The button calls :func:`starunet.train.train` with ``resume=True``: a finished
-    run with the same config is reused at once, an interrupted one continues.
-    ``records``: the STARE records already loaded (else they are read again).
+    The train button calls :func:`starunet.train.train` with ``resume=True``: a
+    finished run with the same config is reused at once, an interrupted one
+    continues. The stop button (or Kernel > Interrupt) stops it between two steps,
+    keeping the last finished epoch. ``records``: the STARE records already loaded
+    (else they are read again).
+
+    ``background``: train in a thread (default: inside a kernel). A click handler
+    that trained itself would block the thread that has to receive the stop click
+    (JupyterLab 4.6 sends every widget message to one kernel subshell thread), and
+    Kernel > Interrupt would not reach it there either. The returned box's
+    ``worker`` attribute is that thread.
     """
     import ipywidgets as w
 
     from starunet.fusion import FUSIONS
     from starunet.model import ACTIVATIONS
-    from starunet.train import PRESETS, preset_config, read_history, train
+    from starunet.train import PRESETS, preset_config
 
     fusion = w.Dropdown(options=sorted(FUSIONS), value=fusion, description="fusion")
     activation = w.Dropdown(options=list(ACTIVATIONS), value=activation, description="activation")
     preset = w.Dropdown(options=list(PRESETS), value=preset, description="preset")
     seed = w.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed")
-    button = w.Button(description="train (or reuse)", button_style="primary")
-    plot_out, text_out = w.Output(), w.Output()
+    launch = w.Button(description="train (or reuse)", button_style="primary")
+    stop = w.Button(description="stop", button_style="warning", icon="stop", disabled=True,
+                    tooltip="stop at the next step; the last finished epoch stays saved")
+    progress = w.IntProgress(min=0, max=1, description="epochs", layout=w.Layout(visibility="hidden"))
+    status, plots = _status_line(), w.Output()
+    view = _LauncherView([fusion, activation, preset, seed], launch, stop, progress, status, plots)
+    background = _in_kernel() if background is None else background
+    _route_kernel_interrupts()
+    box = _interactive("VBox", [w.HBox([fusion, activation]), w.HBox([preset, seed]), launch,
+                                w.HBox([stop, progress]), status, plots])
+    box.worker, flag = None, threading.Event()
 
-    def run(_=None):
+    def run(_=None) -> None:
+        nonlocal flag
         config = preset_config(preset.value, fusion=fusion.value, activation=activation.value, seed=seed.value)
         label = f"{config.fusion}-{config.activation}-s{config.seed} ({config.preset})"
-        button.disabled = True
-        text_out.clear_output()
-        redraw = live_training_plot(label, plot_out)
-        with text_out:  # progress bars and messages appear under the button
-            try:
-                result = train(config, resume=True, records=records, device=device, callback=redraw,
-                               progress=True)
-                redraw(read_history(result.run_dir))  # also draws a reused run's curves
-                print(result.summary())
-            except Exception as err:  # shown to the reader instead of lost in the kernel log
-                print(f"{type(err).__name__}: {err}")
-            finally:
-                button.disabled = False
+        flag = threading.Event()
+        _RUNNING.add(flag)
+        view.started(label, config.max_epochs)
+        args = (config, label, flag, view, records, device, not background)  # tqdm bars only without a kernel
+        if background:
+            box.worker = threading.Thread(target=_launcher_run, args=args, name="starunet-training", daemon=True)
+            box.worker.start()
+        else:
+            _launcher_run(*args)
 
-    button.on_click(run)
-    return w.VBox([w.HBox([fusion, activation]), w.HBox([preset, seed]), button, text_out, plot_out])
+    def request_stop(_=None) -> None:
+        flag.set()
+        view.stopping()
+
+    launch.on_click(run)
+    stop.on_click(request_stop)
+    return box
 
 
 # ---------------------------------------------------------------- 05 evaluation
@@ -216,12 +443,27 @@ def show_run_comparison(results, key_a: str, key_b: str, record=None) -> None:
     display(Markdown(compare_two_runs(results, key_a, key_b)))
     figures = [plot_roc_pr({k: results.curves[k] for k in (key_a, key_b) if k in results.curves}, per_run=True)]
     probs = {k: results.probability_map(k, record.id) for k in (key_a, key_b)} if record is not None else {}
-    if probs and all(p is not None for p in probs.values()):
+    missing = [k for k, p in probs.items() if p is None]
+    if probs and not missing:
         figures.append(plot_prediction_panels(record.image, record.label, record.fov, probs,
                                               title=f"test image {record.id}"))
     for fig in figures:
         display(fig)
         plt.close(fig)
+    if missing:
+        display(Markdown(missing_panels_message(results, missing, record.id)))
+
+
+def missing_panels_message(results, missing: list[str], image_id: str) -> str:
+    """Why the probability and error maps of a comparison are not shown: which runs
+    have no saved map of the image, and which runs have one."""
+    have = sorted({key for key, i in results.saved_predictions() if i == image_id})
+    runs = ", ".join(f"`{k}`" for k in missing)
+    hint = (f" Maps were saved for {', '.join(f'`{k}`' for k in have)}: pick two of those to see them."
+            if have else "")
+    return (f"*No probability or error maps for test image {image_id}: {runs} "
+            f"{'has' if len(missing) == 1 else 'have'} none saved (a grid saves them for its first "
+            f"seed's runs only).{hint}*")
 
 
 def run_comparison(results, records_by_id=None, key_a: str | None = None, key_b: str | None = None):
@@ -240,15 +482,16 @@ def run_comparison(results, records_by_id=None, key_a: str | None = None, key_b:
     second = w.Dropdown(options=keys, value=key_b or keys[1], description="run B")
     panel_ids = [i for i in results.provenance.get("panel_ids", []) if records_by_id and i in records_by_id]
     image = w.Dropdown(options=panel_ids or ["-"], description="test image", disabled=not panel_ids)
-    out = w.Output()
+    controls = [first, second, image]
+    status, out = _status_line(), w.Output()
 
     def update(_=None):
         record = records_by_id[image.value] if panel_ids else None
-        with out:
+        with _busy(controls, status, "comparing…"), out:
             out.clear_output(wait=True)
             show_run_comparison(results, first.value, second.value, record)
 
-    for control in (first, second, image):
+    for control in controls:
         control.observe(update, names="value")
     update()
-    return w.VBox([w.HBox([first, second, image]), out])
+    return _interactive("VBox", [w.HBox(controls), status, out])
