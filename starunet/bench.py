@@ -1,7 +1,8 @@
 """Speed benchmarks: ``python -m starunet bench``.
 
-Prints one table and writes it to ``benchmarks/`` (markdown + CSV) with the
-device, library versions and date. Everything is measured in the same run, so
+Prints one table and writes it (markdown + CSV, with the device, library versions
+and date) to ``<runs>/bench/``, or to ``--out``: ``--out benchmarks/`` updates the
+committed tables, and only when asked. Everything is measured in the same run, so
 the numbers that matter are ratios, which survive a noisy shared machine:
 
 * FLOPs per 96x96 patch (forward, and a training step) counted by
@@ -19,6 +20,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,11 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from starunet.config import PROJECT_ROOT, smoke_mode
+from starunet.config import PROJECT_ROOT, default_runs_dir, smoke_mode
 from starunet.io import write_csv_atomic, write_text_atomic
-from starunet.train import autocast_bf16
+from starunet.preflight import check_positive, check_writable_dir, cli_message
+from starunet.train import DEVICE_CHOICES, autocast_bf16
 
-BENCH_DIR = PROJECT_ROOT / "benchmarks"
+BENCH_DIR = PROJECT_ROOT / "benchmarks"  # the committed tables: written only with --out benchmarks/
 GRID = [("sum", "none"), ("star", "none"), ("sum", "relu"), ("star", "relu")]
 
 
@@ -330,26 +333,57 @@ def cli(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m starunet bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default: auto")
     parser.add_argument("--large-batches", type=int, nargs="+", default=None,
                         help="larger batch sizes to try (default: 32 on CPU; 64 256 1024 on GPU)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="minimum seconds per measurement (default 2; 0.2 in smoke mode)")
-    parser.add_argument("--out", type=Path, default=BENCH_DIR,
-                        help="folder for <device>.md and <device>.csv (default benchmarks/)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for <device>.md and <device>.csv (default <runs>/bench; "
+                             "--out benchmarks/ replaces the committed tables)")
     args = parser.parse_args(argv)
-    device = select_device(args.device)
+    out = args.out if args.out is not None else default_out()
+    try:  # before anything is measured
+        for batch in args.large_batches or []:
+            check_positive(batch, "--large-batches")
+        if args.seconds is not None:
+            check_positive(args.seconds, "--seconds", integer=False)
+        check_writable_dir(out, "benchmark folder")
+        device = select_device(args.device)
+    except ValueError as err:
+        print(f"error: {cli_message(err)}", file=sys.stderr)
+        return 2
     large = args.large_batches or ([64, 256, 1024] if device.type == "cuda" else [32])
     seconds = args.seconds if args.seconds is not None else (0.2 if smoke_mode() else 2.0)
     env = environment(device)
+    if smoke_mode():
+        env["mode"] = SMOKE_NOTE
+        print(f"SMOKE RUN: {SMOKE_NOTE}", flush=True)
     print("\n".join(f"{k}: {v}" for k, v in env.items()), flush=True)
     rows = run_benchmarks(device, large, seconds)
     command = "python -m starunet bench " + " ".join(argv)
     table = to_markdown(rows, env, command.strip())
     print("\n" + table)
-    tag = device.type
-    write_text_atomic(args.out / f"{tag}.md", f"# Benchmark on {env['device']}\n\n" + table)
-    write_csv_atomic(args.out / f"{tag}.csv", [{**asdict(r), **env} for r in rows],
-                     fieldnames=[*Row.__dataclass_fields__, *env])
-    print(f"written: {args.out / (tag + '.md')}, {args.out / (tag + '.csv')}")
+    paths = write_report(out, device.type, rows, env, table)
+    print(f"written: {', '.join(str(p) for p in paths)}" + (f" (SMOKE RUN: {SMOKE_NOTE})" if smoke_mode() else ""))
     return 0
+
+
+def default_out() -> Path:
+    """Where ``bench`` writes without ``--out``: ``<runs>/bench``, never the committed tables."""
+    return default_runs_dir() / "bench"
+
+
+SMOKE_NOTE = "smoke mode (STARUNET_SMOKE=1): short measurements, a pipeline check, not a benchmark"
+
+
+def write_report(out: Path, tag: str, rows: list[Row], env: dict[str, str], table: str) -> list[Path]:
+    """``<out>/<tag>.md`` and ``<out>/<tag>.csv``; a smoke run says so in both
+    (the CSV through the ``mode`` column of ``env``)."""
+    title = f"# Benchmark on {env['device']}\n\n"
+    if "mode" in env:
+        title = f"# SMOKE RUN, not a benchmark: {env['device']}\n\n"
+    md, csv = out / f"{tag}.md", out / f"{tag}.csv"
+    write_text_atomic(md, title + table)
+    write_csv_atomic(csv, [{**asdict(r), **env} for r in rows], fieldnames=[*Row.__dataclass_fields__, *env])
+    return [md, csv]

@@ -4,19 +4,25 @@ Executes every notebook in ``notebooks/`` in order with nbclient (in this Python
 environment's kernel), writes the executed copies and a short ``summary.md`` into
 one output folder. ``--inplace`` writes the outputs back into ``notebooks/``
 (how maintainers refresh the committed outputs).
+
+While a notebook runs, :class:`CourseProgress` prints slow cells ("cell 7/23
+running ...") and every finished training epoch. Every folder the course writes is
+checked before the first notebook starts.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from starunet.config import PROJECT_ROOT, smoke_mode
-from starunet.io import write_text_atomic
+from starunet.io import read_csv, write_text_atomic
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 
@@ -48,27 +54,145 @@ def inline_figures() -> Iterator[None]:
             os.environ["MPLBACKEND"] = saved
 
 
-def execute_notebook(src: Path, dst: Path, timeout: int | None = None) -> float:
+def _kernel_manager(ipc_dir: str):
+    """A python3 kernel manager talking over local IPC sockets where the OS has them.
+
+    Over TCP ipykernel warns on every start that the traffic is unencrypted; IPC
+    sockets (files in a private temporary folder) are local only, so the warning
+    does not apply and is not printed. Windows has no IPC transport: TCP there.
+    """
+    from jupyter_client.manager import KernelManager
+
+    if os.name == "nt":
+        return KernelManager(kernel_name="python3")
+    return KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(ipc_dir) / "kernel"))
+
+
+def execute_notebook(src: Path, dst: Path, timeout: int | None = None,
+                     progress: "CourseProgress | None" = None) -> float:
     """Execute ``src`` with its folder as working directory, write it to ``dst``;
-    return the wall time in seconds. Raises ``nbclient`` errors on a failing cell."""
+    return the wall time in seconds. Raises ``nbclient`` errors on a failing cell.
+    ``progress`` is told when each code cell starts."""
+    import tempfile
+
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(src, as_version=4)
-    client = NotebookClient(
-        nb,
-        timeout=timeout,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(src.parent)}},
-    )
+    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
+
+    def on_cell_start(cell, cell_index: int) -> None:
+        if progress is not None and cell_index in code_cells:
+            progress.cell_started(code_cells.index(cell_index) + 1, len(code_cells))
+
     start = time.perf_counter()
-    with inline_figures():
+    with tempfile.TemporaryDirectory(prefix="starunet-kernel-") as ipc_dir, inline_figures():
+        client = NotebookClient(nb, km=_kernel_manager(ipc_dir), timeout=timeout, kernel_name="python3",
+                                resources={"metadata": {"path": str(src.parent)}},
+                                on_cell_start=on_cell_start)
         client.execute()
     elapsed = time.perf_counter() - start
     clean_notebook(nb)
     dst.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(dst, nbformat.writes(nb) + "\n")
     return elapsed
+
+
+class CourseProgress:
+    """Progress of the headless course, printed while a notebook runs.
+
+    The notebooks print no progress text of their own (their live plots are for
+    readers), so a background thread reports (a) a code cell that runs longer than
+    ``slow`` seconds ("cell 7/23 running ..."), again every ``heartbeat`` seconds,
+    and (b) every epoch a training run finishes, read from the ``history.csv`` the
+    engine writes atomically into each run folder under ``runs_dir``.
+    """
+
+    def __init__(self, runs_dir: Path, interval: float = 5.0, slow: float = 10.0, heartbeat: float = 60.0,
+                 write: Callable[[str], None] | None = None):
+        self.runs_dir, self.interval, self.slow, self.heartbeat = Path(runs_dir), interval, slow, heartbeat
+        self.write = write or (lambda line: print(line, flush=True))
+        self.since = time.time() - 1.0  # history files written from now on are this course's
+        self._epochs: dict[Path, int] = {}
+        self._cell, self._cell_start, self._reported = "", time.monotonic(), time.monotonic()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def cell_started(self, number: int, total: int) -> None:
+        with self._lock:
+            self._cell, self._cell_start = f"cell {number}/{total}", time.monotonic()
+            self._reported = self._cell_start - self.heartbeat + self.slow  # first report after `slow` s
+
+    def poll(self) -> None:
+        """Report new epochs, or else a cell that has been running for a while."""
+        lines = [self._epoch_line(path, rows) for path, rows in self._new_epochs()]
+        with self._lock:
+            now = time.monotonic()
+            if lines:
+                self._reported = now
+            elif self._cell and now - self._reported >= self.heartbeat:
+                lines.append(f"  {self._cell} running ({now - self._cell_start:.0f} s) ...")
+                self._reported = now
+        for line in lines:
+            self.write(line)
+
+    def _new_epochs(self) -> list[tuple[Path, list[dict[str, str]]]]:
+        found = []
+        for path in sorted(self.runs_dir.rglob("history.csv")) if self.runs_dir.is_dir() else []:
+            try:
+                if path.stat().st_mtime < self.since:
+                    continue
+                rows = read_csv(path)
+            except OSError:  # replaced between the scan and the read: next poll
+                continue
+            if rows and len(rows) != self._epochs.get(path, 0):
+                self._epochs[path] = len(rows)
+                found.append((path, rows))
+        return found
+
+    @staticmethod
+    def _epoch_line(path: Path, rows: list[dict[str, str]]) -> str:
+        try:
+            total = json.loads((path.parent / "config.json").read_text())["max_epochs"]
+        except (OSError, ValueError, KeyError):
+            total = "?"
+        last = rows[-1]
+        return (f"    {path.parent.name}: epoch {len(rows)}/{total}, train loss {float(last['train_loss']):.4f}, "
+                f"val PR-AUC {float(last['val_pr_auc']):.4f}")
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator["CourseProgress"]:
+        """Poll in a background thread while the block runs."""
+        self._stop.clear()
+        thread = threading.Thread(target=self._loop, name="course-progress", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+            self.poll()  # the last epochs before the notebook ended
+            self._cell = ""
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.poll()
+
+
+def check_course_folders(out: Path, inplace: bool) -> None:
+    """Raise :class:`~starunet.preflight.PreflightError` before any notebook runs when
+    a folder the course writes is not writable: the output folder (or ``notebooks/``
+    with ``--inplace``), the runs folder, and the data cache if it is still empty."""
+    from starunet.config import default_data_root, default_runs_dir
+    from starunet.preflight import check_writable_dir
+
+    if inplace:
+        check_writable_dir(NOTEBOOKS_DIR, "notebooks folder", "location (without --inplace)")
+    else:
+        check_writable_dir(out, "course output folder")
+    check_writable_dir(default_runs_dir(), "runs folder", "STARUNET_RUNS")
+    if not (default_data_root() / "stare").exists():  # a filled cache is only read
+        check_writable_dir(default_data_root(), "data cache folder", "STARUNET_DATA")
 
 
 def _results_summary() -> str:
@@ -89,11 +213,16 @@ def run_course(out: Path, only: list[str] | None = None, inplace: bool = False,
         if not notebooks:
             valid = ", ".join(p.name for p in list_notebooks())
             raise SystemExit(f"no notebook matches {only}; valid: {valid}")
+    check_course_folders(out, inplace)
+    from starunet.config import default_runs_dir
+
+    progress = CourseProgress(default_runs_dir())
     timings = []
-    for nb_path in notebooks:
+    for n, nb_path in enumerate(notebooks, start=1):
         dst = nb_path if inplace else out / nb_path.name
-        print(f"executing {nb_path.name} ...", flush=True)
-        seconds = execute_notebook(nb_path, dst, timeout=timeout)
+        print(f"[{n}/{len(notebooks)}] executing {nb_path.name} ...", flush=True)
+        with progress.watching():
+            seconds = execute_notebook(nb_path, dst, timeout=timeout, progress=progress)
         print(f"  done in {seconds:.0f} s -> {dst}", flush=True)
         timings.append((nb_path.name, seconds))
     lines = ["# starunet course run", "",
@@ -119,5 +248,13 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=int, default=None,
                         help="per-cell timeout in seconds (default: none)")
     args = parser.parse_args(argv)
-    run_course(args.out, args.only, args.inplace, args.timeout)
+    from starunet.preflight import PreflightError, check_positive
+
+    try:
+        if args.timeout is not None:
+            check_positive(args.timeout, "--timeout")
+        run_course(args.out, args.only, args.inplace, args.timeout)
+    except PreflightError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0

@@ -684,11 +684,15 @@ def cli(argv: list[str]) -> int:
                              "folder; default $STARUNET_STARE_SOURCE or the official URL")
     parser.add_argument("--root", default=None, help="cache folder (default $STARUNET_DATA or a per-user cache)")
     args = parser.parse_args(argv)
+    from starunet.preflight import PreflightError, check_writable_dir, cli_message
+
     start = time.perf_counter()
     try:
+        if _resolve_source(args.source)[0] != "extracted":  # an extracted folder is read in place
+            check_writable_dir(args.root or default_data_root(), "data cache folder", "--root (or STARUNET_DATA)")
         records = load_stare(source=args.source, root=args.root)
-    except StareDataError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (StareDataError, PreflightError) as err:
+        print(f"error: {cli_message(err)}", file=sys.stderr)
         return 1
     for row in dataset_summary(records):
         print(f"{row['id']}  ok  605x700 RGB  vessels (ah) {row['vessel_fraction_image']:5.1%} of image, "

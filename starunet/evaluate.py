@@ -1268,12 +1268,18 @@ def cli(argv: Sequence[str]) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace results in --out that this grid does not contain (default: refuse)")
     args = parser.parse_args(list(argv))
+    from starunet.preflight import cli_message, reproduce_problem
+
+    problem = reproduce_problem(args)  # before anything is trained or downloaded
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     command = "python -m starunet reproduce " + shlex.join(list(argv))
     try:
         reproduce(args.preset, args.seeds, args.out, fusions=args.fusions, activations=args.activations,
                   device=args.device, runs_dir=args.runs_dir, method=args.method, batch_size=args.batch_size,
                   command=command, overwrite=args.overwrite)
     except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {cli_message(err)}", file=sys.stderr)
         return 2
     return 0

@@ -46,6 +46,7 @@ import json
 import math
 import platform
 import random
+import shlex
 import sys
 import threading
 import time
@@ -62,6 +63,8 @@ from torch import nn
 from starunet.config import cpu_model, default_runs_dir, display_path, smoke_mode
 from starunet.inference import inference_model, predict_logits, preferred_memory_format
 from starunet.io import read_csv, torch_save_atomic, write_csv_atomic, write_json_atomic
+from starunet.preflight import (LOCK_FILE, RunDirLock, RunDirLockedError, check_seeds, check_writable_dir,
+                                cli_message, python_command, seed_problem)
 
 # Bump when a change to this file changes the numbers a config produces: it is part
 # of the config hash, so cached runs of the old engine are not silently reused.
@@ -208,9 +211,9 @@ def _config_problems(c: TrainConfig) -> list[str]:
         if not _is_int(value) or value < 1:
             problems.append(f"{name}={value!r} must be a positive integer")
     for name in ("seed", "split_seed"):
-        value = getattr(c, name)
-        if not _is_int(value) or value < 0:
-            problems.append(f"{name}={value!r} must be an integer >= 0")
+        problem = seed_problem(getattr(c, name), name)
+        if problem:
+            problems.append(problem)
     if _is_int(c.patch_size) and c.patch_size % 16:
         problems.append(f"patch_size={c.patch_size} must be a multiple of 16 (the UNet halves it 4 times); "
                         f"e.g. {max(16, round(c.patch_size / 16) * 16)}")
@@ -290,6 +293,9 @@ def run_dir_for(config: TrainConfig, runs_dir: str | Path | None = None) -> Path
     """
     base = Path(runs_dir) if runs_dir is not None else default_runs_dir()
     name = f"{config.fusion}-{config.activation}-s{config.seed}-{config.config_hash[:8]}"
+    # in smoke mode the default folder is already <runs>/smoke: no second smoke/ level
+    if runs_dir is None and smoke_mode() and config.preset == "smoke":
+        return base / name
     return base / config.preset / name
 
 
@@ -624,12 +630,27 @@ def _history_fields() -> list[str]:
 
 # ---------------------------------------------------------------- the run directory
 
-def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> None:
-    """Make ``run_dir`` ready for ``config`` (a finished run was handled before).
+def _prepare_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> RunDirLock:
+    """Make ``run_dir`` ready for ``config`` (a finished run was handled before) and
+    return its lock, which the caller holds while it writes the run.
 
-    Never deletes work by accident: a folder holding another config, or an
-    unfinished run, is an error unless ``force`` (start over) or ``resume``.
+    Never deletes work by accident: a folder another live process is writing is
+    refused first (:class:`~starunet.preflight.RunDirLockedError`), then a folder
+    holding another config, or an unfinished run, is an error unless ``force``
+    (start over) or ``resume``.
     """
+    reentered = RunDirLock.holds(run_dir)
+    lock = RunDirLock.acquire(run_dir)
+    try:
+        _check_run_dir(run_dir, config, resume, force)
+    except BaseException:
+        if not reentered:  # a refused call must not keep the folder locked
+            lock.release()
+        raise
+    return lock
+
+
+def _check_run_dir(run_dir: Path, config: TrainConfig, resume: bool, force: bool) -> None:
     if force:
         for name in RUN_FILES:
             (run_dir / name).unlink(missing_ok=True)
@@ -724,7 +745,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
         return cached
     torch_device = select_device(device)
     train_records, val_records = split_records(config, records)  # fails before the folder is touched
-    _prepare_run_dir(run_dir, config, resume, force)
+    run_lock = _prepare_run_dir(run_dir, config, resume, force)  # held until this call ends
     progress = (not smoke_mode() and sys.stderr.isatty()) if progress is None else progress
 
     model = to_device(build_model(config), torch_device)
@@ -937,12 +958,56 @@ def cli(argv: Sequence[str]) -> int:
     parser.add_argument("--force", action="store_true", help="retrain even if --out holds a run")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA)")
     args = parser.parse_args(list(argv))
-    try:
+    run_dir, existed = None, True
+    try:  # everything knowable before training is checked first
+        check_seeds([args.seed])
         config = preset_config(args.preset, fusion=args.fusion, activation=args.activation, seed=args.seed)
-        result = train(config, args.out, resume=args.resume, force=args.force, device=args.device,
+        run_dir = args.out if args.out is not None else run_dir_for(config)
+        check_writable_dir(run_dir, "run folder")
+        select_device(args.device)
+        existed = run_dir.exists()
+        run_lock = RunDirLock.acquire(run_dir)  # a second writer is refused before data is loaded
+        result = train(config, run_dir, resume=args.resume, force=args.force, device=args.device,
                        compile=args.compile)
     except (ValueError, FileNotFoundError, RunDirConflictError, NonFiniteLossError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if not isinstance(err, RunDirLockedError):  # another writer's folder is not ours to tidy
+            _remove_unstarted(run_dir, existed)
+        print(f"error: {cli_message(err)}", file=sys.stderr)
         return 1 if isinstance(err, NonFiniteLossError) else 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {_interrupted_message(args, run_dir, existed)}", file=sys.stderr)
+        return 130  # the shell's code for a SIGINT
     print(result.summary())
     return 0
+
+
+def _saved_epochs(run_dir: Path | None) -> int:
+    """Epochs in the run folder's resume state (the truth; history.csv may lag by one)."""
+    last = None if run_dir is None else run_dir / LAST_CHECKPOINT
+    return torch.load(last, map_location="cpu", weights_only=True)["epoch"] if last and last.is_file() else 0
+
+
+def _remove_unstarted(run_dir: Path | None, existed: bool) -> None:
+    """Remove a run folder this command created when no epoch was saved in it: a
+    failed or interrupted start leaves nothing half-written behind."""
+    if run_dir is None or existed or _saved_epochs(run_dir):
+        return
+    for name in (CONFIG_FILE, HISTORY_FILE, LOCK_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: something else is in it, keep it
+        run_dir.rmdir()
+
+
+def _interrupted_message(args: argparse.Namespace, run_dir: Path | None, existed: bool) -> str:
+    """One line after Ctrl-C: what is saved, and the command that continues from it."""
+    epochs = _saved_epochs(run_dir)
+    if not epochs:
+        _remove_unstarted(run_dir, existed)
+        return "no epoch had finished, so nothing was saved; run the same command again to start over"
+    command = [python_command(), "-m", "starunet", "train", "--preset", args.preset, "--fusion", args.fusion,
+               "--activation", args.activation, "--seed", str(args.seed)]
+    command += ["--device", args.device] if args.device != "auto" else []
+    command += ["--compile"] if args.compile else []
+    command += ["--out", str(run_dir), "--resume"]
+    return (f"epoch {epochs} is saved in {run_dir} ({LAST_CHECKPOINT}); continue with: "
+            f"{shlex.join(command)}")

@@ -63,3 +63,17 @@ def test_inference_variants_end_with_the_package_default_path():
         [bench.BASELINE.name, bench.INFERENCE_DEFAULT.name]  # no channels_last, no bf16: fp32 on GPUs
     for variant in cpu:  # each one runs a small image through the real model
         bench.inference_fn(torch.device("cpu"), variant, height=37, width=40)()
+
+
+def test_a_smoke_report_says_so_in_both_files(tmp_path):
+    rows = [bench.Row("FLOPs", "-", 1.42, "GFLOP")]
+    env = {"device": "cpu: test", "mode": bench.SMOKE_NOTE}
+    md, csv = bench.write_report(tmp_path, "cpu", rows, env, bench.to_markdown(rows, env, "bench"))
+    assert md.read_text().startswith("# SMOKE RUN, not a benchmark")
+    assert "smoke mode" in csv.read_text().splitlines()[1]
+
+
+def test_bench_writes_outside_the_committed_tables_by_default():
+    from starunet.config import default_runs_dir
+
+    assert bench.default_out().parent == default_runs_dir() and bench.default_out() != bench.BENCH_DIR

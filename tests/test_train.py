@@ -69,7 +69,9 @@ def test_defaults_are_the_source_experiment():
     ({"lr": float("nan")}, r"lr=nan must be a positive finite number"),
     ({"monitor": "dice"}, r"monitor='dice' is unknown; valid: pr_auc"),
     ({"val_crop": 100}, r"val_crop=100 must be None"),
-    ({"seed": -1}, r"seed=-1 must be an integer >= 0"),
+    ({"seed": -1}, r"seed=-1 must be an integer in \[0, 2\*\*64 - 1\]"),
+    ({"split_seed": 2**64}, r"split_seed=18446744073709551616 must be an integer in \[0, 2\*\*64 - 1\] "
+                            r"\(torch.manual_seed"),
     ({"n_test": 19}, r"n_test=19 must be an integer in \[0, 18\]"),
 ])
 def test_validate_names_the_problem_and_the_fix(changes, message):
