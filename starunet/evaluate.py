@@ -596,10 +596,13 @@ def verdict_sentence(diffs: Sequence[PairedDifference], activation: str,
              f"[{100 * d.level:.0f}% CI {d.low:+.4f}, {d.high:+.4f}]: {d.verdict}" for d in chosen]
     better = sum(d.verdict == f"{d.b} better" for d in chosen)
     worse = sum(d.verdict == f"{d.b} worse" for d in chosen)
+    # one seed resamples only the test images: the CI cannot see run-to-run noise
+    noise = "run-to-run noise" if d0.n_seeds > 1 else "test-image sampling noise"
+    caveat = "" if d0.n_seeds > 1 else " (one seed: run-to-run noise not measured)"
     if better == len(chosen):
-        overall = f"{d0.b} beats {d0.a} beyond run-to-run noise"
+        overall = f"{d0.b} beats {d0.a} beyond {noise}"
     elif worse == len(chosen):
-        overall = f"{d0.b} is worse than {d0.a} beyond run-to-run noise"
+        overall = f"{d0.b} is worse than {d0.a} beyond {noise}"
     elif better and not worse:
         overall = f"{d0.b} is better on {better} of {len(chosen)} headline metrics, the rest within noise"
     elif worse and not better:
@@ -607,11 +610,11 @@ def verdict_sentence(diffs: Sequence[PairedDifference], activation: str,
     elif better and worse:
         overall = "mixed: better on some headline metrics, worse on others"
     else:
-        overall = f"the difference between {d0.b} and {d0.a} is within run-to-run noise"
+        overall = f"the difference between {d0.b} and {d0.a} is within {noise}"
     label = ACTIVATION_LABELS.get(activation, activation)
     label = label[:1].upper() + label[1:]
     return (f"{label} ({d0.n_seeds} seed(s) x {d0.n_images} test images), {d0.b} − {d0.a}: "
-            + "; ".join(parts) + f". Verdict: {overall}.")
+            + "; ".join(parts) + f". Verdict: {overall}{caveat}.")
 
 
 # ---------------------------------------------------------------- results on disk
@@ -1100,13 +1103,34 @@ def check_output_folder(out: Path, configs: Sequence, method: str) -> None:
                 for r in read_csv(out / "metrics.csv")]
     dropped = [e for e in existing if e not in planned]
     if dropped:
-        seeds = sorted({int(e[2]) for e in existing} | {int(c.seed) for c in configs})
         names = ", ".join(f"{f}-{a}-seed{s} ({p}, {m})" for f, a, s, p, m in dropped[:4])
         more = f" and {len(dropped) - 4} more" if len(dropped) > 4 else ""
         raise GridConflictError(
             f"{display_path(out)} already holds results that this grid would drop: {names}{more}. "
-            f"Re-run with all of them (e.g. --seeds {' '.join(map(str, seeds))}; finished runs and "
-            f"evaluations are reused), choose another --out, or pass --overwrite to replace them")
+            f"{_conflict_fix(existing, configs, method)}")
+
+
+def _conflict_fix(existing: Sequence[tuple], configs: Sequence, method: str) -> str:
+    """How to resolve a :class:`GridConflictError`: a grid of another preset or
+    inference method cannot be extended (its runs differ), only moved elsewhere; a
+    grid of the same kind can, by asking for its seeds, fusions and activations too."""
+    presets = {c.preset for c in configs}
+    other = sorted({(p, m) for *_, p, m in existing if p not in presets or m != method})
+    if other:
+        held = "; ".join(f"preset {p}, method {m}" for p, m in other)
+        return (f"That folder holds a grid of another kind ({held}): write this one to another --out "
+                f"(e.g. --out runs/{configs[0].preset}-grid), or pass --overwrite to replace it")
+    options = []
+    for flag, index, attribute in (("--seeds", 2, "seed"), ("--fusions", 0, "fusion"),
+                                   ("--activations", 1, "activation")):
+        wanted = [str(getattr(c, attribute)) for c in configs]
+        union = list(dict.fromkeys(wanted + [str(e[index]) for e in existing]))
+        if flag == "--seeds":
+            union = sorted(union, key=int)
+        if flag == "--seeds" or union != list(dict.fromkeys(wanted)):
+            options.append(f"{flag} {' '.join(union)}")
+    return (f"Re-run with all of them (e.g. {' '.join(options)}; finished runs and evaluations are "
+            "reused), choose another --out, or pass --overwrite to replace them")
 
 
 def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,

@@ -608,3 +608,33 @@ def test_replacement_differences_pair_star_without_relu_with_sum_with_relu(tmp_p
     assert "Star without ReLU against sum with ReLU (2 seed(s) x 3 test images)" in E.budget_verdicts_markdown(budget)
     with pytest.raises(ValueError, match="cannot pair sum/relu and star/none"):
         E.replacement_differences([r for r in rows if r["activation"] != "relu"])
+
+
+def test_one_seed_verdict_does_not_claim_run_to_run_noise():
+    diffs = E.paired_differences(_per_image_rows({"none": 0.05, "relu": 0.0}, n_seeds=1))
+    sentence = E.verdict_sentence(diffs, "none")
+    assert sentence.endswith("Verdict: star beats sum beyond test-image sampling noise "
+                             "(one seed: run-to-run noise not measured).")
+    assert "run-to-run noise not measured" in E.verdict_sentence(diffs, "relu")
+    assert "within test-image sampling noise" in E.verdict_sentence(diffs, "relu")
+
+
+def _grid_folder(out, rows):
+    from starunet.io import write_csv_atomic
+
+    write_csv_atomic(out / "metrics.csv", [dict(zip(("fusion", "activation", "seed", "preset", "method"), r))
+                                           for r in rows], ["fusion", "activation", "seed", "preset", "method"])
+
+
+def test_grid_conflict_hint_fits_what_differs(tmp_path):
+    _grid_folder(tmp_path, [("sum", "none", 2024, "quick", "pad"), ("star", "none", 2024, "quick", "pad")])
+    # another preset: more seeds cannot help, another folder can
+    with pytest.raises(E.GridConflictError) as err:
+        E.check_output_folder(tmp_path, E.grid_configs("long", [2024], activations=["none"]), "pad")
+    message = str(err.value)
+    assert "another kind (preset quick, method pad)" in message and "--seeds" not in message
+    assert "another --out (e.g. --out runs/long-grid)" in message and "--overwrite" in message
+    # the same kind with other seeds and fusions: ask for all of them
+    with pytest.raises(E.GridConflictError, match=r"e\.g\. --seeds 2024 2025 --fusions star sum;"):
+        E.check_output_folder(tmp_path, E.grid_configs("quick", [2025], fusions=["star"], activations=["none"]),
+                              "pad")
