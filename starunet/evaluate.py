@@ -812,6 +812,75 @@ def compare_two_runs(results: Results, key_a: str, key_b: str) -> str:
     return table + f"\n\nTest images (of {len(ids)}) on which `{key_b}` scores higher than `{key_a}`: {counts}.\n"
 
 
+def course_check_dir() -> Path:
+    """Where the course evaluates the reader's notebook-04 runs for the comparison
+    with the reference grid: ``<runs dir>/course-check``."""
+    return default_runs_dir() / "course-check"
+
+
+def finished_reference_seeds(reference: Results, runs_dir: str | Path | None = None) -> list[int]:
+    """The seeds of ``reference`` whose whole fusion x activation grid the reader has
+    trained (finished runs of the same configs, e.g. by notebook 04) under ``runs_dir``."""
+    from starunet.train import RESULT_FILE, preset_config, run_dir_for
+
+    p = reference.provenance
+    fusions, activations = p.get("fusions", FUSIONS_COMPARED), p.get("activations", ACTIVATIONS_COMPARED)
+    preset = p.get("preset")
+    if preset is None:
+        return []
+
+    def finished(seed: int) -> bool:
+        return all((run_dir_for(preset_config(preset, fusion=f, activation=a, seed=seed), runs_dir)
+                    / RESULT_FILE).is_file() for f in fusions for a in activations)
+    return [int(s) for s in p.get("seeds", []) if finished(int(s))]
+
+
+def own_runs_beside_reference(reference: Results, records: Sequence | None = None,
+                              runs_dir: str | Path | None = None, out: str | Path | None = None,
+                              log=None) -> Results | None:
+    """The reader's own finished runs of the reference grid's configurations, evaluated
+    like the reference (:func:`reproduce` into :func:`course_check_dir`: their training
+    is reused, not redone), or None when the reader has trained none of them."""
+    seeds = finished_reference_seeds(reference, runs_dir)
+    if not seeds:
+        return None
+    p = reference.provenance
+    return reproduce(p["preset"], seeds, out=out or course_check_dir(), fusions=p["fusions"],
+                     activations=p["activations"], runs_dir=runs_dir, method=p.get("method", DEFAULT_METHOD),
+                     records=records, log=log or (lambda message: None), overwrite=True,
+                     command=f"python -m starunet reproduce --preset {p['preset']} --seeds "
+                             f"{' '.join(map(str, seeds))}")
+
+
+def reference_comparison_markdown(own: Results, reference: Results, digits: int = 4) -> str:
+    """The reader's runs beside the same runs of the reference grid: per run and metric
+    the reference value, the reader's, and the difference; then one computed sentence
+    ("identical to 4 decimals on this machine" when every pooled metric agrees)."""
+    common = [k for k in own.keys if k in reference.keys]
+    if not common:
+        return (f"Your runs ({own.describe()}) share no configuration and seed with the reference "
+                f"grid ({reference.describe()}): nothing to compare.")
+    rows, largest = [], 0.0
+    for key in common:
+        mine, ref = own.run(key), reference.run(key)
+        for m in METRIC_NAMES:
+            diff = float(mine[m]) - float(ref[m])
+            largest = max(largest, abs(diff))
+            rows.append([key, METRIC_LABELS[m], f"{float(ref[m]):.{digits}f}", f"{float(mine[m]):.{digits}f}",
+                         f"{diff:+.{digits}f}"])
+    table = markdown_table(["run", "metric", "reference", "yours", "yours − reference"], rows)
+    machine = own.provenance.get("hardware", {}).get("summary", "this machine")
+    if largest < 0.5 * 10**-digits:
+        verdict = (f"All {len(common) * len(METRIC_NAMES)} pooled test metrics of your {len(common)} run(s) are "
+                   f"**identical to {digits} decimals** to the reference's (yours on {machine}).")
+    else:
+        verdict = (f"Your {len(common)} run(s) differ from the reference by up to {largest:.{digits}f} "
+                   f"(yours on {machine}; the reference on "
+                   f"{reference.provenance.get('hardware', {}).get('summary', '?')}): another CPU, thread "
+                   "count or torch build sums in another order, and the runs drift apart from there.")
+    return f"{table}\n\n{verdict}\n"
+
+
 def course_summary_markdown() -> str:
     """The results section of the course's ``summary.md`` (see :mod:`starunet.course`):
     the grid notebook 05 shows and, when a longer-trained grid exists
@@ -821,6 +890,11 @@ def course_summary_markdown() -> str:
     except FileNotFoundError as err:
         return f"## Results: sum vs star skip fusion\n\nNo grid results found: {err}\n"
     text = results_markdown(results)
+    own_dir = own_results_dir() if results.kind == "own" else course_check_dir()
+    if (own_dir / "metrics.csv").is_file():
+        own, reference = load_results(own_dir), load_results(REFERENCE_DIR, kind="reference")
+        text += ("\n## Your runs beside the reference (notebook 05, section 1)\n\n"
+                 f"{reference_comparison_markdown(own, reference)}")
     grids = budget_grids(results)
     diffs = budget_differences(grids) if len(grids) > 1 else {}
     if len(diffs) > 1:

@@ -406,8 +406,27 @@ def test_course_summary_without_any_results(monkeypatch, tmp_path):
     assert "No grid results found" in text and "python -m starunet reproduce" in text
 
 
+def test_own_runs_are_shown_beside_the_reference(stare_records, tiny_preset, tmp_path):
+    records = [_crop(r) for r in stare_records]
+    runs = tmp_path / "runs"
+    reference = E.reproduce("smoke", [7], tmp_path / "reference", fusions=["sum", "star"], activations=["none"],
+                            runs_dir=runs, records=records, log=lambda m: None)
+    assert E.own_runs_beside_reference(reference, records, runs_dir=tmp_path / "no-runs") is None
+    assert E.finished_reference_seeds(reference, runs) == [7]
+    own = E.own_runs_beside_reference(reference, records, runs_dir=runs, out=tmp_path / "check")
+    assert own.provenance["runs_reused"] == 2  # evaluated, not retrained
+    text = E.reference_comparison_markdown(own, reference)
+    assert "| star-none-seed7 | PR-AUC |" in text and "+0.0000" in text
+    assert "**identical to 4 decimals**" in text
+    own.runs[0]["f1"] = float(own.runs[0]["f1"]) + 0.01
+    assert "differ from the reference by up to 0.0100" in E.reference_comparison_markdown(own, reference)
+    other = E.Results(tmp_path, "own", [], [], {}, {})
+    assert "nothing to compare" in E.reference_comparison_markdown(other, reference)
+
+
 def test_course_summary_adds_the_budget_verdicts_when_a_longer_grid_exists(monkeypatch, tmp_path):
     quick, long = _synthetic_grid(tmp_path, "quick", -0.05, 12), _synthetic_grid(tmp_path, "long", 0.0, 40)
+    monkeypatch.setattr(E, "own_results_dir", lambda: tmp_path / "no-own-grid")
     monkeypatch.setattr(E, "find_results", lambda: quick)
     monkeypatch.setattr(E, "budget_grids", lambda results: {"quick": results, "long": long})
     text = E.course_summary_markdown()
