@@ -355,6 +355,56 @@ def differences_table(diffs: Sequence[tuple[int, PairedDifference]]) -> str:
     return markdown_table(header, rows, numbers=False)
 
 
+def verdict_lines(diffs: Sequence[tuple[int, PairedDifference]]) -> list[str]:
+    """One computed sentence per compared pair: its headline differences and what the
+    CIs say together (with one seed, the CI covers test-image noise only)."""
+    pairs: dict[tuple[str, str], list] = {}
+    for budget, d in diffs:
+        pairs.setdefault((d.b, d.a), []).append((budget, d))
+    lines = []
+    for (b, a), group in pairs.items():
+        budget, first = group[0]
+        verdicts = {d.verdict for _, d in group}
+        overall = (f"{b} better on every headline metric" if verdicts == {f"{b} better"} else
+                   f"{b} worse on every headline metric" if verdicts == {f"{b} worse"} else
+                   "within noise on every headline metric" if verdicts == {"within noise"} else
+                   "; ".join(f"{METRIC_LABELS[d.metric]}: {d.verdict}" for _, d in group))
+        noise = ("seeds and test images" if first.n_seeds > 1 else
+                 "test images only (one seed: run-to-run noise not measured)")
+        numbers = ", ".join(f"{METRIC_LABELS[d.metric]} {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]" for _, d in group)
+        lines.append(f"**{b} − {a}** at {format_patches(budget)} patches ({first.n_seeds} seed(s) × "
+                     f"{first.n_images} images, CI over {noise}): {numbers}. Verdict: {overall}.")
+    return lines
+
+
+def source_comparison_table(results: CurveResults, source: Mapping[str, Mapping[str, Mapping[str, float]]],
+                            metrics: Sequence[str] = METRIC_NAMES) -> str:
+    """The source's 提升 rows (star − sum, percentage points) beside ours at the largest
+    budget both of our runs reached (means over the seeds both have): the absolute
+    numbers are not comparable (another set of pixels, notebook 05), the differences may be."""
+    from starunet.source import format_points, improvement_points
+
+    rows = []
+    for activation, published in source.items():
+        pair = [("sum", activation), ("star", activation)]
+        try:
+            budget = results.largest_common_budget(pair)
+        except ValueError:
+            continue
+        ours = {}
+        for fusion, act in pair:
+            chosen = [r for r in results.points if (r["fusion"], r["activation"]) == (fusion, act)
+                      and r["patches"] == budget]
+            ours[fusion] = {m: float(np.mean([r[m] for r in chosen])) for m in metrics}
+            seeds = len(chosen)
+        src = improvement_points(published["sum"], published["star"])
+        mine = improvement_points(ours["sum"], ours["star"])
+        rows.append([f"提升 star − sum, {activation}, source", *(format_points(src[m]) for m in metrics)])
+        rows.append([f"提升 star − sum, {activation}, ours at {format_patches(budget)} ({seeds} seed(s))",
+                     *(format_points(mine[m]) for m in metrics)])
+    return markdown_table(["(percentage points)", *(METRIC_LABELS[m] for m in metrics)], rows)
+
+
 def curve_table(results: CurveResults, metric: str = "pr_auc") -> str:
     """Markdown: one row per run, one column per budget, the test ``metric``."""
     budgets = sorted({r["patches"] for r in results.points})

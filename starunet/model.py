@@ -217,8 +217,9 @@ def variant_parameter_counts() -> list[dict]:
 
 def format_variant_parameter_counts(rows: list[dict]) -> str:
     """:func:`variant_parameter_counts` rows as an aligned text table."""
-    lines = [f"{'fusion':<15}{'formula':<14}{'parameters':>12}{'with shallowest skip':>24}"]
-    lines += [f"{r['fusion']:<15}{r['formula']:<14}{r['params']:>12,}{r['params_shallowest']:>24,}"
+    width = max([len("formula"), *(len(r["formula"]) for r in rows)]) + 2
+    lines = [f"{'fusion':<15}{'formula':<{width}}{'parameters':>12}{'with shallowest skip':>24}"]
+    lines += [f"{r['fusion']:<15}{r['formula']:<{width}}{r['params']:>12,}{r['params_shallowest']:>24,}"
               for r in rows]
     return "\n".join(lines)
 

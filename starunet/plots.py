@@ -15,7 +15,7 @@ import numpy as np
 # notebooks 03, 04 and 05; the line style says the activation: solid without one,
 # dashed with ReLU, dotted with GELU/SiLU.
 FUSION_COLORS = {"sum": "#0072B2", "star": "#D55E00", "concat": "#009E73", "residual_star": "#CC79A7",
-                 "gated": "#E69F00", "max": "#56B4E9", "attention": "#000000", "star_bn": "#F0E442",
+                 "gated": "#E69F00", "max": "#56B4E9", "attention": "#000000", "star_bn": "#999933",
                  "sum_star_bn": "#882255"}
 ACTIVATION_STYLES = {"none": "-", "relu": "--", "gelu": ":", "silu": ":"}
 
@@ -776,3 +776,68 @@ def _forest_plot(groups, colors):
     ax.set_title("paired difference; hollow = CI contains 0 (within noise)")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- 06 learning curves
+
+def plot_learning_curves(points, metrics=("roc_auc", "pr_auc", "f1"), human=None, source=None,
+                         title: str | None = None) -> plt.Figure:
+    """Test metrics against training patches seen (log axis), one line per run.
+
+    ``points``: rows with ``fusion, activation, seed, patches`` and the metrics (e.g.
+    :class:`starunet.curves.CurveResults` ``.points``); colour = fusion, line style =
+    activation, the first seed of a configuration drawn solid, later seeds fainter.
+    ``human``: the second observer's metrics, a black dashed line; ``source``: the
+    source's published rows (``{activation: {fusion: metrics}}``), dotted lines in the
+    fusion's colour, labelled at the right edge.
+    """
+    labels = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "f1": "F1 (threshold 0.5)"}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 4.2), squeeze=False)
+    runs: dict[tuple, list] = {}
+    for row in points:
+        runs.setdefault((row["fusion"], row["activation"], int(row["seed"])), []).append(row)
+    first_seed: dict[tuple, int] = {}
+    for fusion, activation, seed in sorted(runs, key=lambda k: k[2]):
+        first_seed.setdefault((fusion, activation), seed)
+    budgets = sorted({int(r["patches"]) for r in points})
+    for ax, metric in zip(axes[0], metrics):
+        for (fusion, activation, seed), rows in runs.items():
+            rows = sorted(rows, key=lambda r: r["patches"])
+            main = first_seed[(fusion, activation)] == seed
+            ax.plot([r["patches"] for r in rows], [r[metric] for r in rows], marker="o", markersize=3.5,
+                    color=FUSION_COLORS.get(fusion, "0.4"), linestyle=ACTIVATION_STYLES.get(activation, ":"),
+                    alpha=1.0 if main else 0.45, lw=1.8 if main else 1.2,
+                    label=f"{fusion} / {activation}" + ("" if main else f" (seed {seed})"))
+        if human is not None and metric in human:
+            ax.axhline(human[metric], color="black", linestyle="--", lw=1, label="second observer (vk)")
+        for activation, rows in (source or {}).items():
+            for fusion, values in rows.items():
+                if metric in values:
+                    ax.axhline(values[metric], color=FUSION_COLORS.get(fusion, "0.4"), lw=1,
+                               linestyle=(0, (1, 2)) if activation == "none" else (0, (5, 2, 1, 2)))
+                    ax.annotate(f"source {fusion}/{activation}", (1.0, values[metric]), xycoords=("axes fraction", "data"),
+                                xytext=(2, 0), textcoords="offset points", fontsize=6.5, va="center",
+                                color=FUSION_COLORS.get(fusion, "0.4"))
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(budgets, [f"{b // 1024}k" if b >= 1024 else str(b) for b in budgets])
+        ax.minorticks_off()
+        ax.set_xlabel("training patches seen (best validation weights so far)")
+        ax.set_title(labels.get(metric, metric), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(5, len(names)), fontsize=8, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(names) - 1) // 5), 1, 1))
+    return fig
+
+
+def plot_config_differences(diffs):
+    """Forest plot of the paired differences b − a of several configuration pairs
+    (:func:`starunet.evaluate.config_differences`), one colour per pair."""
+    palette = ["black", "#D55E00", "#999933", "#882255", "#CC79A7", "#56B4E9"]
+    groups: dict[str, list] = {}
+    for d in diffs:
+        groups.setdefault(f"{d.b} − {d.a}", []).append(d)
+    return _forest_plot(groups, {g: palette[i % len(palette)] for i, g in enumerate(groups)})

@@ -74,3 +74,14 @@ def test_committed_curves_load_and_regenerate_their_readme():
     budgets = {r["patches"] for r in results.points}
     assert budgets <= set(curves.curve_points(PRESETS["curves"]))
     json.dumps(results.provenance)
+
+
+def test_show_source_lists_the_code_it_names():
+    from starunet.fusion import FUSIONS
+    from starunet.listing import show_source, source_text
+
+    text = show_source(FUSIONS["star_bn"]).data
+    assert text.startswith("```python\n# starunet.fusion\n@register_fusion(\"star_bn\")")
+    assert "return self.norm(decoder * skip)" in text and text.endswith("```")
+    with pytest.raises(TypeError, match="cannot show the source of 3"):
+        source_text(3)
