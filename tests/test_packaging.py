@@ -52,3 +52,62 @@ def test_readme_commands_are_the_makefile_targets_ci_runs():
         assert f"make {target}" in readme
         assert re.search(rf"^{target}:", makefile, re.M), f"Makefile has no {target} target"
     assert re.search(r"^make test\b", ci, re.M), ".ci/run must call the README's test command"
+
+
+def _section(readme: str, title: str) -> str:
+    start = readme.index(f"## {title}\n")
+    end = readme.find("\n## ", start + 1)
+    return readme[start:] if end < 0 else readme[start:end]
+
+
+def test_readme_command_lines_run_from_a_fresh_shell():
+    """Every command line of the sections a newcomer follows runs without an
+    activated venv: a make target, or the venv's own executables."""
+    readme = (ROOT / "README.md").read_text()
+    allowed = ("make ", ".venv/bin/", "STARUNET_SMOKE=1 .venv/bin/")
+    for title in ("Two commands", "Reading and changing the course", "Developing"):
+        blocks = re.findall(r"```bash\n(.*?)```", _section(readme, title), re.S)
+        lines = [line for block in blocks for line in block.splitlines() if line.strip()]
+        assert lines, title
+        for line in lines:
+            assert line.startswith(allowed), f"{title}: {line!r} needs an activated venv"
+    assert "source .venv/bin/activate" in readme  # for the sections that type plain `python`
+
+
+def _make_n(*args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["make", "-n", "install", "VENV=/nonexistent/venv", *args], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_cpu_only_linux_gets_the_cpu_wheel_index_and_ci_stays_offline():
+    import platform
+
+    cpu_index = "--index-url https://download.pytorch.org/whl/cpu"
+    if platform.system() == "Linux":
+        assert cpu_index in _make_n("GPU=0")
+    assert cpu_index not in _make_n("GPU=1")  # an NVIDIA GPU: PyPI's default (CUDA) build
+    assert "--index-url" not in _make_n("GPU=0", "TORCH_INDEX=")
+    assert re.search(r'^make test TORCH_SPEC="torch==2\.13\.0" TORCH_INDEX=$', (ROOT / ".ci" / "run").read_text(),
+                     re.M), "CI must keep installing the wheel on its disk, not reach PyTorch's index"
+    steps = _make_n("GPU=0").splitlines()
+    check = next(i for i, s in enumerate(steps) if "version_info" in s)
+    assert check < next(i for i, s in enumerate(steps) if "-m venv" in s)  # Python checked before any install
+
+
+def test_make_refuses_an_old_python_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    fake = tmp_path / "python3.9"  # this interpreter, claiming to be 3.9
+    fake.write_text(f'#!/bin/sh\nexec {sys.executable} -c "import sys; sys.version_info = (3, 9, 18); '
+                    f'exec(sys.argv[1])" "$2"\n')
+    fake.chmod(0o755)
+    proc = subprocess.run(["make", "check-python", f"PYTHON={fake}"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "is Python 3.9 but starunet needs Python >= 3.11" in error[0], proc.stderr
+    missing = subprocess.run(["make", "check-python", f"PYTHON={tmp_path / 'nope'}"], cwd=ROOT,
+                             capture_output=True, text=True)
+    assert missing.returncode != 0 and "not found; install Python >= 3.11" in missing.stderr
