@@ -1211,7 +1211,8 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
               fusions: Sequence[str] = FUSIONS_COMPARED, activations: Sequence[str] = ACTIVATIONS_COMPARED,
               device: str = "auto", runs_dir: str | Path | None = None, method: str = DEFAULT_METHOD,
               batch_size: int = 4, records: Sequence | None = None, command: str | None = None,
-              log=None, overwrite: bool = False) -> Results:
+              log=None, overwrite: bool = False, jobs: int = 1, threads: int | None = None,
+              cluster: str = "local", slurm=None) -> Results:
     """Train (or reuse) and evaluate the fusion x activation grid for every seed.
 
     Runs go to :func:`starunet.train.run_dir_for` under ``runs_dir`` (finished
@@ -1220,15 +1221,24 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     ``inference_methods.csv``, ``predictions/*.png``, ``provenance.json`` and a
     generated ``README.md``. Returns the results read back. An ``out`` holding runs
     outside this grid raises :class:`GridConflictError` unless ``overwrite``.
+
+    ``jobs > 1`` (or ``cluster="slurm"``, with ``slurm`` a
+    :class:`starunet.fanout.SlurmOptions`) trains up to ``jobs`` runs at once in
+    parallel jobs (:mod:`starunet.fanout`) and evaluates each as it finishes; runs
+    that fail are reported together at the end (:class:`starunet.fanout.GridRunError`)
+    after the others are evaluated. ``threads``: torch threads per run (and for the
+    evaluation); default: unchanged for ``jobs=1``, ``cores // jobs`` otherwise.
     """
     import torch
 
     from starunet.data import load_stare
-    from starunet.train import run_dir_for, select_device, train
+    from starunet.fanout import FanOut
+    from starunet.train import select_device
 
     log = log or (lambda message: print(message, flush=True))
     _check_method(method)
     configs = grid_configs(preset, seeds, fusions, activations)  # fails fast on bad names
+    fan = FanOut(jobs, cluster, threads, slurm).validate()
     torch_device = select_device(device)
     out = Path(out) if out is not None else own_results_dir()
     if not overwrite:
@@ -1238,25 +1248,78 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     test_ids = tuple(configs[0].split().test)
     panel_ids = tuple(sorted(test_ids)[:PANEL_COUNT])
     records = load_stare() if records is None else records
+    threads_before = torch.get_num_threads()
+    if _evaluation_threads(fan) is not None:
+        torch.set_num_threads(_evaluation_threads(fan))
+    try:
+        return _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_ids, panel_ids, method,
+                         batch_size, log, command, preset, seeds, fusions, activations, started, start, commit)
+    finally:
+        torch.set_num_threads(threads_before)
 
-    rows, per_image, curves, inference_rows, reused, evaluations_reused = [], [], {}, [], 0, 0
-    for n, config in enumerate(configs, start=1):
-        key = run_key(config.fusion, config.activation, config.seed)
-        log(f"[{n}/{len(configs)}] {key}: training (or reusing) ...")
-        result = train(config, run_dir_for(config, runs_dir), resume=True, device=str(torch_device),
+
+def _evaluation_threads(fan) -> int | None:
+    """Torch threads of the parent process: the runs' own when they share this machine
+    (so a fanned-out grid evaluates with the threads a ``jobs=1`` grid would use)."""
+    from starunet.fanout import job_threads
+
+    return job_threads(fan) if fan.threads is not None or (fan.parallel and fan.cluster == "local") else None
+
+
+def _trained_runs(configs: Sequence, fan, runs_dir, torch_device, device: str, records: Sequence, log):
+    """``(index, RunResult | RunFailure)`` of every config: trained one after another
+    here, or in parallel jobs (:func:`starunet.fanout.train_runs`), as they finish."""
+    from starunet.fanout import train_runs
+    from starunet.train import run_dir_for, train
+
+    if fan.parallel:
+        # on SLURM the jobs choose their own device (the login node may have no GPU)
+        job_device = device if fan.cluster == "slurm" else torch_device.type
+        log(f"training {len(configs)} runs, up to {fan.jobs} at once ({fan.cluster}) ...")
+        yield from train_runs(configs, [run_dir_for(c, runs_dir) for c in configs], job_device, fan, log, records)
+        return
+    for n, config in enumerate(configs):
+        log(f"[{n + 1}/{len(configs)}] {run_key(config.fusion, config.activation, config.seed)}: "
+            "training (or reusing) ...")
+        yield n, train(config, run_dir_for(config, runs_dir), resume=True, device=str(torch_device),
                        records=records)
-        evaluation, cached = _evaluate_cached(result.run_dir, records, test_ids, out, key, method, batch_size,
-                                              str(torch_device), panel_ids if config.seed == configs[0].seed else ())
-        reused, evaluations_reused = reused + int(result.reused), evaluations_reused + int(cached)
-        if n == 1:
-            inference_rows = _inference_methods_cached(result.run_dir, records, test_ids, out, key,
-                                                       batch_size, str(torch_device))
-        rows.append(_metrics_row(config, result, evaluation))
-        per_image += _per_image_rows(config, evaluation)
-        curves[key] = evaluation.curves
-        _write_grid_files(out, rows, per_image, curves, inference_rows)
-        log(f"    {'reused' if result.reused else 'trained'}; test " +
-            ", ".join(f"{m} {evaluation.pooled[m]:.4f}" for m in HEADLINE_METRICS))
+
+
+def _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_ids, panel_ids, method,
+              batch_size, log, command, preset, seeds, fusions, activations, started, start, commit) -> Results:
+    """The body of :func:`reproduce`: train, evaluate each run as it finishes, write."""
+    import contextlib
+
+    import torch
+
+    from starunet.fanout import GridRunError, RunFailure
+
+    done: dict[int, tuple[dict, list[dict], dict]] = {}
+    failures, inference_rows, reused, evaluations_reused = [], [], 0, 0
+    with contextlib.closing(_trained_runs(configs, fan, runs_dir, torch_device, device, records, log)) as runs:
+        for n, result in runs:
+            if isinstance(result, RunFailure):
+                failures.append(result)
+                log(f"    {result.describe()}")
+                continue
+            config = configs[n]
+            key = run_key(config.fusion, config.activation, config.seed)
+            evaluation, cached = _evaluate_cached(result.run_dir, records, test_ids, out, key, method, batch_size,
+                                                  str(torch_device),
+                                                  panel_ids if config.seed == configs[0].seed else ())
+            reused, evaluations_reused = reused + int(result.reused), evaluations_reused + int(cached)
+            if n == 0:
+                inference_rows = _inference_methods_cached(result.run_dir, records, test_ids, out, key,
+                                                           batch_size, str(torch_device))
+            done[n] = (_metrics_row(config, result, evaluation), _per_image_rows(config, evaluation),
+                       evaluation.curves)
+            _write_grid_files(out, *_grid_parts(done, configs), inference_rows)
+            prefix = f"[{len(done) + len(failures)}/{len(configs)}] {key} " if fan.parallel else "    "
+            log(f"{prefix}{'reused' if result.reused else 'trained'}; test " +
+                ", ".join(f"{m} {evaluation.pooled[m]:.4f}" for m in HEADLINE_METRICS))
+    if failures:
+        raise GridRunError(sorted(failures, key=lambda f: f.index), len(configs))
+    rows = _grid_parts(done, configs)[0]
 
     provenance = {
         "command": command or f"starunet.evaluate.reproduce(preset={preset!r}, seeds={list(seeds)!r})",
@@ -1273,11 +1336,27 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
         "train_seconds_total": round(sum(float(r["train_seconds"]) for r in rows), 1),
         "eval_seconds_total": round(sum(float(r["eval_seconds"]) for r in rows), 1),
     }
+    if fan.parallel:  # absent for one run at a time, so such grids' files stay as they were
+        from starunet.fanout import job_threads
+
+        provenance["fanout"] = {"jobs": fan.jobs, "cluster": fan.cluster, "threads_per_job": job_threads(fan)}
     write_json_atomic(out / "provenance.json", provenance)
     results = load_results(out, kind="reference" if is_committed_grid(out) else "own")
     write_text_atomic(out / "README.md", provenance_readme(results))
     log(f"results -> {display_path(out)}")
     return results
+
+
+def _grid_parts(done: Mapping[int, tuple[dict, list[dict], dict]], configs: Sequence) -> tuple[list, list, dict]:
+    """``(rows, per_image, curves)`` of the evaluated runs, in the grid's order
+    (whatever order parallel jobs finished in)."""
+    rows, per_image, curves = [], [], {}
+    for n in sorted(done):
+        row, image_rows, run_curves = done[n]
+        rows.append(row)
+        per_image += image_rows
+        curves[run_key(configs[n].fusion, configs[n].activation, configs[n].seed)] = run_curves
+    return rows, per_image, curves
 
 
 def _duration(seconds: float) -> str:
@@ -1365,6 +1444,7 @@ def cli(argv: Sequence[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=4, help="images (or tiles) per inference batch")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace results in --out that this grid does not contain (default: refuse)")
+    _add_fanout_arguments(parser)
     args = parser.parse_args(list(argv))
     from starunet.preflight import cli_message, reproduce_problem
 
@@ -1373,11 +1453,67 @@ def cli(argv: Sequence[str]) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     command = "python -m starunet reproduce " + shlex.join(list(argv))
+    from starunet.fanout import GridRunError
+
     try:
         reproduce(args.preset, args.seeds, args.out, fusions=args.fusions, activations=args.activations,
                   device=args.device, runs_dir=args.runs_dir, method=args.method, batch_size=args.batch_size,
-                  command=command, overwrite=args.overwrite)
+                  command=command, overwrite=args.overwrite, jobs=args.jobs, threads=args.threads,
+                  cluster=args.cluster, slurm=_slurm_options(args))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {cli_message(err)}", file=sys.stderr)
         return 2
+    except GridRunError as err:  # some runs failed, the others are evaluated in --out
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: the runs in flight were stopped. Rerun the same command to go on: finished "
+              "runs and evaluations are reused, unfinished runs resume from their last epoch.", file=sys.stderr)
+        return 130
     return 0
+
+
+def _add_fanout_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--jobs``, ``--threads``, ``--cluster`` and the ``--slurm-*`` options (:mod:`starunet.fanout`)."""
+    from starunet.fanout import CLUSTERS
+
+    group = parser.add_argument_group("parallel runs", "train several runs at once through submitit: child "
+                                      "processes here (--cluster local) or SLURM jobs (--cluster slurm)")
+    group.add_argument("--jobs", type=int, default=1,
+                       help="runs in flight at once (default 1: one after another, in this process); on one "
+                            "machine each gets cores/jobs torch threads, or a share of the GPUs")
+    group.add_argument("--threads", type=int, default=None,
+                       help="torch threads per run (default: unchanged for --jobs 1, else cores/jobs)")
+    group.add_argument("--cluster", choices=CLUSTERS, default="local",
+                       help="where the jobs run (default local; slurm submits each run with sbatch)")
+    group.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES",
+                       help="time limit of each run's job (required with --cluster slurm)")
+    group.add_argument("--slurm-partition", default=None)
+    group.add_argument("--slurm-gpus-per-job", type=int, default=0, metavar="N", help="GPUs per run (default 0)")
+    group.add_argument("--slurm-cpus-per-job", type=int, default=None, metavar="N",
+                       help="CPUs per run, also its torch threads (default 1)")
+    group.add_argument("--slurm-mem-gb", type=float, default=None, metavar="GB")
+    group.add_argument("--slurm-account", default=None)
+    group.add_argument("--slurm-qos", default=None)
+    group.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                       help="a shell line run before each job, e.g. 'source .venv/bin/activate' (repeatable)")
+    group.add_argument("--slurm-extra", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="other sbatch options, e.g. gres=gpu:a100:1 constraint=h100")
+
+
+def _slurm_options(args: argparse.Namespace):
+    """The :class:`~starunet.fanout.SlurmOptions` of the parsed flags; None when no
+    ``--slurm-*`` flag was given and the cluster is local (reproduce then refuses
+    ``--slurm-*`` flags without ``--cluster slurm``)."""
+    from starunet.fanout import SlurmOptions
+
+    given = (args.slurm_time, args.slurm_partition, args.slurm_cpus_per_job, args.slurm_mem_gb,
+             args.slurm_account, args.slurm_qos)
+    if args.cluster == "local" and all(v is None for v in given) and not (
+            args.slurm_gpus_per_job or args.slurm_setup or args.slurm_extra):
+        return None
+    return SlurmOptions(time_min=args.slurm_time, partition=args.slurm_partition,
+                        gpus_per_job=args.slurm_gpus_per_job, cpus_per_job=args.slurm_cpus_per_job,
+                        mem_gb=args.slurm_mem_gb, account=args.slurm_account, qos=args.slurm_qos,
+                        setup=tuple(args.slurm_setup),
+                        extra=tuple(tuple((e.split("=", 1) + [""])[:2]) for e in args.slurm_extra))
