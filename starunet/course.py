@@ -54,6 +54,11 @@ def inline_figures() -> Iterator[None]:
             os.environ["MPLBACKEND"] = saved
 
 
+# Run in each kernel before the notebook: every figure's output gets alt text
+# (starunet.alt_text), without leaving a name in the reader's namespace.
+KERNEL_SETUP = "import starunet.alt_text as _alt; _alt.register(); del _alt"
+
+
 def _kernel_manager(ipc_dir: str):
     """A python3 kernel manager talking over local IPC sockets where the OS has them.
 
@@ -89,6 +94,7 @@ def execute_notebook(src: Path, dst: Path, timeout: int | None = None,
     with tempfile.TemporaryDirectory(prefix="starunet-kernel-") as ipc_dir, inline_figures():
         client = NotebookClient(nb, km=_kernel_manager(ipc_dir), timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(src.parent)}},
+                                extra_arguments=[f"--IPKernelApp.exec_lines={KERNEL_SETUP}"],
                                 on_cell_start=on_cell_start)
         client.execute()
     elapsed = time.perf_counter() - start
@@ -181,15 +187,14 @@ class CourseProgress:
 
 def check_course_folders(out: Path, inplace: bool) -> None:
     """Raise :class:`~starunet.preflight.PreflightError` before any notebook runs when
-    a folder the course writes is not writable: the output folder (or ``notebooks/``
+    a folder the course writes is not writable: the output folder (and ``notebooks/``
     with ``--inplace``), the runs folder, and the data cache if it is still empty."""
     from starunet.config import default_data_root, default_runs_dir
     from starunet.preflight import check_writable_dir
 
     if inplace:
         check_writable_dir(NOTEBOOKS_DIR, "notebooks folder", "location (without --inplace)")
-    else:
-        check_writable_dir(out, "course output folder")
+    check_writable_dir(out, "course output folder")  # summary.md (and --html) go there in any case
     check_writable_dir(default_runs_dir(), "runs folder", "STARUNET_RUNS")
     if not (default_data_root() / "stare").exists():  # a filled cache is only read
         check_writable_dir(default_data_root(), "data cache folder", "STARUNET_DATA")
@@ -205,8 +210,9 @@ def _results_summary() -> str:
 
 
 def run_course(out: Path, only: list[str] | None = None, inplace: bool = False,
-               timeout: int | None = None) -> list[tuple[str, float]]:
-    """Execute the notebooks (all, or those whose name starts with one of ``only``)."""
+               timeout: int | None = None, html: bool = False) -> list[tuple[str, float]]:
+    """Execute the notebooks (all, or those whose name starts with one of ``only``);
+    with ``html``, also write each as ``<out>/<name>.html`` with alt text on its figures."""
     notebooks = list_notebooks()
     if only:
         notebooks = [p for p in notebooks if any(p.name.startswith(o) for o in only)]
@@ -224,6 +230,10 @@ def run_course(out: Path, only: list[str] | None = None, inplace: bool = False,
         with progress.watching():
             seconds = execute_notebook(nb_path, dst, timeout=timeout, progress=progress)
         print(f"  done in {seconds:.0f} s -> {dst}", flush=True)
+        if html:
+            from starunet.alt_text import export_html
+
+            print(f"  html -> {export_html(dst, out / nb_path.with_suffix('.html').name)}", flush=True)
         timings.append((nb_path.name, seconds))
     lines = ["# starunet course run", "",
              f"Mode: {'smoke (STARUNET_SMOKE=1)' if smoke_mode() else 'normal'}; "
@@ -247,13 +257,15 @@ def cli(argv: list[str]) -> int:
                         help="write outputs back into notebooks/ (to refresh the committed outputs)")
     parser.add_argument("--timeout", type=int, default=None,
                         help="per-cell timeout in seconds (default: none)")
+    parser.add_argument("--html", action="store_true",
+                        help="also write each executed notebook as HTML into --out, figures with alt text")
     args = parser.parse_args(argv)
     from starunet.preflight import PreflightError, check_positive
 
     try:
         if args.timeout is not None:
             check_positive(args.timeout, "--timeout")
-        run_course(args.out, args.only, args.inplace, args.timeout)
+        run_course(args.out, args.only, args.inplace, args.timeout, args.html)
     except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

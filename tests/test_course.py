@@ -52,3 +52,41 @@ def test_headless_kernel_starts_without_the_tcp_warning(tmp_path, capfd):
     err = capfd.readouterr().err
     assert "without encryption" not in err, err
     assert seen == ["1/1"]  # the cell counter saw the one code cell
+
+
+def test_every_figure_gets_alt_text_in_the_notebook_and_its_html(tmp_path):
+    from starunet.alt_text import export_html
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import matplotlib.pyplot as plt\n"
+        "fig, ax = plt.subplots()\nfig.suptitle('Vessel fraction')\nax.set_title('per image')\n"
+        "ax.set_xlabel('image'); ax.set_ylabel('fraction')\nax.plot([0, 1], [1, 0]);"),
+        nbformat.v4.new_code_cell("'_alt' in globals()")]
+    src, dst = tmp_path / "01_demo.ipynb", tmp_path / "out" / "01_demo.ipynb"
+    nbformat.write(nb, src)
+    course.execute_notebook(src, dst, timeout=120)
+    (output,) = [o for o in nbformat.read(dst, as_version=4).cells[0].outputs if "image/png" in o.get("data", {})]
+    alt = "Figure: Vessel fraction. 1 panel: per image (x: image, y: fraction)."
+    assert output.metadata["image/png"]["alt"] == alt
+    html = export_html(dst, tmp_path / "out" / "01_demo.html").read_text()
+    assert html.count("<img") == 1 and f'<img alt="{alt}"' in html
+    # the kernel setup leaves no name behind in the reader's namespace
+    assert nbformat.read(dst, as_version=4).cells[1].outputs[0].data["text/plain"] == "False"
+
+
+def test_figure_alt_text_names_titles_and_labels_and_is_bounded():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from starunet.alt_text import figure_alt_text
+
+    fig, axes = plt.subplots(1, 2)
+    axes[0].set_title("ROC")
+    axes[0].set_xlabel("FPR")
+    fig.colorbar(axes[1].imshow([[0, 1]]))  # a colour bar is not a panel
+    assert figure_alt_text(fig) == "Figure. 2 panels: ROC (x: FPR); untitled panel."
+    assert len(figure_alt_text(fig, limit=12)) == 12
+    plt.close(fig)
