@@ -111,3 +111,10 @@ def test_make_refuses_an_old_python_in_one_line(tmp_path):
     missing = subprocess.run(["make", "check-python", f"PYTHON={tmp_path / 'nope'}"], cwd=ROOT,
                              capture_output=True, text=True)
     assert missing.returncode != 0 and "not found; install Python >= 3.11" in missing.stderr
+
+
+def test_license_is_an_spdx_string_with_a_build_backend_that_reads_it():
+    data = _pyproject()
+    assert data["project"]["license"] == "MIT"  # a table is deprecated by setuptools (PEP 639)
+    (setuptools,) = [r for r in data["build-system"]["requires"] if _dep_name(r) == "setuptools"]
+    assert setuptools.replace(" ", "") == "setuptools>=77"  # the first setuptools that accepts the string
