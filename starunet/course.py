@@ -59,18 +59,22 @@ def inline_figures() -> Iterator[None]:
 KERNEL_SETUP = "import starunet.alt_text as _alt; _alt.register(); del _alt"
 
 
-def _kernel_manager(ipc_dir: str):
-    """A python3 kernel manager talking over local IPC sockets where the OS has them.
+def _kernel_config(ipc_dir: str):
+    """Kernel settings: local IPC sockets instead of TCP where the OS has them.
 
     Over TCP ipykernel warns on every start that the traffic is unencrypted; IPC
     sockets (files in a private temporary folder) are local only, so the warning
     does not apply and is not printed. Windows has no IPC transport: TCP there.
+    Given as config, not as a kernel manager object, so that nbclient still owns
+    the kernel and shuts it down after each notebook.
     """
-    from jupyter_client.manager import KernelManager
+    from traitlets.config import Config
 
-    if os.name == "nt":
-        return KernelManager(kernel_name="python3")
-    return KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(ipc_dir) / "kernel"))
+    config = Config()
+    if os.name != "nt":
+        config.KernelManager.transport = "ipc"
+        config.KernelManager.ip = str(Path(ipc_dir) / "kernel")
+    return config
 
 
 def execute_notebook(src: Path, dst: Path, timeout: int | None = None,
@@ -92,7 +96,7 @@ def execute_notebook(src: Path, dst: Path, timeout: int | None = None,
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="starunet-kernel-") as ipc_dir, inline_figures():
-        client = NotebookClient(nb, km=_kernel_manager(ipc_dir), timeout=timeout, kernel_name="python3",
+        client = NotebookClient(nb, config=_kernel_config(ipc_dir), timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(src.parent)}},
                                 extra_arguments=[f"--IPKernelApp.exec_lines={KERNEL_SETUP}"],
                                 on_cell_start=on_cell_start)

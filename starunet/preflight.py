@@ -8,6 +8,7 @@ naming the problem and the fix.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import socket
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import weakref
 from pathlib import Path
+from typing import Iterator
 
 # torch.manual_seed takes an unsigned 64-bit integer ("Overflow when unpacking long
 # long" above it); numpy's default_rng, which draws the patches and the split, takes
@@ -185,6 +187,17 @@ class RunDirLock:
         lock = cls(run_dir, fd)
         cls._held[key] = lock
         return lock
+
+    @contextlib.contextmanager
+    def released_on_error(self) -> Iterator[None]:
+        """Release the lock at once if the block raises: a failed or interrupted run
+        must not stay locked while a traceback (a notebook's last error) keeps its
+        frame, and so this object, alive."""
+        try:
+            yield
+        except BaseException:
+            self.release()
+            raise
 
     def release(self) -> None:
         if self._fd is not None:

@@ -760,7 +760,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
     loader = make_patch_loader(config, train_records, torch_device)
     val_images = validation_images(config, val_records)
     # fixed input shapes: let cuDNN pick the fastest kernels, for this run only
-    with _cudnn_benchmark(torch_device.type == "cuda"):
+    with _cudnn_benchmark(torch_device.type == "cuda"), run_lock.released_on_error():
         _run_epochs(config, run_dir, model, forward_model, optimizer, stopper, loader, val_images,
                     history, epoch_seconds, torch_device, callback, progress, set(snapshots),
                     _stop_flag(stop))

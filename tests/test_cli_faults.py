@@ -232,3 +232,22 @@ def test_run_lock_is_reentrant_in_one_process_and_released_with_its_holder(tmp_p
 def test_cli_message_rewords_the_python_api():
     err = ValueError("device 'cuda' was requested but is not available here; use device='auto' or 'cpu'")
     assert preflight.cli_message(err).endswith("use --device auto or --device cpu")
+
+
+def test_a_failed_run_does_not_stay_locked_while_its_traceback_lives(stare_records, tmp_path):
+    import starunet.train as tr
+
+    tiny = tr.TrainConfig(patch_size=32, samples_per_epoch=4, batch_size=2, max_epochs=3, patience=5,
+                          narrow=0.125, val_images=1, val_crop=96, preset="tiny")
+
+    def fail(history):
+        raise RuntimeError("a cell's error after epoch 1")
+
+    run = tmp_path / "run"
+    with pytest.raises(RuntimeError) as kept:  # as a notebook keeps its last traceback
+        tr.train(tiny, run, records=stare_records, device="cpu", callback=fail)
+    assert kept.value.__traceback__ is not None and not preflight.RunDirLock.holds(run)
+    other = subprocess.run([sys.executable, "-c", "import sys; from starunet.preflight import RunDirLock; "
+                            "RunDirLock.acquire(sys.argv[1]); print('taken')", str(run)],
+                           capture_output=True, text=True, timeout=120)
+    assert other.stdout.strip() == "taken", other.stderr
