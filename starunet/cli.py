@@ -16,6 +16,7 @@ COMMANDS = {
     "curves": ("starunet.curves", "train the learning-curve runs (snapshots at every doubling of patches)"),
     "bench": ("starunet.bench", "measure training/inference speed against the hardware's peak"),
     "course": ("starunet.course", "execute all notebooks headless into one output folder"),
+    "gpu-session": ("starunet.gpu_session", "the rehearsed GPU session: env, CUDA tests, bench, full grid, curves"),
 }
 
 
