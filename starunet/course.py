@@ -12,14 +12,19 @@ checked before the first notebook starts.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
+
+from jupyter_core.utils import ensure_async
+from nbclient import NotebookClient
 
 from starunet.config import PROJECT_ROOT, smoke_mode
 from starunet.io import read_csv, write_text_atomic
@@ -85,7 +90,6 @@ def execute_notebook(src: Path, dst: Path, timeout: int | None = None,
     import tempfile
 
     import nbformat
-    from nbclient import NotebookClient
 
     nb = nbformat.read(src, as_version=4)
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
@@ -96,7 +100,7 @@ def execute_notebook(src: Path, dst: Path, timeout: int | None = None,
 
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="starunet-kernel-") as ipc_dir, inline_figures():
-        client = NotebookClient(nb, config=_kernel_config(ipc_dir), timeout=timeout, kernel_name="python3",
+        client = _CourseClient(nb, config=_kernel_config(ipc_dir), timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(src.parent)}},
                                 extra_arguments=[f"--IPKernelApp.exec_lines={KERNEL_SETUP}"],
                                 on_cell_start=on_cell_start)
@@ -269,8 +273,54 @@ def cli(argv: list[str]) -> int:
     try:
         if args.timeout is not None:
             check_positive(args.timeout, "--timeout")
+        _INTERRUPTED.clear()
         run_course(args.out, args.only, args.inplace, args.timeout, args.html)
     except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BaseException as err:
+        if not (_INTERRUPTED.is_set() or isinstance(err, KeyboardInterrupt)):
+            raise
+        # nbclient answers Ctrl-C by shutting the kernel down, which surfaces as a dead
+        # kernel (and an assertion of its own); the reader needs where things stand
+        print(f"\ninterrupted: the notebooks finished so far are in {args.out}; run the same command "
+              "again to go on (finished training runs are reused, unfinished ones resume)", file=sys.stderr)
+        return 130
     return 0
+
+
+# Set by a Ctrl-C while a notebook runs: the running cell is interrupted and the
+# notebook ends with that cell's error, which the command line reports in one line.
+_INTERRUPTED = threading.Event()
+
+
+class _CourseClient(NotebookClient):
+    """nbclient's client, with Ctrl-C interrupting the running cell.
+
+    nbclient answers SIGINT by shutting the kernel down at once, mid-reply: the
+    kernel then prints a ZMQ traceback. Interrupting the kernel instead ends the cell
+    with a ``KeyboardInterrupt`` (a training run keeps its last finished epoch), and
+    nbclient shuts the kernel down in order.
+    """
+
+    async def async_start_new_kernel(self, **kwargs) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows, or not the main thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._interrupt)  # replaces nbclient's
+        await super().async_start_new_kernel(**kwargs)
+
+    _in_cell = False
+
+    def _interrupt(self) -> None:
+        _INTERRUPTED.set()
+        if self._in_cell:  # else no further cell starts (async_execute_cell), and a
+            # kernel still starting up is not hit in its imports
+            asyncio.ensure_future(ensure_async(self.km.interrupt_kernel()))
+
+    async def async_execute_cell(self, *args, **kwargs):
+        if _INTERRUPTED.is_set():  # the interrupt fell between cells: run no more of them
+            raise KeyboardInterrupt
+        self._in_cell = True
+        try:
+            return await super().async_execute_cell(*args, **kwargs)
+        finally:
+            self._in_cell = False

@@ -251,3 +251,15 @@ def test_a_failed_run_does_not_stay_locked_while_its_traceback_lives(stare_recor
                             "RunDirLock.acquire(sys.argv[1]); print('taken')", str(run)],
                            capture_output=True, text=True, timeout=120)
     assert other.stdout.strip() == "taken", other.stderr
+
+
+def test_ctrl_c_during_the_course_ends_with_one_line(env, tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "starunet", "course", "--only", "02", "--out", str(tmp_path / "c")],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "executing 02_" in proc.stdout.readline()
+    time.sleep(3)  # the kernel is starting or running the first cells: either way one line
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("interrupted: the notebooks finished so far are in")
+    assert "Traceback" not in stderr, stderr
