@@ -360,7 +360,11 @@ def cli(argv: list[str]) -> int:
         env["mode"] = SMOKE_NOTE
         print(f"SMOKE RUN: {SMOKE_NOTE}", flush=True)
     print("\n".join(f"{k}: {v}" for k, v in env.items()), flush=True)
-    rows = run_benchmarks(device, large, seconds)
+    try:
+        rows = run_benchmarks(device, large, seconds)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: nothing was written to {out}", file=sys.stderr)
+        return 130
     command = "python -m starunet bench " + " ".join(argv)
     table = to_markdown(rows, env, command.strip())
     print("\n" + table)
