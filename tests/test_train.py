@@ -104,13 +104,16 @@ def test_json_roundtrip_and_hash():
 
 
 def test_presets():
-    assert set(PRESETS) == {"smoke", "quick", "long", "full"}
+    assert set(PRESETS) == {"smoke", "quick", "long", "full", "curves"}
     for name, config in PRESETS.items():
         assert config.validate().preset == name
     full = PRESETS["full"]
     assert (full.batch_size, full.lr, full.patience, full.patch_size, full.val_crop) == (8, 5e-4, 10, 96, None)
     assert preset_config("quick", fusion="sum", seed=3).fusion == "sum"
-    with pytest.raises(ValueError, match="unknown preset 'fast'; valid: smoke, quick, long, full"):
+    curves = PRESETS["curves"]  # the source recipe for 65,536 patches, never stopped early
+    assert (curves.batch_size, curves.lr, curves.samples_per_epoch * curves.max_epochs) == (8, 5e-4, 65536)
+    assert curves.patience >= curves.max_epochs
+    with pytest.raises(ValueError, match="unknown preset 'fast'; valid: smoke, quick, long, full, curves"):
         preset_config("fast")
 
 
