@@ -102,11 +102,13 @@ class FanOut:
         """Raise ``ValueError`` naming every problem and its fix, before any work."""
         problems = []
         if not _positive_int(self.jobs):
-            problems.append(f"jobs must be a positive integer (runs in flight at once), got {self.jobs!r}")
+            problems.append(f"--jobs (jobs=) must be a positive integer, the runs in flight at once; "
+                            f"got {self.jobs!r}, e.g. --jobs 4")
         if self.cluster not in CLUSTERS:
-            problems.append(f"cluster {self.cluster!r} is unknown; valid: {', '.join(CLUSTERS)}")
+            problems.append(f"--cluster {self.cluster!r} is unknown; valid: {', '.join(CLUSTERS)}")
         if self.threads is not None and not _positive_int(self.threads):
-            problems.append(f"threads must be a positive integer (torch threads per run), got {self.threads!r}")
+            problems.append(f"--threads (threads=) must be a positive integer, the torch threads per run; "
+                            f"got {self.threads!r}")
         if self.cluster == "slurm":
             problems += (self.slurm or SlurmOptions()).problems()
             if shutil.which("sbatch") is None:

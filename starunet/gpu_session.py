@@ -402,7 +402,8 @@ class Session:
 
     def _archive(self) -> None:
         with atomic_path(self.out / ARCHIVE) as tmp, tarfile.open(tmp, "w:gz") as tar:
-            for path in [*self.outputs, self.work]:
+            inside_work = [p for p in self.outputs if p.resolve().is_relative_to(self.work.resolve())]
+            for path in [*(p for p in self.outputs if p not in inside_work), self.work]:  # each file once
                 if path.exists():
                     tar.add(path, arcname=_arcname(path, self.work), filter=_no_weights)
 
@@ -421,7 +422,8 @@ def _arcname(path: Path, work: Path) -> str:
 def _no_weights(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
     """Leave out checkpoints, job pickles and the runs folder (too big, and not results)."""
     parts = Path(info.name).parts
-    if info.name.endswith((".pt", ".pkl")) or (len(parts) > 1 and parts[1] == "runs" and parts[0] == "session"):
+    if info.name.endswith((".pt", ".pkl")) or (len(parts) > 1 and parts[0] == "session"
+                                                 and parts[1] in ("runs", "curve-runs")):
         return None
     return info
 
@@ -545,7 +547,9 @@ def _run_steps(session: Session, args: argparse.Namespace, preset: str, device: 
                                      "--jobs", str(args.jobs), "--device", device, "--out", str(grid_out))])
     if plan.step("curves"):
         session.outputs.append(curves_out)
-        runs = str(work / "runs")
+        # its own runs folder: a curve run of the same config as a grid run (smoke: same preset)
+        # must not reuse that run, which has no snapshots
+        runs = str(work / "curve-runs")
         threads = str(max(1, (os.cpu_count() or 1) // args.jobs))
         session.run("curves", [_python("-m", "starunet", "curves", "train", "--shard", f"{i}/{args.jobs}",
                                        "--device", device, "--threads", threads, "--runs-dir", runs)

@@ -50,9 +50,9 @@ def test_visible_gpus_keep_the_parents_restriction(monkeypatch):
 
 
 def test_bad_options_are_refused_with_the_fix():
-    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+    with pytest.raises(ValueError, match=r"--jobs \(jobs=\) must be a positive integer"):
         FanOut(jobs=0).validate()
-    with pytest.raises(ValueError, match="cluster 'pbs' is unknown; valid: local, slurm"):
+    with pytest.raises(ValueError, match="--cluster 'pbs' is unknown; valid: local, slurm"):
         FanOut(cluster="pbs").validate()
     with pytest.raises(ValueError, match="add --cluster slurm"):
         FanOut(jobs=2, slurm=SlurmOptions(time_min=5)).validate()
@@ -66,7 +66,7 @@ def test_error_line_finds_the_exception_of_a_traceback():
 
 
 def test_reproduce_refuses_bad_fanout_before_any_work(tmp_path):
-    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+    with pytest.raises(ValueError, match="--jobs"):
         E.reproduce("smoke", [1], tmp_path / "out", jobs=0, records=[])
     assert not (tmp_path / "out").exists()
 

@@ -117,7 +117,9 @@ def test_the_archive_keeps_results_at_their_paths_and_leaves_out_weights(tmp_pat
     session.results.append(G.StepResult("grid", "ok", 1.0, str(work / "grid.log")))
     session.save()
     with tarfile.open(tmp_path / G.ARCHIVE) as tar:
-        names = set(tar.getnames())
+        all_names = tar.getnames()
+    names = set(all_names)
+    assert len(names) == len(all_names)  # an output inside the work folder is archived once
     assert {"session/grid.log", "session/full/metrics.csv", "session/summary.md", "session/session.json"} <= names
     assert not any(n.endswith(".pt") or "/runs" in n for n in names)
     assert "| grid | ok |" in (tmp_path / "summary.md").read_text()
