@@ -1359,6 +1359,13 @@ def _grid_parts(done: Mapping[int, tuple[dict, list[dict], dict]], configs: Sequ
     return rows, per_image, curves
 
 
+def _parallel_note(p: Mapping) -> str:
+    """How a fanned-out grid ran (absent from grids trained one run at a time)."""
+    fan = p.get("fanout")
+    return (f"; up to {fan['jobs']} runs at once ({fan['cluster']}, {fan['threads_per_job']} torch threads "
+            "each)") if fan else ""
+
+
 def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
@@ -1391,7 +1398,8 @@ def provenance_readme(results: Results) -> str:
         ["code", f"git commit {p['git_commit']}"],
         ["date", f"started {p['started']}, finished {p['finished']}"],
         ["duration", f"{_duration(p['wall_seconds'])} for this invocation; training {_duration(p['train_seconds_total'])}"
-                     f" and evaluation {_duration(p['eval_seconds_total'])} summed over all runs"],
+                     f" and evaluation {_duration(p['eval_seconds_total'])} summed over all runs"
+                     f"{_parallel_note(p)}"],
     ], numbers=False)
     smoke = ("\n**Smoke preset or smoke mode** (`STARUNET_SMOKE=1`): a pipeline check, not a result.\n"
              if p["preset"] == "smoke" or p.get("smoke_mode") else "")

@@ -178,6 +178,8 @@ def test_jobs_2_gives_the_same_grid_as_jobs_1(stare_records, tiny_preset, job_da
         assert (tmp_path / "one" / "out" / name).read_bytes() == (tmp_path / "two" / "out" / name).read_bytes()
     assert two.provenance["fanout"] == {"jobs": 2, "cluster": "local", "threads_per_job": 1}
     assert "fanout" not in one.provenance
+    readme_one, readme_two = ((tmp_path / n / "out" / "README.md").read_text() for n in ("one", "two"))
+    assert "up to 2 runs at once (local, 1 torch threads each)" in readme_two and "at once" not in readme_one
     logs = sorted((tmp_path / "two" / "runs").glob(f"smoke/*/{fanout.LOG_FOLDER}/*_log.out"))
     assert len(logs) == 2 and all("1 torch threads" in p.read_text() for p in logs)
     # rerun: finished runs are taken from their folders, no job is started
