@@ -42,5 +42,11 @@ course: install
 test: install
 	STARUNET_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env tests notebooks
 
+# The widgets in a real browser (tests/browser, deselected by `make test`): JupyterLab on
+# 127.0.0.1 driven by Playwright in Debian's chromium (apt-get install chromium); minutes.
+.PHONY: browser-test
+browser-test: install
+	STARUNET_SMOKE=1 $(PY) -m pytest -m browser tests/browser
+
 clean:
 	rm -rf $(VENV) course-output .pytest_cache

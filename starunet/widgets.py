@@ -393,7 +393,7 @@ def training_launcher(records=None, preset: str = "quick", fusion: str = "star",
     preset = w.Dropdown(options=list(PRESETS), value=preset, description="preset")
     seed = w.BoundedIntText(value=seed, min=0, max=2**31 - 1, description="seed")
     launch = w.Button(description="train (or reuse)", button_style="primary")
-    stop = w.Button(description="stop", button_style="warning", icon="stop", disabled=True,
+    stop = w.Button(description="stop", button_style="warning", disabled=True,
                     tooltip="stop at the next step; the last finished epoch stays saved")
     progress = w.IntProgress(min=0, max=1, description="epochs", layout=w.Layout(visibility="hidden"))
     status, plots = _status_line(), w.Output()
