@@ -40,10 +40,15 @@ def list_notebooks(directory: Path = NOTEBOOKS_DIR) -> list[Path]:
 def clean_notebook(nb) -> None:
     """Drop what stops GitHub from rendering a notebook: saved widget state.
 
-    Widget outputs keep their ``text/plain`` fallback; every widget in the
+    Widget outputs keep only their ``text/plain`` fallback (see
+    :func:`starunet.widgets.drop_widget_views`: a view without its state shows
+    "Error displaying widget: model not found" in JupyterLab); every widget in the
     course is preceded by a static figure, so nothing is lost for readers.
     """
+    from starunet.widgets import drop_widget_views
+
     nb.metadata.pop("widgets", None)
+    drop_widget_views(nb)
 
 
 @contextlib.contextmanager

@@ -163,6 +163,11 @@ def test_widgets_fall_back_to_a_line_of_text_in_a_saved_notebook():
     assert nb.cells[0].outputs[0].data == {"text/plain": widgets.STATIC_TEXT}
     assert nb.cells[1].outputs[0].data == {"text/plain": "x"}
     nbformat.validate(nb)
+    from starunet.course import clean_notebook  # what `course --inplace` saves
+
+    nb.cells[0].outputs[0].data = bundle
+    clean_notebook(nb)
+    assert nb.cells[0].outputs[0].data == {"text/plain": widgets.STATIC_TEXT}
 
 
 def test_one_epoch_curves_have_an_integer_epoch_tick():
