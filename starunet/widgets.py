@@ -1,6 +1,7 @@
 """ipywidgets front-ends. A widget here only wires controls to plain functions
 of the package (which the tests call directly) and shows their figures; it holds
-no logic of its own. Every notebook shows a static figure with the default
+no logic of its own beyond the controls' states (busy, training, stopped) and the
+training launcher's thread. Every notebook shows a static figure with the default
 settings before the widget, for readers without a live kernel.
 """
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import html
-import signal
 import threading
 from typing import Any, Iterator
 
@@ -18,7 +18,8 @@ from typing import Any, Iterator
 # shows the text/plain next to it. Saving the widget state instead would double the
 # notebooks (every Output widget keeps its figures) and show controls that do
 # nothing; every widget here follows a static figure, so a line of text is enough.
-# :func:`drop_widget_views` keeps only this text in a saved notebook.
+# :func:`drop_widget_views` keeps only this text in a saved notebook (the course
+# runner calls it on every notebook it writes).
 STATIC_TEXT = "(interactive widget: run the notebook to use it)"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 

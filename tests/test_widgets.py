@@ -8,7 +8,6 @@ import signal
 import threading
 
 import matplotlib
-import pytest
 import torch
 
 matplotlib.use("Agg")
