@@ -22,7 +22,8 @@ COMMANDS = {
 
 def _usage() -> str:
     lines = ["usage: python -m starunet COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    width = max(map(len, COMMANDS)) + 1
+    lines += [f"  {name:<{width}} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "python -m starunet COMMAND --help shows a command's options."]
     return "\n".join(lines)
 

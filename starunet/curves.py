@@ -108,8 +108,14 @@ def train_curves(runs_dir: str | Path | None = None, runs: Sequence[CurveRun] = 
     folders = []
     for config in configs[index::count]:
         folder = run_dir_for(config, runs_dir)
-        train(config, folder, resume=True, device=device, progress=progress,
-              snapshots=curve_points(config))
+        points = curve_points(config)
+        result = train(config, folder, resume=True, device=device, progress=progress, snapshots=points)
+        missing = [p for p in points if p <= result.epochs * config.samples_per_epoch
+                   and not (folder / snapshot_name(p)).is_file()]
+        if missing:  # snapshots are not part of the config hash: a run trained without them is reused
+            raise ValueError(f"{display_path(folder)} holds a finished run of this config trained without "
+                             f"curve snapshots (missing {', '.join(map(str, missing))} patches), e.g. by "
+                             "`reproduce`; give the curves their own --runs-dir")
         folders.append(folder)
     return folders
 

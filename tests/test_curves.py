@@ -85,3 +85,13 @@ def test_show_source_lists_the_code_it_names():
     assert "return self.norm(decoder * skip)" in text and text.endswith("```")
     with pytest.raises(TypeError, match="cannot show the source of 3"):
         source_text(3)
+
+
+def test_a_reused_run_without_snapshots_is_refused(tmp_path, stare_records):
+    run = SMOKE_PAIR[0]
+    config = curves.curve_config(run, "smoke")
+    from starunet.train import run_dir_for
+
+    train(config, run_dir_for(config, tmp_path), records=stare_records)  # as `reproduce` would: no snapshots
+    with pytest.raises(ValueError, match="trained without curve snapshots.*own --runs-dir"):
+        curves.train_curves(tmp_path, runs=[run], preset="smoke", progress=False)
