@@ -156,7 +156,9 @@ def _run_all_cells(page) -> None:
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     page.wait_for_function(
         """() => {
-            if (document.querySelector('.jp-Notebook [data-mime-type="application/vnd.jupyter.error"]')) return true;
+            // JupyterLab renders an error as stderr text: stop waiting at the first traceback
+            const stderr = [...document.querySelectorAll('.jp-Notebook [data-mime-type="application/vnd.jupyter.stderr"]')];
+            if (stderr.some(e => e.textContent.includes('Traceback'))) return true;
             const prompts = [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')];
             return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p.textContent));
         }""", timeout=NOTEBOOK_TIMEOUT, polling=1000)
