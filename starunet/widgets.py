@@ -65,9 +65,15 @@ def _status_line():
 
 
 @contextlib.contextmanager
-def _busy(controls: list, status, text: str) -> Iterator[None]:
+def _busy(controls: list, status, text: str, change: Any = None) -> Iterator[None]:
     """Show ``text`` and disable ``controls`` while the block recomputes (seconds, on
-    a CPU): the reader sees that a change was taken and cannot queue more meanwhile."""
+    a CPU) after the reader's ``change``: the reader sees that a change was taken and
+    cannot queue more meanwhile. The first drawing, while the widget is being built
+    (``change`` None), shows nothing: no one sees the controls yet, and toggling them
+    from the executing cell hung headless runs (nbclient, normal mode, notebook 03)."""
+    if change is None:
+        yield
+        return
     before = [c.disabled for c in controls]
     for control in controls:
         control.disabled = True
@@ -122,8 +128,8 @@ def patch_explorer(records, n: int = 16):
     controls = [seed, epoch, size, augment, jitter]
     status, out = _status_line(), w.Output()
 
-    def update(_=None):
-        with _busy(controls, status, "sampling patches…"):
+    def update(change=None):
+        with _busy(controls, status, "sampling patches…", change):
             dataset = PatchDataset(records, patch_size=size.value, samples_per_epoch=n, augment=augment.value,
                                    color_jitter=jitter.value, seed=seed.value)
             dataset.set_epoch(epoch.value)
@@ -168,8 +174,8 @@ def toy_playground(dataset: str = "moons", fusion: str = "star", activation: str
     }
     status, out = _status_line(), w.Output()
 
-    def update(_=None):
-        with _busy(list(controls.values()), status, "training…"):
+    def update(change=None):
+        with _busy(list(controls.values()), status, "training…", change):
             result = run_toy_experiment(steps=steps, **{name: c.value for name, c in controls.items()})
             fig = plot_decision_boundary(result)
         with out:
@@ -211,8 +217,8 @@ def model_variant_explorer(patches, labels, sample: int = 0, seed: int = 0, fusi
     controls = [fusion, activation, narrow]
     status, out = _status_line(), w.Output()
 
-    def update(_=None):
-        with _busy(controls, status, "building and running the variant…"):
+    def update(change=None):
+        with _busy(controls, status, "building and running the variant…", change):
             variant = inspect_variant(patches, fusion.value, activation.value, narrow.value, seed)
             title = (f"fusion={fusion.value}, activation={activation.value}, narrow={narrow.value}: "
                      f"{variant['params']:,} parameters")
@@ -486,9 +492,9 @@ def run_comparison(results, records_by_id=None, key_a: str | None = None, key_b:
     controls = [first, second, image]
     status, out = _status_line(), w.Output()
 
-    def update(_=None):
+    def update(change=None):
         record = records_by_id[image.value] if panel_ids else None
-        with _busy(controls, status, "comparing…"), out:
+        with _busy(controls, status, "comparing…", change), out:
             out.clear_output(wait=True)
             show_run_comparison(results, first.value, second.value, record)
 

@@ -210,3 +210,16 @@ def test_comparison_says_why_panels_are_missing(monkeypatch):
     shown.clear()
     widgets.show_run_comparison(_Results(), "sum-none-seed1", "star-none-seed1", record)
     assert [getattr(f, "get_label", lambda: "")() for f in shown[1:]] == ["", "panels"]  # no message then
+
+
+def test_busy_state_only_after_a_readers_change():
+    import ipywidgets as w
+
+    from starunet.widgets import _busy, _status_line
+
+    control, status = w.Dropdown(options=["a", "b"]), _status_line()
+    with _busy([control], status, "working…"):  # the first drawing, while the widget is built
+        assert not control.disabled and status.value == ""
+    with _busy([control], status, "working…", change={"new": "b"}):
+        assert control.disabled and "working…" in status.value
+    assert not control.disabled and status.value == ""
