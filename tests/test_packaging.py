@@ -79,8 +79,10 @@ def _make_n(*args: str) -> str:
     import subprocess
 
     # a make that runs these tests (make test, CI's TORCH_INDEX=) passes its command-line
-    # variables down through MAKEFLAGS: drop them, so the Makefile's own defaults are tested
-    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}}
+    # variables down, through MAKEFLAGS and the environment: drop them, so the Makefile's
+    # own defaults are what is tested
+    passed_down = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "TORCH_INDEX", "TORCH_SPEC", "GPU"}
+    env = {k: v for k, v in os.environ.items() if k not in passed_down}
     return subprocess.run(["make", "-n", "install", "VENV=/nonexistent/venv", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, check=True).stdout
 
