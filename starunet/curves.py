@@ -30,8 +30,8 @@ from starunet.evaluate import (EVALUATION_VERSION, HEADLINE_METRICS, METRIC_LABE
                                config_differences, evaluate_run, markdown_table)
 from starunet.io import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
 from starunet.metrics import METRIC_NAMES
-from starunet.train import (LAST_CHECKPOINT, TrainConfig, preset_config, read_config, read_history, run_dir_for,
-                            snapshot_name, train)
+from starunet.train import (LAST_CHECKPOINT, TrainConfig, preset_config, read_history, run_dir_for, snapshot_name,
+                            train)
 
 CURVES_DIR = PROJECT_ROOT / "results" / "curves"  # the committed curves
 PLATEAU_GAIN = 0.005  # test PR-AUC gained over one doubling below which a curve counts as flat

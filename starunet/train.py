@@ -966,7 +966,8 @@ def cli(argv: Sequence[str]) -> int:
         check_writable_dir(run_dir, "run folder")
         select_device(args.device)
         existed = run_dir.exists()
-        run_lock = RunDirLock.acquire(run_dir)  # a second writer is refused before data is loaded
+        # a second writer is refused before data is loaded; this reference holds the lock until the command ends
+        _held_lock = RunDirLock.acquire(run_dir)
         result = train(config, run_dir, resume=args.resume, force=args.force, device=args.device,
                        compile=args.compile)
     except (ValueError, FileNotFoundError, RunDirConflictError, NonFiniteLossError) as err:

@@ -76,7 +76,7 @@ def test_train_refuses_an_out_of_range_seed_before_creating_anything(env, tmp_pa
 ])
 def test_unwritable_output_folder_is_refused_before_any_work(command, env, blocked):
     proc = starunet([*command, "--out", str(blocked)], env)
-    refused(proc, f"cannot write the", "is a file, not a folder", "--out")
+    refused(proc, "cannot write the", "is a file, not a folder", "--out")
     assert "executing" not in proc.stdout and not proc.stdout.strip()
 
 
