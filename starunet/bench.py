@@ -9,7 +9,7 @@ the numbers that matter are ratios, which survive a noisy shared machine:
   ``torch.utils.flop_counter`` on the real model;
 * the device's peak: a large matmul in the training dtype, measured now;
 * training throughput (patches/s) at batch 8 and at a larger batch for
-  sum/star x none/relu, each as a fraction of that peak, next to the plain
+  sum/star x none/relu (``--configs`` picks fewer), each as a fraction of that peak, next to the plain
   eager fp32 baseline so every optimisation is reported as a ratio;
 * full-image (605x700) inference time and the metric time for the 10 test images;
 * the end-to-end time of the quick 2x2 grid, read from the runs that produced it.
@@ -237,7 +237,8 @@ def environment(device: torch.device) -> dict[str, str]:
 def variants_for(device: torch.device) -> list[Variant]:
     """The ways of running a training step worth comparing on ``device`` (baseline first)."""
     if device.type == "cuda":
-        return [BASELINE, Variant("channels_last bf16", channels_last=True, bf16=True),
+        # bf16 alone, then with channels_last: each change gets its own ratio
+        return [BASELINE, Variant("bf16", bf16=True), Variant("channels_last bf16", channels_last=True, bf16=True),
                 Variant("channels_last bf16 compile", channels_last=True, bf16=True, compile=True)]
     return [BASELINE, Variant("channels_last", channels_last=True)]
 
@@ -249,8 +250,21 @@ def inference_variants_for(device: torch.device) -> list[Variant]:
     return [BASELINE, *layout, INFERENCE_DEFAULT]
 
 
+def parse_configs(names: list[str] | None) -> list[tuple[str, str]]:
+    """``["sum/none", "star/none"]`` -> the grid configurations to time (default: all
+    four). A shorter list keeps a lent GPU's few minutes for the grid itself."""
+    if not names:
+        return list(GRID)
+    valid = [f"{f}/{a}" for f, a in GRID]
+    bad = [n for n in names if n not in valid]
+    if bad:
+        raise ValueError(f"--configs {' '.join(bad)}: unknown configuration(s); valid: {', '.join(valid)}")
+    return [tuple(n.split("/")) for n in dict.fromkeys(names)]  # type: ignore[misc]
+
+
 def run_benchmarks(device: torch.device, large_batches: list[int], min_seconds: float,
-                   log: Callable[[str], None] = print) -> list[Row]:
+                   log: Callable[[str], None] = print,
+                   configs: list[tuple[str, str]] | None = None) -> list[Row]:
     """Measure everything in the module docstring on ``device``; return the rows.
 
     Each comparison (variants of one configuration, and the matmul peak beside
@@ -279,7 +293,7 @@ def run_benchmarks(device: torch.device, large_batches: list[int], min_seconds: 
 
     all_peaks: list[float] = []
     for batch in [8, *large_batches]:
-        for fusion, activation in GRID:
+        for fusion, activation in configs or GRID:
             fns = {v.name: train_step_fn(fusion, activation, batch, device, v) for v in variants}
             timed, peaks = with_peaks(fns)
             all_peaks.append(peaks[False])
@@ -338,6 +352,9 @@ def cli(argv: list[str]) -> int:
                         help="larger batch sizes to try (default: 32 on CPU; 64 256 1024 on GPU)")
     parser.add_argument("--seconds", type=float, default=None,
                         help="minimum seconds per measurement (default 2; 0.2 in smoke mode)")
+    parser.add_argument("--configs", nargs="+", default=None, metavar="FUSION/ACTIVATION",
+                        help="configurations to time (default: all four of " +
+                             ", ".join(f"{f}/{a}" for f, a in GRID) + ")")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder for <device>.md and <device>.csv (default <runs>/bench; "
                              "--out benchmarks/ replaces the committed tables)")
@@ -348,6 +365,7 @@ def cli(argv: list[str]) -> int:
             check_positive(batch, "--large-batches")
         if args.seconds is not None:
             check_positive(args.seconds, "--seconds", integer=False)
+        configs = parse_configs(args.configs)
         check_writable_dir(out, "benchmark folder")
         device = select_device(args.device)
     except ValueError as err:
@@ -361,7 +379,7 @@ def cli(argv: list[str]) -> int:
         print(f"SMOKE RUN: {SMOKE_NOTE}", flush=True)
     print("\n".join(f"{k}: {v}" for k, v in env.items()), flush=True)
     try:
-        rows = run_benchmarks(device, large, seconds)
+        rows = run_benchmarks(device, large, seconds, configs=configs)
     except KeyboardInterrupt:
         print(f"\ninterrupted: nothing was written to {out}", file=sys.stderr)
         return 130

@@ -1136,8 +1136,12 @@ def _write_grid_files(out: Path, rows: list[dict], per_image: list[dict], curves
 
 def _git_commit() -> str:
     """The checked-out commit (``+ local changes`` when tracked files differ from it), or
-    ``unknown``. Changes under ``results/`` do not count: they are grids' own outputs (a
-    second grid run after a first one would otherwise always report local changes)."""
+    ``$STARUNET_GIT_COMMIT`` where there is no git checkout (a copy of the tree sent to a
+    GPU machine), else ``unknown``. Changes under ``results/`` do not count: they are
+    grids' own outputs (a second grid run after a first one would otherwise always
+    report local changes)."""
+    if not (PROJECT_ROOT / ".git").exists() and os.environ.get("STARUNET_GIT_COMMIT"):
+        return os.environ["STARUNET_GIT_COMMIT"]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=10, check=True).stdout.strip()

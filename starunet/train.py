@@ -787,13 +787,16 @@ def _cached_result(run_dir: Path, config: TrainConfig) -> RunResult | None:
 @contextlib.contextmanager
 def _cudnn_benchmark(enabled: bool):
     """Set ``torch.backends.cudnn.benchmark`` while the block runs, then restore it
-    (a process-wide switch: a notebook's later cells should not inherit it)."""
-    before = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = enabled or before
+    (a process-wide switch: a notebook's later cells should not inherit it). With it,
+    ``cudnn.deterministic``: the benchmark then picks the fastest *deterministic*
+    convolution algorithms, so the same seed on the same GPU gives the same run."""
+    before = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    torch.backends.cudnn.benchmark = enabled or before[0]
+    torch.backends.cudnn.deterministic = enabled or before[1]
     try:
         yield
     finally:
-        torch.backends.cudnn.benchmark = before
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
 
 
 def _restore(run_dir: Path, model: nn.Module, optimizer, stopper: EarlyStopping):

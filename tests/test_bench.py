@@ -77,3 +77,23 @@ def test_bench_writes_outside_the_committed_tables_by_default():
     from starunet.config import default_runs_dir
 
     assert bench.default_out().parent == default_runs_dir() and bench.default_out() != bench.BENCH_DIR
+
+
+def test_configs_default_to_the_grid_and_bad_names_list_the_valid_ones():
+    import pytest
+
+    assert bench.parse_configs(None) == bench.GRID
+    assert bench.parse_configs(["star/none", "sum/none", "star/none"]) == [("star", "none"), ("sum", "none")]
+    with pytest.raises(ValueError, match=r"--configs star/gelu: unknown .* valid: sum/none, star/none, sum/relu, star/relu"):
+        bench.parse_configs(["star/gelu"])
+
+
+def test_cli_refuses_an_unknown_config_before_measuring(capsys, tmp_path):
+    assert bench.cli(["--configs", "prod/none", "--out", str(tmp_path)]) == 2
+    assert "valid: sum/none" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_cuda_variants_separate_bf16_from_channels_last_and_compile():
+    names = [v.name for v in bench.variants_for(torch.device("cuda"))]
+    assert names[0] == bench.BASELINE.name and "bf16" in names
+    assert names.index("bf16") < names.index("channels_last bf16") < names.index("channels_last bf16 compile")

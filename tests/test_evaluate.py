@@ -657,3 +657,13 @@ def test_grid_conflict_hint_fits_what_differs(tmp_path):
     with pytest.raises(E.GridConflictError, match=r"e\.g\. --seeds 2024 2025 --fusions star sum;"):
         E.check_output_folder(tmp_path, E.grid_configs("quick", [2025], fusions=["star"], activations=["none"]),
                               "pad")
+
+
+def test_git_commit_comes_from_the_environment_in_a_copy_without_git(tmp_path, monkeypatch):
+    """A GPU machine gets a copy of the working tree without .git: the session names the
+    commit in STARUNET_GIT_COMMIT, and the grid's provenance records it."""
+    monkeypatch.setattr(E, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setenv("STARUNET_GIT_COMMIT", "0123456789ab")
+    assert E._git_commit() == "0123456789ab"
+    monkeypatch.delenv("STARUNET_GIT_COMMIT")
+    assert E._git_commit() == "unknown"

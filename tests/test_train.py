@@ -207,10 +207,44 @@ def test_validation_leaves_the_model_untouched(stare_records):
 
 
 def test_cudnn_benchmark_is_restored():
-    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.benchmark = torch.backends.cudnn.deterministic = False
     with tr._cudnn_benchmark(True):
-        assert torch.backends.cudnn.benchmark
-    assert not torch.backends.cudnn.benchmark
+        assert torch.backends.cudnn.benchmark and torch.backends.cudnn.deterministic
+    assert not torch.backends.cudnn.benchmark and not torch.backends.cudnn.deterministic
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CUDA_TINY = TINY.replace(samples_per_epoch=32, batch_size=8, patch_size=96)  # bf16 autocast, pinned memory, workers
+
+
+@needs_cuda
+def test_cuda_training_is_deterministic_and_resumes_bit_identical(stare_records, tmp_path):
+    """The promise on a GPU: same seed, same device -> the same run, and a run killed
+    after epoch 1 and resumed ends with the same weights (bf16, cuDNN, loader workers)."""
+    a = train(CUDA_TINY, tmp_path / "a", records=stare_records, device="cuda")
+    b = train(CUDA_TINY, tmp_path / "b", records=stare_records, device="cuda")
+    assert (tmp_path / "a" / "history.csv").read_text() == (tmp_path / "b" / "history.csv").read_text()
+    _assert_bit_equal(_weights(tmp_path / "a"), _weights(tmp_path / "b"))
+    assert a.best_val == b.best_val
+
+    def stop_after_epoch_1(history):
+        if len(history) == 1:
+            raise Interrupt
+    with pytest.raises(Interrupt):
+        train(CUDA_TINY, tmp_path / "c", records=stare_records, device="cuda", callback=stop_after_epoch_1)
+    train(CUDA_TINY, tmp_path / "c", records=stare_records, device="cuda", resume=True)
+    _assert_bit_equal(_weights(tmp_path / "a"), _weights(tmp_path / "c"))
+
+
+@needs_cuda
+def test_cuda_run_loads_on_the_cpu_and_predicts_like_the_gpu(stare_records, tmp_path):
+    from starunet.evaluate import predict_images
+
+    train(CUDA_TINY, tmp_path, records=stare_records, device="cuda")
+    image = [stare_records[0].image]
+    on_cpu = predict_images(load_model(tmp_path, device="cpu"), image, device="cpu")[0]
+    on_gpu = predict_images(load_model(tmp_path, device="cuda"), image, device="cuda")[0]
+    assert on_cpu.shape == on_gpu.shape and abs(on_cpu - on_gpu).max() < 1e-3
 
 
 def test_nan_loss_stops_with_a_clear_message(stare_records, tmp_path, monkeypatch):
