@@ -30,8 +30,9 @@ from starunet.model import probabilities_from_logits
 
 def preferred_memory_format(device: torch.device | str) -> torch.memory_format:
     """channels-last on CPU (measured faster for training and inference there),
-    the default layout elsewhere."""
-    return torch.channels_last if torch.device(device).type == "cpu" else torch.preserve_format
+    the default (contiguous) layout elsewhere. A concrete layout, never
+    ``preserve_format``: ``Tensor.contiguous`` refuses that one."""
+    return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

@@ -105,6 +105,8 @@ def test_stack_images_groups_by_size():
     assert groups[0][1].shape == (2, 3, 4, 5) and groups[0][1][1].eq(2).all()
 
 
-def test_channels_last_on_cpu_only():
+def test_channels_last_on_cpu_only_and_every_layout_works_with_contiguous():
     assert preferred_memory_format("cpu") == torch.channels_last
-    assert preferred_memory_format("cuda") == torch.preserve_format
+    assert preferred_memory_format("cuda") == torch.contiguous_format
+    for device in ("cpu", "cuda", "mps"):  # the first GPU session failed here: preserve_format is refused
+        assert torch.zeros(1, 3, 4, 4).contiguous(memory_format=preferred_memory_format(device)).shape == (1, 3, 4, 4)
