@@ -1136,11 +1136,11 @@ def _write_grid_files(out: Path, rows: list[dict], per_image: list[dict], curves
 
 def _git_commit() -> str:
     """The checked-out commit (``+ local changes`` when tracked files differ from it), or
-    ``$STARUNET_GIT_COMMIT`` where there is no git checkout (a copy of the tree sent to a
-    GPU machine), else ``unknown``. Changes under ``results/`` do not count: they are
+    ``unknown``. ``$STARUNET_GIT_COMMIT``, when set, wins: a copy of the tree sent to a
+    GPU machine may carry an older ``.git`` than the code it holds. Changes under ``results/`` do not count: they are
     grids' own outputs (a second grid run after a first one would otherwise always
     report local changes)."""
-    if not (PROJECT_ROOT / ".git").exists() and os.environ.get("STARUNET_GIT_COMMIT"):
+    if os.environ.get("STARUNET_GIT_COMMIT"):
         return os.environ["STARUNET_GIT_COMMIT"]
     try:
         commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
@@ -1300,54 +1300,76 @@ def _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_i
 
     done: dict[int, tuple[dict, list[dict], dict]] = {}
     failures, inference_rows, reused, evaluations_reused = [], [], 0, 0
-    with contextlib.closing(_trained_runs(configs, fan, runs_dir, torch_device, device, records, log)) as runs:
-        for n, result in runs:
-            if isinstance(result, RunFailure):
-                failures.append(result)
-                log(f"    {result.describe()}")
-                continue
-            config = configs[n]
-            key = run_key(config.fusion, config.activation, config.seed)
-            evaluation, cached = _evaluate_cached(result.run_dir, records, test_ids, out, key, method, batch_size,
-                                                  str(torch_device),
-                                                  panel_ids if config.seed == configs[0].seed else ())
-            reused, evaluations_reused = reused + int(result.reused), evaluations_reused + int(cached)
-            if n == 0:
-                inference_rows = _inference_methods_cached(result.run_dir, records, test_ids, out, key,
-                                                           batch_size, str(torch_device))
-            done[n] = (_metrics_row(config, result, evaluation), _per_image_rows(config, evaluation),
-                       evaluation.curves)
-            _write_grid_files(out, *_grid_parts(done, configs), inference_rows)
-            prefix = f"[{len(done) + len(failures)}/{len(configs)}] {key} " if fan.parallel else "    "
-            log(f"{prefix}{'reused' if result.reused else 'trained'}; test " +
-                ", ".join(f"{m} {evaluation.pooled[m]:.4f}" for m in HEADLINE_METRICS))
+
+    def write_provenance(ended: str | None = None) -> Results:
+        """provenance.json and README.md of the runs evaluated so far; ``ended`` says why
+        a grid stopped short (interrupted, or runs failed) and names the missing runs."""
+        provenance = {
+            "command": command or f"starunet.evaluate.reproduce(preset={preset!r}, seeds={list(seeds)!r})",
+            "preset": preset, "preset_config": {k: v for k, v in configs[0].to_dict().items()
+                                                if k not in ("fusion", "activation", "seed")},
+            "seeds": list(seeds), "fusions": list(fusions), "activations": list(activations),
+            "method": method, "test_ids": list(test_ids), "panel_ids": list(panel_ids),
+            "hardware": _hardware(torch_device), "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform(terse=True),
+            "git_commit": commit, "smoke_mode": smoke_mode(),
+            "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "wall_seconds": round(time.perf_counter() - start, 1), "runs": len(configs), "runs_reused": reused,
+            "evaluations_reused": evaluations_reused,
+        }
+        if fan.parallel:  # absent for one run at a time, so such grids' files stay as they were
+            from starunet.fanout import job_threads
+
+            provenance["fanout"] = {"jobs": fan.jobs, "cluster": fan.cluster, "threads_per_job": job_threads(fan)}
+        if ended is not None:
+            provenance["partial"] = {"ended": ended, "missing": [
+                run_key(c.fusion, c.activation, c.seed) for n, c in enumerate(configs) if n not in done]}
+        return write_grid_provenance(out, provenance)
+
+    try:
+        with contextlib.closing(_trained_runs(configs, fan, runs_dir, torch_device, device, records, log)) as runs:
+            for n, result in runs:
+                if isinstance(result, RunFailure):
+                    failures.append(result)
+                    log(f"    {result.describe()}")
+                    continue
+                config = configs[n]
+                key = run_key(config.fusion, config.activation, config.seed)
+                evaluation, cached = _evaluate_cached(result.run_dir, records, test_ids, out, key, method,
+                                                      batch_size, str(torch_device),
+                                                      panel_ids if config.seed == configs[0].seed else ())
+                reused, evaluations_reused = reused + int(result.reused), evaluations_reused + int(cached)
+                if n == 0:
+                    inference_rows = _inference_methods_cached(result.run_dir, records, test_ids, out, key,
+                                                               batch_size, str(torch_device))
+                done[n] = (_metrics_row(config, result, evaluation), _per_image_rows(config, evaluation),
+                           evaluation.curves)
+                _write_grid_files(out, *_grid_parts(done, configs), inference_rows)
+                prefix = f"[{len(done) + len(failures)}/{len(configs)}] {key} " if fan.parallel else "    "
+                log(f"{prefix}{'reused' if result.reused else 'trained'}; test " +
+                    ", ".join(f"{m} {evaluation.pooled[m]:.4f}" for m in HEADLINE_METRICS))
+    except KeyboardInterrupt:
+        if done:  # the folder's files already hold these runs: describe them, and what is missing
+            write_provenance("interrupted")
+        raise
     if failures:
+        write_provenance(f"{len(failures)} run(s) failed")
         raise GridRunError(sorted(failures, key=lambda f: f.index), len(configs))
-    rows = _grid_parts(done, configs)[0]
+    results = write_provenance()
+    log(f"results -> {display_path(out)}")
+    return results
 
-    provenance = {
-        "command": command or f"starunet.evaluate.reproduce(preset={preset!r}, seeds={list(seeds)!r})",
-        "preset": preset, "preset_config": {k: v for k, v in configs[0].to_dict().items()
-                                            if k not in ("fusion", "activation", "seed")},
-        "seeds": list(seeds), "fusions": list(fusions), "activations": list(activations),
-        "method": method, "test_ids": list(test_ids), "panel_ids": list(panel_ids),
-        "hardware": _hardware(torch_device), "torch": torch.__version__, "numpy": np.__version__,
-        "python": platform.python_version(), "platform": platform.platform(terse=True),
-        "git_commit": commit, "smoke_mode": smoke_mode(),
-        "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "wall_seconds": round(time.perf_counter() - start, 1), "runs": len(configs), "runs_reused": reused,
-        "evaluations_reused": evaluations_reused,
-        "train_seconds_total": round(sum(float(r["train_seconds"]) for r in rows), 1),
-        "eval_seconds_total": round(sum(float(r["eval_seconds"]) for r in rows), 1),
-    }
-    if fan.parallel:  # absent for one run at a time, so such grids' files stay as they were
-        from starunet.fanout import job_threads
 
-        provenance["fanout"] = {"jobs": fan.jobs, "cluster": fan.cluster, "threads_per_job": job_threads(fan)}
+def write_grid_provenance(out: Path, provenance: dict) -> Results:
+    """Write ``provenance`` (with the training and evaluation seconds summed from
+    ``metrics.csv``) and the README generated from it into the grid folder ``out``."""
+    rows = read_csv(out / "metrics.csv")
+    provenance = {**provenance,
+                  "train_seconds_total": round(sum(float(r["train_seconds"]) for r in rows), 1),
+                  "eval_seconds_total": round(sum(float(r["eval_seconds"]) for r in rows), 1)}
     write_json_atomic(out / "provenance.json", provenance)
     results = load_results(out, kind="reference" if is_committed_grid(out) else "own")
     write_text_atomic(out / "README.md", provenance_readme(results))
-    log(f"results -> {display_path(out)}")
     return results
 
 
@@ -1376,6 +1398,16 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
+def _partial_note(p: Mapping) -> str:
+    """A grid that stopped short: why, and which runs it lacks."""
+    partial = p.get("partial")
+    if not partial:
+        return ""
+    missing = partial["missing"]
+    return (f"; **partial: {partial['ended']}, {len(missing)} run(s) missing: {', '.join(missing)}** "
+            "(re-run the command to finish them)")
+
+
 def _reuse_note(p: Mapping) -> str:
     """What a grid invocation took over from earlier ones, in words."""
     note = f"{p['runs_reused']} trained by an earlier invocation and reused"
@@ -1394,16 +1426,20 @@ def provenance_readme(results: Results) -> str:
         ["preset", f"`{p['preset']}` ({config})"],
         ["seeds", ", ".join(str(s) for s in p["seeds"])],
         ["grid", f"fusion {' / '.join(p['fusions'])} x activation {' / '.join(p['activations'])}: "
-                 f"{p['runs']} runs ({_reuse_note(p)})"],
+                 f"{p['runs']} runs ({_reuse_note(p)}){_partial_note(p)}"],
         ["test images", f"{len(p['test_ids'])}: {' '.join(p['test_ids'])}"],
         ["inference", f"`{p['method']}` (whole images; see starunet.evaluate)"],
         ["hardware", p["hardware"]["summary"]],
         ["software", f"torch {p['torch']}, numpy {p['numpy']}, Python {p['python']}, {p['platform']}"],
         ["code", f"git commit {p['git_commit']}"],
         ["date", f"started {p['started']}, finished {p['finished']}"],
-        ["duration", f"{_duration(p['wall_seconds'])} for this invocation; training {_duration(p['train_seconds_total'])}"
-                     f" and evaluation {_duration(p['eval_seconds_total'])} summed over all runs"
-                     f"{_parallel_note(p)}"],
+        ["duration", f"{_duration(p['wall_seconds'])} for "
+                     f"{'these invocations' if p.get('invocations') else 'this invocation'}; training "
+                     f"{_duration(p['train_seconds_total'])} and evaluation {_duration(p['eval_seconds_total'])} "
+                     f"summed over all runs{_parallel_note(p)}"],
+        *([["invocations", "; ".join(f"`{i['command']}`: {i['outcome']}" for i in p["invocations"])]]
+          if p.get("invocations") else []),
+        *([["assembled", p["assembled"]]] if p.get("assembled") else []),
     ], numbers=False)
     smoke = ("\n**Smoke preset or smoke mode** (`STARUNET_SMOKE=1`): a pipeline check, not a result.\n"
              if p["preset"] == "smoke" or p.get("smoke_mode") else "")

@@ -463,6 +463,16 @@ def _python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+def _shown(path: Path) -> str:
+    """A path as the step's command gets it: relative to the repository root (the
+    steps' working folder) when inside it, so the tables and READMEs that record their
+    command name no machine's folders."""
+    try:
+        return str(path.resolve().relative_to(PROJECT_ROOT.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def _cuda_test_files() -> list[str]:
     """Test files that ask torch about CUDA (only those: a file that cannot be collected
     on the GPU image, e.g. for a missing notebook package, must not stop the others)."""
@@ -545,12 +555,12 @@ def _run_steps(session: Session, args: argparse.Namespace, preset: str, device: 
         # compilation, and the lease's minutes are better spent on the grid
         session.run("bench", [_python("-m", "starunet", "bench", "--device", device, "--large-batches", *large,
                                       "--configs", *BENCH_CONFIGS, "--seconds", "0.2" if args.smoke else "0.5",
-                                      "--out", str(bench_out))])
+                                      "--out", _shown(bench_out))])
     if plan.step("grid"):
         session.outputs.append(grid_out)
         # the grid may use the whole budget: the curves only get what it leaves
         session.run("grid", [_python("-m", "starunet", "reproduce", "--preset", preset, "--seeds", *seeds,
-                                     "--jobs", str(args.jobs), "--device", device, "--out", str(grid_out))])
+                                     "--jobs", str(args.jobs), "--device", device, "--out", _shown(grid_out))])
     if plan.step("curves"):
         session.outputs.append(curves_out)
         # its own runs folder: a curve run of the same config as a grid run (smoke: same preset)
@@ -561,7 +571,7 @@ def _run_steps(session: Session, args: argparse.Namespace, preset: str, device: 
                                        "--device", device, "--threads", threads, "--runs-dir", runs)
                                for i in range(args.jobs)])
         session.run("curves-evaluate", [_python("-m", "starunet", "curves", "evaluate", "--device", device,
-                                                "--runs-dir", runs, "--out", str(curves_out))])
+                                                "--runs-dir", runs, "--out", _shown(curves_out))])
 
 
 def cli(argv: Sequence[str]) -> int:

@@ -667,3 +667,41 @@ def test_git_commit_comes_from_the_environment_in_a_copy_without_git(tmp_path, m
     assert E._git_commit() == "0123456789ab"
     monkeypatch.delenv("STARUNET_GIT_COMMIT")
     assert E._git_commit() == "unknown"
+
+
+def test_an_interrupted_grid_describes_the_runs_it_finished_and_names_the_missing(stare_records, tiny_preset,
+                                                                                 tmp_path, monkeypatch):
+    """Ctrl-C (or a lease's end) after the first run: the folder is a consistent, smaller
+    grid whose README says it is partial and which runs are missing; a re-run completes it."""
+    records = [_crop(r) for r in stare_records]
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    real = E._trained_runs
+
+    def interrupted_after_one(*args, **kwargs):
+        for n, result in real(*args, **kwargs):
+            yield n, result
+            raise KeyboardInterrupt
+    monkeypatch.setattr(E, "_trained_runs", interrupted_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        E.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
+                    records=records, log=lambda m: None)
+    partial = E.load_results(out)
+    assert partial.keys == ["sum-none-seed7"]
+    assert partial.provenance["partial"] == {"ended": "interrupted", "missing": ["star-none-seed7"]}
+    readme = (out / "README.md").read_text()
+    assert "partial: interrupted, 1 run(s) missing: star-none-seed7" in readme
+    assert partial.provenance["train_seconds_total"] == round(partial.run("sum-none-seed7")["train_seconds"], 1)
+
+    monkeypatch.setattr(E, "_trained_runs", real)
+    whole = E.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
+                        records=records, log=lambda m: None)
+    assert whole.keys == ["sum-none-seed7", "star-none-seed7"] and "partial" not in whole.provenance
+    assert "partial" not in (out / "README.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["reference", "long", "full"])
+def test_committed_grids_regenerate_their_readme(name):
+    """The committed READMEs are what the code generates from the committed files."""
+    folder = E.PROJECT_ROOT / "results" / name
+    results = E.load_results(folder, kind="reference")
+    assert E.provenance_readme(results) == (folder / "README.md").read_text(encoding="utf-8")

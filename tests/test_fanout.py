@@ -3,6 +3,7 @@ failures, Ctrl-C, and the SLURM job script (checked without a cluster)."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import subprocess
@@ -208,7 +209,9 @@ def test_a_failing_run_is_reported_with_its_log_and_the_others_finish(stare_reco
     assert "1 of 2 runs failed" in str(err.value) and str(failure.log) in str(err.value)
     rows = read_csv(tmp_path / "grid" / "out" / "metrics.csv")
     assert [(r["fusion"], r["activation"]) for r in rows] == [("sum", "none")]
-    assert not (tmp_path / "grid" / "out" / "provenance.json").exists()  # no README for a partial grid
+    provenance = json.loads((tmp_path / "grid" / "out" / "provenance.json").read_text())
+    assert provenance["partial"] == {"ended": "1 run(s) failed", "missing": ["star-none-seed7"]}
+    assert "partial: 1 run(s) failed" in (tmp_path / "grid" / "out" / "README.md").read_text()
 
 
 def _group_alive(pgid: int) -> list[int]:

@@ -131,3 +131,8 @@ def test_a_step_past_the_deadline_is_skipped_not_started(tmp_path):
     (tmp_path / "work").mkdir()
     result = session.run("bench", [["false"]])
     assert result.status.startswith("skipped") and not Path(result.log).exists()
+
+
+def test_step_commands_name_repository_paths_relative_to_it(tmp_path):
+    assert G._shown(G.PROJECT_ROOT / "results" / "full") == "results/full"
+    assert G._shown(tmp_path / "bench") == str(tmp_path / "bench")
