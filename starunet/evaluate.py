@@ -62,6 +62,10 @@ MAX_CURVE_POINTS = 500
 REFERENCE_DIR = PROJECT_ROOT / "results" / "reference"
 # the same grid with 4x the training (preset "long"): notebook 05 §9
 LONG_REFERENCE_DIR = PROJECT_ROOT / "results" / "long"
+# the source's protocol (preset "full": early stopping on 2,000-patch epochs), trained on a
+# lent GPU: when present, the grid the course shows first (the CPU grids are what a laptop reproduces)
+FULL_REFERENCE_DIR = PROJECT_ROOT / "results" / "full"
+BUDGET_ORDER = ("smoke", "quick", "long", "full")  # presets by training budget, for the budget tables
 METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
 # the threshold-dependent metrics again at the validation images' F1-optimal threshold
 TUNED_METRICS = ("f1_tuned", "se_tuned", "pre_tuned")
@@ -746,13 +750,16 @@ def own_results_dir() -> Path:
 
 def find_results(directory: str | Path | None = None) -> Results:
     """The results the course shows: ``directory`` if given, else the reader's own
-    ``reproduce`` output (:func:`own_results_dir`) if it has one, else the
-    committed ``results/reference/``."""
+    ``reproduce`` output (:func:`own_results_dir`) if it has one, else the committed
+    full-protocol grid ``results/full/`` (GPU) when present, else the committed
+    ``results/reference/`` (the quick CPU grid)."""
     if directory is not None:
         return load_results(directory, kind="own")
     own = own_results_dir()
     if (own / "metrics.csv").is_file():
         return load_results(own, kind="own")
+    if (FULL_REFERENCE_DIR / "metrics.csv").is_file():
+        return load_results(FULL_REFERENCE_DIR, kind="reference")
     return load_results(REFERENCE_DIR, kind="reference")
 
 
@@ -912,16 +919,19 @@ def is_committed_grid(directory: str | Path) -> bool:
     return Path(directory).resolve().parent == (PROJECT_ROOT / "results").resolve()
 
 
-def budget_grids(results: Results, longer: str | Path | None = None) -> dict[str, Results]:
-    """The grids that notebook 05 compares across training budgets, keyed by preset:
-    ``results`` and the longer-trained grid in ``longer`` (default
-    :data:`LONG_REFERENCE_DIR`), left out when that folder has no ``metrics.csv``."""
+def budget_grids(results: Results, others: Sequence[str | Path] | None = None) -> dict[str, Results]:
+    """The grids that notebook 05 compares across training budgets, keyed by preset
+    and ordered by budget (:data:`BUDGET_ORDER`): ``results`` and each folder of
+    ``others`` (default: the committed quick, long and full grids) that has a
+    ``metrics.csv``; a preset already present keeps the grid it has (``results`` first)."""
     grids = {str(results.provenance.get("preset", "?")): results}
-    folder = Path(longer) if longer is not None else LONG_REFERENCE_DIR
-    if (folder / "metrics.csv").is_file():
-        other = load_results(folder, kind="reference" if is_committed_grid(folder) else "own")
-        grids.setdefault(str(other.provenance.get("preset", folder.name)), other)
-    return grids
+    folders = others if others is not None else (REFERENCE_DIR, LONG_REFERENCE_DIR, FULL_REFERENCE_DIR)
+    for folder in map(Path, folders):
+        if (folder / "metrics.csv").is_file() and folder.resolve() != Path(results.directory).resolve():
+            other = load_results(folder, kind="reference" if is_committed_grid(folder) else "own")
+            grids.setdefault(str(other.provenance.get("preset", folder.name)), other)
+    rank = {name: i for i, name in enumerate(BUDGET_ORDER)}
+    return dict(sorted(grids.items(), key=lambda item: rank.get(item[0], len(rank))))
 
 
 def budget_differences(grids: Mapping[str, Results], activations: Sequence[str] = ACTIVATIONS_COMPARED,

@@ -73,7 +73,7 @@ class Timing:
 @dataclass(frozen=True)
 class Assumptions:
     """What the estimate cannot measure in seconds; printed with it."""
-    epochs: int                    # epochs of an early-stopped run (the full protocol has never run)
+    epochs: int                    # epochs of an early-stopped run (measured: 20-39 in results/full)
     efficiency: float = 0.6        # throughput each further job on the same GPU adds, vs the first
     startup_seconds: float = 25.0  # a job's process start, imports, data and CUDA initialisation
     tests_minutes: float = 1.0
@@ -529,14 +529,13 @@ def run_session(args: argparse.Namespace) -> int:
 
 
 def _default_epochs(preset: str) -> int:
-    """Early stopping decides the full protocol's length; until it has run, guess 36
-    epochs (72,000 patches) of its 200 (the smoke preset always runs its 2): the CPU
-    learning curves (results/curves) reached their best validation PR-AUC after
-    42,000-59,000 patches, and patience 10 adds 20,000 patches after the best."""
+    """Early stopping decides the full protocol's length: 33 epochs (66,000 patches) of
+    its 200, the mean of the 11 runs in results/full (20-39 epochs, one H200); the smoke
+    preset always runs its 2."""
     from starunet.train import preset_config
 
     config = preset_config(preset)
-    return config.max_epochs if config.patience >= config.max_epochs else min(config.max_epochs, 36)
+    return config.max_epochs if config.patience >= config.max_epochs else min(config.max_epochs, 33)
 
 
 def _run_steps(session: Session, args: argparse.Namespace, preset: str, device: str) -> None:
@@ -586,7 +585,7 @@ def cli(argv: Sequence[str]) -> int:
     parser.add_argument("--jobs", type=int, default=None,
                         help="runs sharing the device at once (default: 8 on a GPU, 2 in the rehearsal)")
     parser.add_argument("--expected-epochs", type=int, default=None,
-                        help="epochs an early-stopped full run is assumed to take (default 36)")
+                        help="epochs an early-stopped full run is assumed to take (default 33, measured)")
     parser.add_argument("--efficiency", type=float, default=0.6,
                         help="throughput each further job adds on the device, vs one job alone (default 0.6)")
     parser.add_argument("--skip", nargs="+", default=[], metavar="STEP", help=f"steps to leave out: {', '.join(STEPS)}")

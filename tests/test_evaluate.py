@@ -401,6 +401,7 @@ def test_only_numeric_columns_are_parsed(tmp_path):
 
 def test_course_summary_without_any_results(monkeypatch, tmp_path):
     monkeypatch.setattr(E, "REFERENCE_DIR", tmp_path / "reference")
+    monkeypatch.setattr(E, "FULL_REFERENCE_DIR", tmp_path / "full")
     monkeypatch.setattr(E, "own_results_dir", lambda: tmp_path / "own")
     text = E.course_summary_markdown()
     assert "No grid results found" in text and "python -m starunet reproduce" in text
@@ -596,16 +597,29 @@ def test_threshold_table_and_grids_evaluated_before_the_tuned_threshold(tmp_path
     assert diffs[0].mean == pytest.approx(-0.05)
 
 
-def test_budget_grids_reads_the_longer_grid_only_when_present(tmp_path):
+def test_budget_grids_reads_the_other_grids_only_when_present_in_budget_order(tmp_path):
     quick = _synthetic_grid(tmp_path, "quick", 0.0, 12)
-    assert list(E.budget_grids(quick, tmp_path / "missing")) == ["quick"]
-    grid = tmp_path / "long"
-    grid.mkdir()
-    E.write_csv_atomic(grid / "metrics.csv", [{"fusion": "sum", "activation": "none", "seed": 1}],
-                       ["fusion", "activation", "seed"])
-    E.write_json_atomic(grid / "provenance.json", {"preset": "long"})
-    grids = E.budget_grids(quick, grid)
-    assert list(grids) == ["quick", "long"] and grids["long"].kind == "own"
+    assert list(E.budget_grids(quick, [tmp_path / "missing"])) == ["quick"]
+    for preset in ("full", "long"):
+        grid = tmp_path / preset
+        grid.mkdir()
+        E.write_csv_atomic(grid / "metrics.csv", [{"fusion": "sum", "activation": "none", "seed": 1}],
+                           ["fusion", "activation", "seed"])
+        E.write_json_atomic(grid / "provenance.json", {"preset": preset})
+    grids = E.budget_grids(quick, [tmp_path / "full", tmp_path / "long"])
+    assert list(grids) == ["quick", "long", "full"] and grids["long"].kind == "own"
+    full = E.load_results(tmp_path / "full")  # shown first: the others join it, in budget order
+    assert list(E.budget_grids(full, [tmp_path / "full", tmp_path / "long"])) == ["long", "full"]
+
+
+def test_the_course_shows_the_full_grid_when_committed_and_no_own_grid(monkeypatch, tmp_path):
+    monkeypatch.setattr(E, "own_results_dir", lambda: tmp_path / "no-own-grid")
+    shown = E.find_results()
+    expected = E.FULL_REFERENCE_DIR if (E.FULL_REFERENCE_DIR / "metrics.csv").is_file() else E.REFERENCE_DIR
+    assert shown.directory == expected and shown.kind == "reference"
+    monkeypatch.setattr(E, "FULL_REFERENCE_DIR", tmp_path / "no-full-grid")
+    assert E.find_results().directory == E.REFERENCE_DIR
+    assert list(E.budget_grids(E.find_results())) == ["quick", "long"]
 
 
 def test_replacement_differences_pair_star_without_relu_with_sum_with_relu(tmp_path):
