@@ -87,19 +87,33 @@ def _kernel_config(ipc_dir: str):
     return config
 
 
+# A cell that runs this long is hung, not working: the whole course takes minutes, and
+# its longest cell (notebook 04 training in normal mode) a fraction of that. Without a
+# limit, a hang (e.g. a kernel that went idle while the client still waits) never ends.
+DEFAULT_CELL_TIMEOUT = 3600
+
+
+class CellTimeout(RuntimeError):
+    """A notebook cell ran past the per-cell timeout; the message names the cell."""
+
+
 def execute_notebook(src: Path, dst: Path, timeout: int | None = None,
                      progress: "CourseProgress | None" = None) -> float:
     """Execute ``src`` with its folder as working directory, write it to ``dst``;
-    return the wall time in seconds. Raises ``nbclient`` errors on a failing cell.
+    return the wall time in seconds. Raises ``nbclient`` errors on a failing cell, and
+    :class:`CellTimeout` naming the cell when one runs past ``timeout`` seconds.
     ``progress`` is told when each code cell starts."""
     import tempfile
 
     import nbformat
+    from nbclient.exceptions import CellTimeoutError
 
     nb = nbformat.read(src, as_version=4)
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
+    running = {"index": None}
 
     def on_cell_start(cell, cell_index: int) -> None:
+        running["index"] = cell_index
         if progress is not None and cell_index in code_cells:
             progress.cell_started(code_cells.index(cell_index) + 1, len(code_cells))
 
@@ -109,7 +123,15 @@ def execute_notebook(src: Path, dst: Path, timeout: int | None = None,
                                 resources={"metadata": {"path": str(src.parent)}},
                                 extra_arguments=[f"--IPKernelApp.exec_lines={KERNEL_SETUP}"],
                                 on_cell_start=on_cell_start)
-        client.execute()
+        try:
+            client.execute()
+        except CellTimeoutError as err:
+            index = running["index"]
+            number = code_cells.index(index) + 1 if index in code_cells else "?"
+            first = nb.cells[index].source.strip().splitlines()[0] if index is not None else "?"
+            raise CellTimeout(f"{src.name}: code cell {number}/{len(code_cells)} (`{first}`) ran longer than "
+                              f"{timeout} s and was stopped. Run it in JupyterLab to see where it waits, or give "
+                              "the course more time per cell with --timeout SECONDS (0: no limit).") from err
     elapsed = time.perf_counter() - start
     clean_notebook(nb)
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -268,21 +290,25 @@ def cli(argv: list[str]) -> int:
                         help="run only notebooks whose file name starts with PREFIX (e.g. 01 03)")
     parser.add_argument("--inplace", action="store_true",
                         help="write outputs back into notebooks/ (to refresh the committed outputs)")
-    parser.add_argument("--timeout", type=int, default=None,
-                        help="per-cell timeout in seconds (default: none)")
+    parser.add_argument("--timeout", type=int, default=DEFAULT_CELL_TIMEOUT,
+                        help=f"per-cell timeout in seconds, 0 for none (default {DEFAULT_CELL_TIMEOUT}: "
+                             "a cell that runs an hour is hung)")
     parser.add_argument("--html", action="store_true",
                         help="also write each executed notebook as HTML into --out, figures with alt text")
     args = parser.parse_args(argv)
     from starunet.preflight import PreflightError, check_positive
 
     try:
-        if args.timeout is not None:
+        if args.timeout != 0:
             check_positive(args.timeout, "--timeout")
         _INTERRUPTED.clear()
-        run_course(args.out, args.only, args.inplace, args.timeout, args.html)
+        run_course(args.out, args.only, args.inplace, args.timeout or None, args.html)
     except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except CellTimeout as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except BaseException as err:
         if not (_INTERRUPTED.is_set() or isinstance(err, KeyboardInterrupt)):
             raise

@@ -90,3 +90,18 @@ def test_figure_alt_text_names_titles_and_labels_and_is_bounded():
     assert figure_alt_text(fig) == "Figure. 2 panels: ROC (x: FPR); untitled panel."
     assert len(figure_alt_text(fig, limit=12)) == 12
     plt.close(fig)
+
+
+def test_a_hung_cell_is_stopped_and_named(tmp_path):
+    """The course has a per-cell limit (a hang would otherwise never end); the error
+    names the notebook, the cell and how to give it more time."""
+    import pytest
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("1 + 1"), nbformat.v4.new_code_cell("import time\ntime.sleep(60)")]
+    src = tmp_path / "01_demo.ipynb"
+    nbformat.write(nb, src)
+    with pytest.raises(course.CellTimeout, match=r"01_demo.ipynb: code cell 2/2 \(`import time`\) ran longer "
+                                                 r"than 3 s.*--timeout SECONDS \(0: no limit\)"):
+        course.execute_notebook(src, tmp_path / "out.ipynb", timeout=3)
+    assert course.DEFAULT_CELL_TIMEOUT >= 600
