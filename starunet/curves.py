@@ -421,6 +421,47 @@ def curve_table(results: CurveResults, metric: str = "pr_auc") -> str:
     return markdown_table([f"test {METRIC_LABELS.get(metric, metric)}", *map(format_patches, budgets)], rows)
 
 
+def early_stopping_table(results: CurveResults, full, metric: str = "pr_auc") -> str:
+    """Markdown: the full-protocol grid ``full`` (a :class:`starunet.evaluate.Results`
+    of preset ``full``: early stopping on 2,000-patch epochs) beside the curves of the
+    same configurations: where early stopping stopped and which weights it kept (patches,
+    means over seeds), the test ``metric`` of those weights, and the curves' test
+    ``metric`` at the budgets around them and at their largest. Did early stopping stop
+    where the curves flatten?"""
+    label = METRIC_LABELS.get(metric, metric)
+    epoch = int(full.provenance["preset_config"]["samples_per_epoch"])
+    rows = []
+    for fusion, activation in sorted({(r["fusion"], r["activation"]) for r in full.runs}, key=_grid_order):
+        runs = [r for r in full.runs if (r["fusion"], r["activation"]) == (fusion, activation)]
+        curve = {}
+        for r in results.points:
+            if (r["fusion"], r["activation"]) == (fusion, activation):
+                curve.setdefault(r["patches"], []).append(r[metric])
+        if not curve:
+            continue
+        best = float(np.mean([int(r["best_epoch"]) * epoch for r in runs]))
+        below = max((b for b in curve if b <= best), default=min(curve))
+        above = min((b for b in curve if b >= best), default=max(curve))
+        values = [float(r[metric]) for r in runs]
+        spread = f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else ""
+        at = dict.fromkeys([below, above, max(curve)])
+        rows.append([f"{fusion}/{activation}", str(len(runs)),
+                     f"{np.mean([int(r['epochs']) * epoch for r in runs]):,.0f}", f"{best:,.0f}",
+                     f"{np.mean(values):.4f}{spread}",
+                     ", ".join(f"{np.mean(curve[b]):.4f} at {format_patches(b)}" for b in at)])
+    header = ["configuration", "full: seeds", "full: stopped after (patches)", "full: kept weights of (patches)",
+              f"full: test {label}", f"curves: test {label} (budgets around the kept weights, and the largest)"]
+    return markdown_table(header, rows)
+
+
+def _grid_order(config: tuple[str, str]) -> tuple[int, int, str]:
+    """sum before star, none before relu, others after, as the course's tables order them."""
+    fusion, activation = config
+    order = {"sum": 0, "star": 1}
+    return (["none", "relu"].index(activation) if activation in ("none", "relu") else 2,
+            order.get(fusion, 2), fusion)
+
+
 def runs_table(results: CurveResults) -> str:
     """Markdown: per run, how far it trained, how long, where its curve flattened and
     how much its validation PR-AUC swung between epochs."""

@@ -95,3 +95,20 @@ def test_a_reused_run_without_snapshots_is_refused(tmp_path, stare_records):
     train(config, run_dir_for(config, tmp_path), records=stare_records)  # as `reproduce` would: no snapshots
     with pytest.raises(ValueError, match="trained without curve snapshots.*own --runs-dir"):
         curves.train_curves(tmp_path, runs=[run], preset="smoke", progress=False)
+
+
+def test_early_stopping_table_sets_the_full_grid_beside_the_curves():
+    """Committed files: the full grid's stopping point and kept weights in patches, and
+    the curve values at the budgets around them."""
+    from starunet import evaluate
+
+    results = curves.load_curves()
+    full = evaluate.load_results(evaluate.FULL_REFERENCE_DIR, kind="reference")
+    table = curves.early_stopping_table(results, full)
+    epoch = full.provenance["preset_config"]["samples_per_epoch"]
+    sum_none = [r for r in full.runs if (r["fusion"], r["activation"]) == ("sum", "none")]
+    kept = sum(int(r["best_epoch"]) * epoch for r in sum_none) / len(sum_none)
+    row = next(line for line in table.splitlines() if line.startswith("| sum/none |"))
+    assert f"| {kept:,.0f} |" in row and f"{len(sum_none)} |" in row
+    largest = max(p["patches"] for p in results.points if (p["fusion"], p["activation"]) == ("sum", "none"))
+    assert row.rstrip(" |").endswith(f"at {curves.format_patches(largest)}")
