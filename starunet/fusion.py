@@ -25,7 +25,9 @@ name                output                        out_channels     parameters
 ``concat`` and ``attention`` double the channels, so the next decoder block's first
 conv gets ``2C`` input channels (:class:`starunet.UNet` reads ``out_channels``).
 
-Adding an op is one class (its formula and ``combine``) and one decorator::
+Adding an op is one class (its formula and ``combine``) and one decorator; it then
+appears in every figure and table (its ``color`` and diagram ``symbol`` are optional
+class attributes, with a fixed fallback derived from the name)::
 
     @register_fusion("mean")
     class MeanFusion(Fusion):
@@ -36,6 +38,7 @@ Adding an op is one class (its formula and ``combine``) and one decorator::
 """
 from __future__ import annotations
 
+import hashlib
 from typing import Callable, TypeVar
 
 import torch
@@ -56,6 +59,8 @@ class Fusion(nn.Module):
     name: str = "?"
     formula: str = ""
     channel_factor: int = 1
+    symbol: str = ""   # its mark in the U-Net diagram (default: the name)
+    color: str = ""    # its colour in every figure (default: one of FALLBACK_COLORS, by name)
 
     def __init__(self, channels: int):
         super().__init__()
@@ -117,6 +122,26 @@ def make_fusion(name: str, channels: int) -> Fusion:
     return cls(channels)
 
 
+# Colours for ops that set none: Paul Tol's muted palette minus the ones the built-in ops
+# use; chosen by a hash of the name, so an op keeps its colour across runs and processes.
+FALLBACK_COLORS = ("#332288", "#117733", "#44AA99", "#88CCEE", "#DDCC77", "#CC6677", "#AA4499")
+
+
+def fusion_color(name: str) -> str:
+    """The colour of the op registered as ``name`` in every figure (its class's
+    ``color``, else a fixed fallback derived from the name)."""
+    cls = _registered(name)
+    if cls.color:
+        return cls.color
+    digest = int(hashlib.sha256(name.encode()).hexdigest(), 16)
+    return FALLBACK_COLORS[digest % len(FALLBACK_COLORS)]
+
+
+def fusion_symbol(name: str) -> str:
+    """The op's short mark in the U-Net diagram (its class's ``symbol``, else its name)."""
+    return _registered(name).symbol or name
+
+
 def fusion_formula(name: str) -> str:
     """The formula of the op registered as ``name`` (``"star"`` -> ``"d ⊙ s"``),
     for figure titles and tables, without building the op."""
@@ -130,6 +155,7 @@ class SumFusion(Fusion):
     """``d + s``: the additive skip (FPN/LinkNet style). Linear, 0 parameters."""
 
     formula = "d + s"
+    symbol, color = "+", "#0072B2"
 
     def combine(self, decoder, skip):
         return decoder + skip
@@ -144,6 +170,7 @@ class StarFusion(Fusion):
     (notebook 02, section 6)."""
 
     formula = "d ⊙ s"
+    symbol, color = "⊙", "#D55E00"
 
     def combine(self, decoder, skip):
         return decoder * skip
@@ -155,6 +182,7 @@ class ConcatFusion(Fusion):
     0 parameters here; the next conv pays for them (its input doubles to 2C)."""
 
     formula = "[d, s]"
+    symbol, color = "‖", "#009E73"
     channel_factor = 2
 
     def combine(self, decoder, skip):
@@ -167,6 +195,7 @@ class ResidualStarFusion(Fusion):
     path, so a skip near zero leaves ``d`` through instead of erasing it. 0 parameters."""
 
     formula = "d + d ⊙ s"
+    symbol, color = "+⊙", "#CC79A7"
 
     def combine(self, decoder, skip):
         return decoder + decoder * skip
@@ -178,6 +207,7 @@ class GatedFusion(Fusion):
     gated convolutions), so the product is bounded by ``|d|``. 0 parameters."""
 
     formula = "d ⊙ σ(s)"
+    symbol, color = "⊙σ", "#E69F00"
 
     def combine(self, decoder, skip):
         return decoder * torch.sigmoid(skip)
@@ -189,6 +219,7 @@ class MaxFusion(Fusion):
     0 parameters."""
 
     formula = "max(d, s)"
+    symbol, color = "max", "#56B4E9"
 
     def combine(self, decoder, skip):
         return torch.maximum(decoder, skip)
@@ -210,6 +241,7 @@ class AttentionGateFusion(Fusion):
     """
 
     formula = "[d, α ⊙ s]"
+    symbol, color = "α‖", "#000000"
     channel_factor = 2
 
     def __init__(self, channels: int):
@@ -246,6 +278,7 @@ class NormalizedStarFusion(Fusion):
     (2C parameters), so the product's scale does not compound through the decoder."""
 
     formula = "BN(d ⊙ s)"
+    symbol, color = "N⊙", "#999933"
 
     def __init__(self, channels: int):
         super().__init__(channels)
@@ -261,6 +294,7 @@ class PolynomialFusion(Fusion):
     the sum's additive path plus a normalised second-order term (2C parameters)."""
 
     formula = "d + s + BN(d ⊙ s)"
+    symbol, color = "+N⊙", "#882255"
 
     def __init__(self, channels: int):
         super().__init__(channels)

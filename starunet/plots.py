@@ -9,14 +9,14 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from starunet import fusion as _fusion
+
 # ---------------------------------------------------------------- styles shared by the sections
 
-# One colour per fusion (Okabe-Ito, colour-blind safe), so a fusion looks the same in
-# notebooks 03, 04 and 05; the line style says the activation: solid without one,
-# dashed with ReLU, dotted with GELU/SiLU.
-FUSION_COLORS = {"sum": "#0072B2", "star": "#D55E00", "concat": "#009E73", "residual_star": "#CC79A7",
-                 "gated": "#E69F00", "max": "#56B4E9", "attention": "#000000", "star_bn": "#999933",
-                 "sum_star_bn": "#882255"}
+# A fusion's colour comes from its class (starunet.fusion.fusion_color: Okabe-Ito for the
+# built-in ops, colour-blind safe), so it looks the same in every notebook and a new op
+# needs no edit here; the line style says the activation: solid without one, dashed with
+# ReLU, dotted with GELU/SiLU.
 ACTIVATION_STYLES = {"none": "-", "relu": "--", "gelu": ":", "silu": ":"}
 
 # ---------------------------------------------------------------- 01 data
@@ -345,8 +345,10 @@ def plot_toy_accuracies(summary) -> plt.Figure:
 
 # ---------------------------------------------------------------- 03 model
 
-_FUSION_SYMBOLS = {"sum": "+", "star": "⊙", "concat": "‖", "residual_star": "+⊙",
-                   "gated": "⊙σ", "max": "max", "attention": "α‖", "star_bn": "N⊙", "sum_star_bn": "+N⊙"}
+def fusion_color(fusion: str, default: str = "0.4") -> str:
+    """The registered op's colour (:func:`starunet.fusion.fusion_color`); ``default``
+    (grey) for a name that is not a registered op, such as a user's model label."""
+    return _fusion.fusion_color(fusion) if fusion in _fusion.FUSIONS else default
 
 
 def plot_unet_architecture(rows: list[dict], input_size: int = 96) -> plt.Figure:
@@ -356,7 +358,7 @@ def plot_unet_architecture(rows: list[dict], input_size: int = 96) -> plt.Figure
     blocks = {r["block"].split(" ")[0]: r for r in rows}
     fusion_rows = [r for r in rows if r["block"].startswith("fusion")]
     fusion_name = fusion_rows[0]["block"].split("(")[1].rstrip(")") if fusion_rows else "none"
-    symbol = _FUSION_SYMBOLS.get(fusion_name, fusion_name)
+    symbol = _fusion.fusion_symbol(fusion_name) if fusion_name in _fusion.FUSIONS else fusion_name
     n_levels = sum(name.startswith("encoder") for name in blocks)
     enc_x, fuse_x, dec_x, bottom_x, head_x = 0.0, 4.4, 6.0, 3.0, 7.8
     fig, ax = plt.subplots(figsize=(11, 6.2))
@@ -497,7 +499,7 @@ def _variant_style(name: str) -> dict:
     """Line style for a model named ``"fusion, activation"`` (anything else: defaults)."""
     fusion, _, activation = (part.strip() for part in name.partition(","))
     style = {"linestyle": ACTIVATION_STYLES.get(activation or "none", "-")}
-    return {**style, "color": FUSION_COLORS[fusion]} if fusion in FUSION_COLORS else style
+    return {**style, "color": fusion_color(fusion)} if fusion in _fusion.FUSIONS else style
 
 
 def _short_layer(name: str) -> str:
@@ -619,7 +621,7 @@ ERROR_COLORS = {"TP": (1.0, 1.0, 1.0), "FP": (0.835, 0.369, 0.0), "FN": (0.337, 
 def _config_style(key: str) -> dict:
     """Line style of a run key ``fusion-activation-seedN`` (grey for a fusion without a colour)."""
     fusion, activation = key.split("-")[:2]
-    return {"color": FUSION_COLORS.get(fusion, "0.4"), "linestyle": ACTIVATION_STYLES.get(activation, ":")}
+    return {"color": fusion_color(fusion), "linestyle": ACTIVATION_STYLES.get(activation, ":")}
 
 
 def plot_roc_pr(curves, markers=None, roc_xmax: float = 0.3, title: str | None = None, per_run: bool = False):
@@ -805,7 +807,7 @@ def plot_learning_curves(points, metrics=("roc_auc", "pr_auc", "f1"), human=None
             rows = sorted(rows, key=lambda r: r["patches"])
             main = first_seed[(fusion, activation)] == seed
             ax.plot([r["patches"] for r in rows], [r[metric] for r in rows], marker="o", markersize=3.5,
-                    color=FUSION_COLORS.get(fusion, "0.4"), linestyle=ACTIVATION_STYLES.get(activation, ":"),
+                    color=fusion_color(fusion), linestyle=ACTIVATION_STYLES.get(activation, ":"),
                     alpha=1.0 if main else 0.45, lw=1.8 if main else 1.2,
                     label=f"{fusion} / {activation}" + ("" if main else f" (seed {seed})"))
         if human is not None and metric in human:
@@ -813,11 +815,11 @@ def plot_learning_curves(points, metrics=("roc_auc", "pr_auc", "f1"), human=None
         for activation, rows in (source or {}).items():
             for fusion, values in rows.items():
                 if metric in values:
-                    ax.axhline(values[metric], color=FUSION_COLORS.get(fusion, "0.4"), lw=1,
+                    ax.axhline(values[metric], color=fusion_color(fusion), lw=1,
                                linestyle=(0, (1, 2)) if activation == "none" else (0, (5, 2, 1, 2)))
                     ax.annotate(f"source {fusion}/{activation}", (1.0, values[metric]), xycoords=("axes fraction", "data"),
                                 xytext=(2, 0), textcoords="offset points", fontsize=6.5, va="center",
-                                color=FUSION_COLORS.get(fusion, "0.4"))
+                                color=fusion_color(fusion))
         ax.set_xscale("log", base=2)
         ax.set_xticks(budgets, [f"{b // 1024}k" if b >= 1024 else str(b) for b in budgets])
         ax.minorticks_off()

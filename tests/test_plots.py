@@ -34,9 +34,33 @@ def test_fusion_map_titles_take_the_formula_from_the_registry():
     assert fused_titles == ["star: fused = d ⊙ s", "gated: fused = d ⊙ σ(s)", "my model: fused = my model"]
 
 
-def test_every_registered_fusion_has_one_colour():
-    assert set(plots.FUSION_COLORS) == set(FUSIONS)
-    assert len(set(plots.FUSION_COLORS.values())) == len(FUSIONS)  # no two fusions alike
+def test_every_registered_fusion_has_its_own_colour():
+    colours = [plots.fusion_color(name) for name in FUSIONS]
+    assert len(set(colours)) == len(FUSIONS)  # no two fusions alike
+    assert plots.fusion_color("my model") == "0.4"  # not an op: neutral grey
+
+
+def test_a_fusion_registered_in_a_test_appears_in_figures_with_no_other_edit(monkeypatch):
+    """One class, one decorator: its colour (a fixed fallback), symbol and formula reach the
+    figures without touching plots."""
+    from starunet import fusion as F
+
+    monkeypatch.setattr(F, "FUSIONS", dict(F.FUSIONS))  # unregistered again after the test
+
+    @F.register_fusion("mean_test")
+    class MeanFusion(F.Fusion):
+        formula = "(d + s) / 2"
+
+        def combine(self, decoder, skip):
+            return 0.5 * (decoder + skip)
+
+    assert plots.fusion_color("mean_test") in F.FALLBACK_COLORS
+    assert plots.fusion_color("mean_test") == F.fusion_color("mean_test")  # the same in every call
+    assert F.fusion_symbol("mean_test") == "mean_test" and F.fusion_symbol("star") == "⊙"
+    style = plots._variant_style("mean_test, relu")
+    assert style == {"linestyle": "--", "color": plots.fusion_color("mean_test")}
+    fig = plots.plot_fusion_maps({"mean_test": _fusion_maps_input()}, fusion=3)
+    assert any(ax.get_title() == "mean_test: fused = (d + s) / 2" for ax in fig.axes)
 
 
 def _statistics_rows() -> list[dict]:
