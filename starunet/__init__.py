@@ -98,8 +98,8 @@ _EXPORTS = {
     # with the module; use `from starunet.train import train`
     "preset_config": "train",
     "run_dir_for": "train",
-    "select_device": "train",
-    "device_description": "train",
+    "select_device": "device",
+    "device_description": "device",
     "load_model": "train",
     "read_history": "train",
     "predict_probabilities": "inference",

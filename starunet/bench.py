@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from starunet.config import PROJECT_ROOT, default_runs_dir, smoke_mode
 from starunet.io import write_csv_atomic, write_text_atomic
 from starunet.preflight import check_positive, check_writable_dir, cli_message
-from starunet.train import DEVICE_CHOICES, autocast_bf16
+from starunet.device import DEVICE_CHOICES, autocast_bf16
 
 BENCH_DIR = PROJECT_ROOT / "benchmarks"  # the committed tables: written only with --out benchmarks/
 GRID = [("sum", "none"), ("star", "none"), ("sum", "relu"), ("star", "relu")]
@@ -221,7 +221,7 @@ def recorded_grid_seconds(preset: str = "quick", seeds: tuple[int, ...] = (2024,
 
 def environment(device: torch.device) -> dict[str, str]:
     """What the numbers were measured on."""
-    from starunet.train import device_description
+    from starunet.device import device_description
 
     return {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
@@ -343,7 +343,7 @@ def to_markdown(rows: list[Row], env: dict[str, str], command: str) -> str:
 
 
 def cli(argv: list[str]) -> int:
-    from starunet.train import select_device
+    from starunet.device import select_device
 
     parser = argparse.ArgumentParser(prog="python -m starunet bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)

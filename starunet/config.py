@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -31,6 +32,25 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def git_commit() -> str:
+    """The checked-out commit (``+ local changes`` when tracked files differ from it), or
+    ``unknown``, for provenance files. ``$STARUNET_GIT_COMMIT``, when set, wins: a copy
+    of the tree sent to a GPU machine may carry an older ``.git`` than the code it holds.
+    Changes under ``results/`` do not count: they are grids' own outputs (a second grid
+    run after a first one would otherwise always report local changes)."""
+    if os.environ.get("STARUNET_GIT_COMMIT"):
+        return os.environ["STARUNET_GIT_COMMIT"]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                ":(exclude)results"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + (" + local changes" if dirty else "")
 
 
 def smoke_mode() -> bool:

@@ -24,9 +24,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from starunet.config import PROJECT_ROOT, default_runs_dir, display_path, smoke_mode
+from starunet.config import PROJECT_ROOT, default_runs_dir, display_path, git_commit, smoke_mode
+from starunet.device import hardware_record
 from starunet.evaluate import (EVALUATION_VERSION, HEADLINE_METRICS, METRIC_LABELS, TUNED_METRICS,
-                               PairedDifference, RunEvaluation, _git_commit, _hardware, _parse_row,
+                               PairedDifference, RunEvaluation, _parse_row,
                                config_differences, evaluate_run, markdown_table)
 from starunet.io import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
 from starunet.metrics import METRIC_NAMES
@@ -248,8 +249,8 @@ def evaluate_curves(runs_dir: str | Path | None = None, out: str | Path = CURVES
         "points": list(curve_points(configs[0])), "runs": [r.key for r in runs],
         "test_ids": list(configs[0].split().test), "plateau_rule": f"PR-AUC gain < {PLATEAU_GAIN} per doubling",
         "trained_on": sorted(d for d in train_devices if d) or ["(unfinished runs: see runs.csv)"],
-        "evaluated_on": _hardware(torch.device(device))["summary"], "torch": torch.__version__,
-        "python": platform.python_version(), "git_commit": _git_commit(), "smoke_mode": smoke_mode(),
+        "evaluated_on": hardware_record(torch.device(device))["summary"], "torch": torch.__version__,
+        "python": platform.python_version(), "git_commit": git_commit(), "smoke_mode": smoke_mode(),
         "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "wall_seconds": round(time.perf_counter() - start, 1),
     }

@@ -36,10 +36,8 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -48,7 +46,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from starunet.config import PROJECT_ROOT, default_runs_dir, display_path, smoke_mode
+from starunet.config import PROJECT_ROOT, default_runs_dir, display_path, git_commit, smoke_mode
+from starunet.device import hardware_record
 from starunet.io import read_csv, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
 from starunet.metrics import (METRIC_NAMES, confusion_counts, f1_optimal_threshold, rates_from_counts,
                               segmentation_metrics)
@@ -1144,36 +1143,6 @@ def _write_grid_files(out: Path, rows: list[dict], per_image: list[dict], curves
         write_csv_atomic(out / "inference_methods.csv", inference_rows, INFERENCE_COLUMNS)
 
 
-def _git_commit() -> str:
-    """The checked-out commit (``+ local changes`` when tracked files differ from it), or
-    ``unknown``. ``$STARUNET_GIT_COMMIT``, when set, wins: a copy of the tree sent to a
-    GPU machine may carry an older ``.git`` than the code it holds. Changes under ``results/`` do not count: they are
-    grids' own outputs (a second grid run after a first one would otherwise always
-    report local changes)."""
-    if os.environ.get("STARUNET_GIT_COMMIT"):
-        return os.environ["STARUNET_GIT_COMMIT"]
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + (" + local changes" if dirty else "")
-
-
-def _hardware(torch_device) -> dict:
-    import torch
-
-    from starunet.train import device_description
-
-    summary = device_description(torch_device)
-    return {"summary": f"{summary}, {os.cpu_count()} logical CPUs",
-            "device": str(torch_device), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else None}
-
-
 class GridConflictError(ValueError):
     """The output folder holds runs that the requested grid would silently drop."""
 
@@ -1247,7 +1216,7 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
 
     from starunet.data import load_stare
     from starunet.fanout import FanOut
-    from starunet.train import select_device
+    from starunet.device import select_device
 
     log = log or (lambda message: print(message, flush=True))
     _check_method(method)
@@ -1258,7 +1227,7 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     if not overwrite:
         check_output_folder(out, configs, method)
     started, start = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.perf_counter()
-    commit = _git_commit()  # now: the files this call writes may be tracked ones (results/reference)
+    commit = git_commit()  # now: the files this call writes may be tracked ones (results/reference)
     test_ids = tuple(configs[0].split().test)
     panel_ids = tuple(sorted(test_ids)[:PANEL_COUNT])
     records = load_stare() if records is None else records
@@ -1320,7 +1289,7 @@ def _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_i
                                                 if k not in ("fusion", "activation", "seed")},
             "seeds": list(seeds), "fusions": list(fusions), "activations": list(activations),
             "method": method, "test_ids": list(test_ids), "panel_ids": list(panel_ids),
-            "hardware": _hardware(torch_device), "torch": torch.__version__, "numpy": np.__version__,
+            "hardware": hardware_record(torch_device), "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version(), "platform": platform.platform(terse=True),
             "git_commit": commit, "smoke_mode": smoke_mode(),
             "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -1478,7 +1447,8 @@ def cli(argv: Sequence[str]) -> int:
     """``python -m starunet reproduce``: the grid over seeds, evaluated (see :func:`reproduce`)."""
     from starunet.fusion import FUSIONS
     from starunet.model import ACTIVATIONS
-    from starunet.train import DEVICE_CHOICES, PRESETS
+    from starunet.device import DEVICE_CHOICES
+    from starunet.train import PRESETS
 
     parser = argparse.ArgumentParser(
         prog="python -m starunet reproduce",

@@ -240,7 +240,7 @@ def environment(device_name: str) -> dict:
     import submitit
     import torch
 
-    from starunet.train import device_description
+    from starunet.device import device_description
 
     env = {"python": platform.python_version(), "platform": platform.platform(terse=True),
            "torch": torch.__version__, "cuda": torch.version.cuda, "numpy": numpy.__version__,
@@ -264,8 +264,9 @@ def probe(preset: str, device_name: str, steps: int = 10, warmup: int = 3) -> Ti
     from starunet.data import load_stare
     from starunet.evaluate import predict_images
     from starunet.metrics import segmentation_metrics
-    from starunet.train import (autocast_bf16, build_model, make_patch_loader, preset_config, select_device,
-                                split_records, to_device, training_loss, validate, validation_images)
+    from starunet.device import autocast_bf16, select_device, to_device
+    from starunet.train import (build_model, make_patch_loader, preset_config, split_records, training_loss, validate,
+                                validation_images)
 
     device = select_device(device_name)
     config = preset_config(preset, fusion="star", activation="none")

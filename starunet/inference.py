@@ -25,14 +25,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from starunet.device import preferred_memory_format  # noqa: F401  (re-exported)
 from starunet.model import probabilities_from_logits
-
-
-def preferred_memory_format(device: torch.device | str) -> torch.memory_format:
-    """channels-last on CPU (measured faster for training and inference there),
-    the default (contiguous) layout elsewhere. A concrete layout, never
-    ``preserve_format``: ``Tensor.contiguous`` refuses that one."""
-    return torch.channels_last if torch.device(device).type == "cpu" else torch.contiguous_format
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

@@ -44,7 +44,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import platform
 import random
 import shlex
 import sys
@@ -60,8 +59,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from starunet.config import cpu_model, default_runs_dir, display_path, smoke_mode
-from starunet.inference import inference_model, predict_logits, preferred_memory_format
+from starunet.config import default_runs_dir, display_path, smoke_mode
+from starunet.device import (DEVICE_CHOICES, autocast_bf16, device_description, select_device,  # noqa: F401
+                             to_device)  # (re-exported: notebook 04 and older code import them from here)
+from starunet.inference import inference_model, predict_logits
 from starunet.io import read_csv, torch_save_atomic, write_csv_atomic, write_json_atomic
 from starunet.preflight import (LOCK_FILE, RunDirLock, RunDirLockedError, check_seeds, check_writable_dir,
                                 cli_message, python_command, seed_problem)
@@ -71,7 +72,6 @@ from starunet.preflight import (LOCK_FILE, RunDirLock, RunDirLockedError, check_
 ENGINE_VERSION = 1
 
 MONITOR_CHOICES = ("pr_auc", "roc_auc", "f1", "loss")
-DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 CONFIG_FILE, HISTORY_FILE, RESULT_FILE = "config.json", "history.csv", "result.json"
 LAST_CHECKPOINT, BEST_CHECKPOINT = "checkpoint_last.pt", "checkpoint_best.pt"
 RUN_FILES = (CONFIG_FILE, HISTORY_FILE, RESULT_FILE, LAST_CHECKPOINT, BEST_CHECKPOINT)
@@ -297,53 +297,6 @@ def run_dir_for(config: TrainConfig, runs_dir: str | Path | None = None) -> Path
     if runs_dir is None and smoke_mode() and config.preset == "smoke":
         return base / name
     return base / config.preset / name
-
-
-# ---------------------------------------------------------------- device
-
-def select_device(name: str = "auto") -> torch.device:
-    """``"auto"`` picks cuda > mps > cpu; a named device must be available."""
-    if name not in DEVICE_CHOICES:
-        raise ValueError(f"unknown device {name!r}; valid: {', '.join(DEVICE_CHOICES)}")
-    cuda_ok = torch.cuda.is_available()
-    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if cuda_ok else "mps" if mps_ok else "cpu")
-    if (name == "cuda" and not cuda_ok) or (name == "mps" and not mps_ok):
-        raise ValueError(f"device {name!r} was requested but is not available here; "
-                         "use device='auto' or 'cpu'")
-    return torch.device(name)
-
-
-def device_description(device: torch.device | str | None = None) -> str:
-    """A one-line human description of ``device`` (GPU name, or CPU model and threads)."""
-    device = torch.device(device) if device is not None else select_device("auto")
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    if device.type == "mps":
-        return f"mps: Apple GPU ({platform.machine()})"
-    cpu = cpu_model()
-    return f"cpu: {cpu}, {torch.get_num_threads()} torch threads"
-
-
-
-def to_device(model: nn.Module, device: torch.device | str) -> nn.Module:
-    """Move ``model`` to ``device`` in the memory layout that is fastest there
-    (:func:`starunet.inference.preferred_memory_format`): channels-last (NHWC) on
-    CPU, where ``benchmarks/cpu.md`` measures a training step x1.14-1.38 faster than
-    in the default NCHW layout, with the same numbers run to run. Elsewhere the
-    default layout is kept.
-    """
-    return model.to(device, memory_format=preferred_memory_format(device))
-
-
-def autocast_bf16(device: torch.device, enabled: bool = True):
-    """bf16 autocast for training steps on GPUs that support it (a no-op elsewhere or
-    when not ``enabled``). Not fp16: products of unnormalised features (the star
-    fusion) overflow fp16's range easily; bf16 has fp32's range."""
-    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------- model and inference

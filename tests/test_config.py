@@ -16,3 +16,34 @@ def test_smoke_runs_sit_one_level_below_the_runs_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("STARUNET_SMOKE", "0")
     assert run_dir_for(smoke) == in_smoke_mode  # the same folder in either mode
     assert run_dir_for(smoke, tmp_path / "elsewhere").parent == tmp_path / "elsewhere" / "smoke"
+
+
+def test_git_commit_ignores_changes_to_result_folders(monkeypatch, tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "metrics.csv").write_text("a\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    monkeypatch.setattr(config, "PROJECT_ROOT", tmp_path)
+    assert "local changes" not in config.git_commit() and config.git_commit() != "unknown"
+    (tmp_path / "results" / "metrics.csv").write_text("b\n")  # a grid rewrote its outputs
+    assert "local changes" not in config.git_commit()
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert config.git_commit().endswith(" + local changes")
+
+
+def test_git_commit_comes_from_the_environment_in_a_copy_without_git(tmp_path, monkeypatch):
+    """A GPU machine gets a copy of the working tree without .git: the session names the
+    commit in STARUNET_GIT_COMMIT, and the grid's provenance records it."""
+    monkeypatch.setattr(config, "PROJECT_ROOT", tmp_path)
+    monkeypatch.setenv("STARUNET_GIT_COMMIT", "0123456789ab")
+    assert config.git_commit() == "0123456789ab"
+    monkeypatch.delenv("STARUNET_GIT_COMMIT")
+    assert config.git_commit() == "unknown"

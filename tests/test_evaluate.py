@@ -438,27 +438,6 @@ def test_course_summary_adds_the_budget_verdicts_when_a_longer_grid_exists(monke
     assert "Across training budgets" not in E.course_summary_markdown()
 
 
-def test_git_commit_ignores_changes_to_result_folders(monkeypatch, tmp_path):
-    import subprocess
-
-    def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
-
-    (tmp_path / "results").mkdir()
-    (tmp_path / "code.py").write_text("x = 1\n")
-    (tmp_path / "results" / "metrics.csv").write_text("a\n")
-    git("init", "-q")
-    git("add", ".")
-    git("commit", "-qm", "init")
-    monkeypatch.setattr(E, "PROJECT_ROOT", tmp_path)
-    assert "local changes" not in E._git_commit() and E._git_commit() != "unknown"
-    (tmp_path / "results" / "metrics.csv").write_text("b\n")  # a grid rewrote its outputs
-    assert "local changes" not in E._git_commit()
-    (tmp_path / "code.py").write_text("x = 2\n")
-    assert E._git_commit().endswith(" + local changes")
-
-
 def test_grid_configs_validate_their_inputs():
     configs = E.grid_configs("smoke", [1, 2])
     assert len(configs) == 8 and configs[0].seed == 1 and configs[-1].seed == 2
@@ -671,16 +650,6 @@ def test_grid_conflict_hint_fits_what_differs(tmp_path):
     with pytest.raises(E.GridConflictError, match=r"e\.g\. --seeds 2024 2025 --fusions star sum;"):
         E.check_output_folder(tmp_path, E.grid_configs("quick", [2025], fusions=["star"], activations=["none"]),
                               "pad")
-
-
-def test_git_commit_comes_from_the_environment_in_a_copy_without_git(tmp_path, monkeypatch):
-    """A GPU machine gets a copy of the working tree without .git: the session names the
-    commit in STARUNET_GIT_COMMIT, and the grid's provenance records it."""
-    monkeypatch.setattr(E, "PROJECT_ROOT", tmp_path)
-    monkeypatch.setenv("STARUNET_GIT_COMMIT", "0123456789ab")
-    assert E._git_commit() == "0123456789ab"
-    monkeypatch.delenv("STARUNET_GIT_COMMIT")
-    assert E._git_commit() == "unknown"
 
 
 def test_an_interrupted_grid_describes_the_runs_it_finished_and_names_the_missing(stare_records, tiny_preset,

@@ -124,3 +124,39 @@ def test_license_is_an_spdx_string_with_a_build_backend_that_reads_it():
     assert data["project"]["license"] == "MIT"  # a table is deprecated by setuptools (PEP 639)
     (setuptools,) = [r for r in data["build-system"]["requires"] if _dep_name(r) == "setuptools"]
     assert setuptools.replace(" ", "") == "setuptools>=77"  # the first setuptools that accepts the string
+
+
+def test_module_level_imports_of_the_package_form_no_circle():
+    """The package's modules import each other at module level only downwards: walking
+    those imports (not the lazy ones inside functions) finds no cycle."""
+    import ast
+
+    import starunet
+
+    package = Path(starunet.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in package.glob("*.py"):
+        name = path.stem
+        edges = graph.setdefault(name, set())
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:  # module level only
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("starunet"):
+                target = node.module.split(".")[1] if "." in node.module else None
+                edges.update([target] if target else [a.name for a in node.names])
+            elif isinstance(node, ast.Import):
+                edges.update(a.name.split(".")[1] for a in node.names if a.name.startswith("starunet."))
+        edges.discard(name)
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                raise AssertionError("import circle: " + " -> ".join(path + [node, nxt]))
+            if nxt in graph and not state.get(nxt):
+                visit(nxt, path + [node])
+        state[node] = 2
+
+    for module in sorted(graph):
+        if not state.get(module):
+            visit(module, [])
+    assert {"device", "train", "evaluate"} <= set(graph) and "device" in graph["train"]
