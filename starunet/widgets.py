@@ -340,11 +340,14 @@ class _LauncherView:
         self.say("stopping at the next training step…")
 
     def finished(self, message: str) -> None:
+        # the final status first, the buttons last: widget updates reach the page in this
+        # order, and a reader (or the browser test) who sees "train" enabled again must
+        # already read how the run ended, not "stopping…"
+        self.say(message)
+        self.progress.layout.visibility = "hidden"
+        self.stop.disabled = True
         for control in [*self.settings, self.launch]:
             control.disabled = False
-        self.stop.disabled = True
-        self.progress.layout.visibility = "hidden"
-        self.say(message)
 
 
 def _launcher_run(config, label: str, flag: threading.Event, view: _LauncherView, records, device: str,

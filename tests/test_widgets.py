@@ -223,3 +223,26 @@ def test_busy_state_only_after_a_readers_change():
     with _busy([control], status, "working…", change={"new": "b"}):
         assert control.disabled and "working…" in status.value
     assert not control.disabled and status.value == ""
+
+
+def test_launcher_shows_how_a_run_ended_before_it_enables_train_again():
+    """Widget updates reach the page in order: the final status must be there when the
+    train button is enabled again (the browser test read "stopping…" otherwise)."""
+    import types
+
+    log: list[tuple[str, str]] = []
+
+    class Recorded:
+        def __init__(self, name: str):
+            object.__setattr__(self, "name", name)
+            object.__setattr__(self, "layout", types.SimpleNamespace())
+
+        def __setattr__(self, key, value):
+            log.append((self.name, key))
+            object.__setattr__(self, key, value)
+
+    view = widgets._LauncherView([Recorded("fusion")], Recorded("launch"), Recorded("stop"), Recorded("progress"),
+                                 Recorded("status"), Recorded("plots"))
+    view.finished("stopped after epoch 1 of 2 in runs/x; click “train (or reuse)” to resume")
+    assert log.index(("status", "value")) < log.index(("stop", "disabled")) < log.index(("launch", "disabled"))
+    assert log[-1] == ("launch", "disabled")
