@@ -279,15 +279,20 @@ class CurveResults:
         return read_history_csv(self.directory / "history" / f"{key}.csv")
 
     def largest_common_budget(self, keys: Sequence[tuple[str, str]]) -> int:
-        """The largest budget every seed of every configuration in ``keys`` has reached."""
-        by_run: dict[tuple, int] = {}
+        """The largest budget that every configuration in ``keys`` reached with one shared
+        seed. Seeds that have not reached it (a second seed still training) are left out
+        of a comparison there instead of pulling it back to their first points."""
+        reached: dict[tuple[str, str], dict[int, int]] = {}
         for r in self.points:
-            run = (r["fusion"], r["activation"], r["seed"])
-            by_run[run] = max(by_run.get(run, 0), r["patches"])
-        reached = [p for run, p in by_run.items() if run[:2] in keys]
-        if not reached:
+            if (r["fusion"], r["activation"]) in keys:
+                seeds = reached.setdefault((r["fusion"], r["activation"]), {})
+                seeds[r["seed"]] = max(seeds.get(r["seed"], 0), r["patches"])
+        if len(reached) < len(set(keys)):
             raise ValueError(f"no scored points for {keys} in {display_path(self.directory)}")
-        return min(reached)
+        shared = set.intersection(*(set(seeds) for seeds in reached.values()))
+        if not shared:
+            raise ValueError(f"{keys} share no seed in {display_path(self.directory)}")
+        return max(min(seeds[s] for seeds in reached.values()) for s in shared)
 
 
 def read_history_csv(path: Path) -> list[dict[str, float]]:

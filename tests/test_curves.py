@@ -112,3 +112,16 @@ def test_early_stopping_table_sets_the_full_grid_beside_the_curves():
     assert f"| {kept:,.0f} |" in row and f"{len(sum_none)} |" in row
     largest = max(p["patches"] for p in results.points if (p["fusion"], p["activation"]) == ("sum", "none"))
     assert row.rstrip(" |").endswith(f"at {curves.format_patches(largest)}")
+
+
+def test_an_unfinished_second_seed_does_not_pull_a_comparison_back_to_its_first_points(tmp_path):
+    point = lambda fusion, seed, patches: {"fusion": fusion, "activation": "none", "seed": seed,  # noqa: E731
+                                           "patches": patches}
+    points = [point(f, 2024, p) for f in ("sum", "star") for p in (1024, 2048, 4096)]
+    points += [point("sum", 2025, 1024), point("star", 2025, 1024), point("star", 2025, 2048)]
+    results = curves.CurveResults(tmp_path, points, [], [], {})
+    assert results.largest_common_budget([("sum", "none"), ("star", "none")]) == 4096  # seed 2024 alone there
+    points += [point(f, 2025, p) for f in ("sum", "star") for p in (2048, 4096)]
+    assert results.largest_common_budget([("sum", "none"), ("star", "none")]) == 4096  # both seeds now
+    with pytest.raises(ValueError, match="no scored points"):
+        results.largest_common_budget([("sum", "none"), ("gated", "none")])
