@@ -271,20 +271,6 @@ def evaluate_probabilities(probs: Mapping[str, np.ndarray], records: Sequence) -
                          curves=curves, probabilities=dict(probs))
 
 
-def error_map(prob: np.ndarray, label: np.ndarray, fov: np.ndarray, threshold: float = 0.5) -> np.ndarray:
-    """``(H, W, 3)`` float RGB of the errors at ``threshold``: TP white, FP orange,
-    FN blue, TN black, outside the FOV grey (colours: :data:`starunet.plots.ERROR_COLORS`)."""
-    from starunet.plots import ERROR_COLORS
-
-    pred = np.asarray(prob) >= threshold
-    truth, fov = np.asarray(label, bool), np.asarray(fov, bool)
-    rgb = np.empty(truth.shape + (3,), dtype=np.float32)
-    rgb[:] = ERROR_COLORS["outside FOV"]
-    for name, where in (("TN", ~pred & ~truth), ("TP", pred & truth), ("FP", pred & ~truth), ("FN", ~pred & truth)):
-        rgb[where & fov] = ERROR_COLORS[name]
-    return rgb
-
-
 def select_records(records: Sequence, ids: Iterable[str] | None) -> list:
     """The records with the given ids, in that order (all records when ``ids`` is None)."""
     if ids is None:

@@ -618,6 +618,18 @@ ERROR_COLORS = {"TP": (1.0, 1.0, 1.0), "FP": (0.835, 0.369, 0.0), "FN": (0.337, 
                 "TN": (0.0, 0.0, 0.0), "outside FOV": (0.25, 0.25, 0.25)}
 
 
+def error_map(prob: np.ndarray, label: np.ndarray, fov: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """``(H, W, 3)`` float RGB of the errors at ``threshold``: TP white, FP orange,
+    FN blue, TN black, outside the FOV grey (colours: :data:`ERROR_COLORS`)."""
+    pred = np.asarray(prob) >= threshold
+    truth, fov = np.asarray(label, bool), np.asarray(fov, bool)
+    rgb = np.empty(truth.shape + (3,), dtype=np.float32)
+    rgb[:] = ERROR_COLORS["outside FOV"]
+    for name, where in (("TN", ~pred & ~truth), ("TP", pred & truth), ("FP", pred & ~truth), ("FN", ~pred & truth)):
+        rgb[where & fov] = ERROR_COLORS[name]
+    return rgb
+
+
 def _config_style(key: str) -> dict:
     """Line style of a run key ``fusion-activation-seedN`` (grey for a fusion without a colour)."""
     fusion, activation = key.split("-")[:2]
@@ -667,13 +679,12 @@ def plot_prediction_panels(image, label, fov, probabilities, threshold: float = 
     """Image and ground truth, then for each run its probability map and error map.
 
     ``probabilities``: ``{run name: (H, W) array}``. Error maps: TP white, FP orange,
-    FN blue, TN black, outside the FOV grey (see :func:`starunet.evaluate.error_map`).
+    FN blue, TN black, outside the FOV grey (see :func:`error_map`).
     ``crop=(top, bottom, left, right)`` zooms in on a region (thin vessels vanish
     when a 700-pixel image is drawn 3 inches wide).
     """
     from matplotlib.patches import Patch
 
-    from starunet.evaluate import error_map
 
     window = (slice(crop[0], crop[1]), slice(crop[2], crop[3])) if crop else (slice(None), slice(None))
     n = len(probabilities)

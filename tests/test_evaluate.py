@@ -144,18 +144,6 @@ def test_select_records_names_unknown_ids():
         E.select_records(_fake_records(n=2), ["im9999"])
 
 
-def test_error_map_colours_each_outcome():
-    from starunet.plots import ERROR_COLORS
-
-    prob = np.array([[0.9, 0.9, 0.1, 0.1, 0.9]])
-    label = np.array([[1, 0, 1, 0, 1]], bool)
-    fov = np.array([[1, 1, 1, 1, 0]], bool)
-    rgb = E.error_map(prob, label, fov)
-    names = ["TP", "FP", "FN", "TN", "outside FOV"]
-    for col, name in enumerate(names):
-        np.testing.assert_allclose(rgb[0, col], ERROR_COLORS[name])
-
-
 # ---------------------------------------------------------------- curves
 
 def test_downsample_curve_keeps_the_ends_and_the_limit():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from matplotlib.colors import to_hex
@@ -82,3 +83,13 @@ def test_feature_statistics_and_training_curves_style_a_fusion_alike():
     runs = [(to_hex(line.get_color()), line.get_linestyle())
             for line in curves.axes[0].lines if not line.get_label().startswith("_")]  # not the best-epoch rings
     assert runs == [("#009e73", "-"), ("#d55e00", "--"), ("#666666", "-")]  # unknown fusion: grey 0.4
+
+
+def test_error_map_colours_each_outcome():
+    prob = np.array([[0.9, 0.9, 0.1, 0.1, 0.9]])
+    label = np.array([[1, 0, 1, 0, 1]], bool)
+    fov = np.array([[1, 1, 1, 1, 0]], bool)
+    rgb = plots.error_map(prob, label, fov)
+    names = ["TP", "FP", "FN", "TN", "outside FOV"]
+    for col, name in enumerate(names):
+        np.testing.assert_allclose(rgb[0, col], plots.ERROR_COLORS[name])
