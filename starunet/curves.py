@@ -26,11 +26,10 @@ import torch
 
 from starunet.config import PROJECT_ROOT, default_runs_dir, display_path, git_commit, smoke_mode
 from starunet.device import hardware_record
-from starunet.evaluate import (EVALUATION_VERSION, HEADLINE_METRICS, METRIC_LABELS, TUNED_METRICS,
-                               PairedDifference, RunEvaluation, _parse_row,
-                               config_differences, evaluate_run, markdown_table)
+from starunet.evaluate import EVALUATION_VERSION, RunEvaluation, _parse_row, evaluate_run, markdown_table
 from starunet.io import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
 from starunet.metrics import METRIC_NAMES
+from starunet.stats import HEADLINE_METRICS, METRIC_LABELS, TUNED_METRICS, PairedDifference, config_differences
 from starunet.train import (LAST_CHECKPOINT, TrainConfig, preset_config, read_history, run_dir_for, snapshot_name,
                             train)
 

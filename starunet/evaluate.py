@@ -26,9 +26,9 @@ The question of the course is decided here, so every step is explicit:
    (``metrics.csv`` one row per run, ``per_image.csv``, ``curves.json``, small
    prediction PNGs, ``provenance.json`` and a ``README.md`` that says how they
    were made). Re-running resumes: finished runs and evaluations are reused.
-4. **Statistics**: mean +- std over seeds per configuration, and the paired
-   difference star - sum per activation with a bootstrap confidence interval over
-   seeds and test images, turned into a verdict by :func:`verdict`.
+4. **Statistics** (:mod:`starunet.stats`, re-exported here): mean +- std over seeds
+   per configuration, and the paired difference star - sum per activation with a
+   bootstrap confidence interval over seeds and test images, turned into a verdict.
 """
 from __future__ import annotations
 
@@ -52,11 +52,14 @@ from starunet.io import read_csv, write_bytes_atomic, write_csv_atomic, write_js
 from starunet.metrics import (METRIC_NAMES, confusion_counts, f1_optimal_threshold, rates_from_counts,
                               segmentation_metrics)
 from starunet.source import format_points, improvement_points
+from starunet.stats import (  # noqa: F401  (re-exported: notebooks and tests read them here)
+    FUSIONS_COMPARED, ACTIVATIONS_COMPARED, TUNED_METRICS, TUNED_COLUMNS, OLDER_EVALUATION,
+    METRIC_LABELS, FUSION_LABELS, ACTIVATION_LABELS, HEADLINE_METRICS, PairedDifference, _config_order,
+    _config_matrix, _paired_matrix, config_differences, paired_bootstrap, paired_differences,
+    replacement_differences, summarize_over_seeds, verdict, verdict_sentence)
 
 INFERENCE_METHODS = ("pad", "tiles")
 DEFAULT_METHOD = "pad"
-FUSIONS_COMPARED = ("sum", "star")
-ACTIVATIONS_COMPARED = ("none", "relu")
 MAX_CURVE_POINTS = 500
 REFERENCE_DIR = PROJECT_ROOT / "results" / "reference"
 # the same grid with 4x the training (preset "long"): notebook 05 §9
@@ -66,13 +69,7 @@ LONG_REFERENCE_DIR = PROJECT_ROOT / "results" / "long"
 FULL_REFERENCE_DIR = PROJECT_ROOT / "results" / "full"
 BUDGET_ORDER = ("smoke", "quick", "long", "full")  # presets by training budget, for the budget tables
 METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
-# the threshold-dependent metrics again at the validation images' F1-optimal threshold
-TUNED_METRICS = ("f1_tuned", "se_tuned", "pre_tuned")
-TUNED_COLUMNS = ["val_threshold", *TUNED_METRICS]
-OLDER_EVALUATION = ("they were evaluated by an older starunet; rerun the `reproduce` command that made them "
-                    "(finished runs are reused, only the evaluations are redone)")
 PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels
-
 
 
 # ---------------------------------------------------------------- inference
@@ -342,12 +339,6 @@ def evaluate_run(run_dir: str | Path, records: Sequence, ids: Iterable[str] | No
 
 # ---------------------------------------------------------------- tables
 
-METRIC_LABELS = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "f1": "F1", "acc": "Acc",
-                 "se": "Se", "sp": "Sp", "pre": "Pre", "val_threshold": "val. threshold",
-                 "f1_tuned": "F1 (val. thr.)", "se_tuned": "Se (val. thr.)", "pre_tuned": "Pre (val. thr.)"}
-FUSION_LABELS = {"sum": "sum (+)", "star": "star (*)"}
-ACTIVATION_LABELS = {"none": "without ReLU", "relu": "with ReLU",
-                     "none vs relu": "star without ReLU against sum with ReLU"}
 
 
 def format_value(mean: float, std: float | None = None, digits: int = 4) -> str:
@@ -419,191 +410,6 @@ def source_format_table(summary: Mapping[tuple[str, str], Mapping], activation: 
         rows.append(["second observer (vk vs ah)", *(format_value(human[m]) for m in metrics)])
     header = [ACTIVATION_LABELS.get(activation, activation), *(METRIC_LABELS.get(m, m) for m in metrics)]
     return markdown_table(header, rows)
-
-
-# ---------------------------------------------------------------- statistics over seeds
-
-HEADLINE_METRICS = ("roc_auc", "pr_auc", "f1")  # threshold-free ranking quality + the balanced F1
-
-
-def _config_order(fusion: str, activation: str) -> tuple:
-    """Sort key: activations none, relu, then others; within each, sum before star."""
-    def rank(value, known):
-        return (known.index(value), "") if value in known else (len(known), value)
-
-    return rank(activation, ACTIVATIONS_COMPARED) + rank(fusion, FUSIONS_COMPARED)
-
-
-def summarize_over_seeds(rows: Iterable[Mapping]) -> dict[tuple[str, str], dict]:
-    """Group metric rows (one per run) by ``(fusion, activation)``.
-
-    Each value: ``{"n": runs, "seeds": [...], "mean": {metric: ...}, "std": {metric: ...}}``
-    over :data:`METRIC_NAMES` and, where every run of the group has them, the
-    :data:`TUNED_COLUMNS`; std is the sample std over seeds (ddof=1; NaN for one seed).
-    """
-    groups: dict[tuple[str, str], list[Mapping]] = {}
-    for row in rows:
-        groups.setdefault((str(row["fusion"]), str(row["activation"])), []).append(row)
-    summary = {}
-    for key, group in sorted(groups.items(), key=lambda item: _config_order(*item[0])):
-        tuned = [c for c in TUNED_COLUMNS if all(r.get(c, "") != "" for r in group)]
-        values = {m: np.array([float(r[m]) for r in group]) for m in (*METRIC_NAMES, *tuned)}
-        summary[key] = {
-            "n": len(group),
-            "seeds": sorted(int(r["seed"]) for r in group),
-            "mean": {m: float(v.mean()) for m, v in values.items()},
-            "std": {m: float(v.std(ddof=1)) if len(v) > 1 else math.nan for m, v in values.items()},
-        }
-    return summary
-
-
-@dataclass(frozen=True)
-class PairedDifference:
-    """Mean paired difference ``b - a`` of a per-image metric for one activation,
-    with a bootstrap confidence interval ``[low, high]``."""
-    activation: str
-    metric: str
-    mean: float
-    low: float
-    high: float
-    n_seeds: int
-    n_images: int
-    level: float = 0.95
-    a: str = "sum"
-    b: str = "star"
-
-    @property
-    def verdict(self) -> str:
-        return verdict(self)
-
-
-def verdict(diff: PairedDifference) -> str:
-    """``"<b> better"`` / ``"<b> worse"`` when the CI excludes 0, else ``"within noise"``
-    (every metric here is higher-is-better)."""
-    if diff.low > 0:
-        return f"{diff.b} better"
-    if diff.high < 0:
-        return f"{diff.b} worse"
-    return "within noise"
-
-
-def _paired_matrix(per_image_rows: Sequence[Mapping], activation: str, metric: str, a: str, b: str) -> np.ndarray:
-    """``d[seed, image] = metric(b) - metric(a)`` for fusions ``a`` and ``b`` with the
-    same activation (see :func:`_config_matrix`)."""
-    return _config_matrix(per_image_rows, metric, (a, activation), (b, activation))
-
-
-def _config_matrix(per_image_rows: Sequence[Mapping], metric: str, a: tuple[str, str],
-                   b: tuple[str, str]) -> np.ndarray:
-    """``d[seed, image] = metric(b) - metric(a)`` for two ``(fusion, activation)``
-    configurations, over the seeds and images both have (a seed with only one of
-    them finished, e.g. in an interrupted grid, is left out)."""
-    if any(r.get(metric, "") == "" for r in per_image_rows):
-        raise ValueError(f"these per-image results have no {metric!r} values: {OLDER_EVALUATION}")
-    table: dict[tuple[str, str, int, str], float] = {}
-    for r in per_image_rows:
-        table[(str(r["fusion"]), str(r["activation"]), int(r["seed"]), str(r["image_id"]))] = float(r[metric])
-    seeds = sorted({k[2] for k in table if k[:2] == a} & {k[2] for k in table if k[:2] == b})
-    images = sorted({k[3] for k in table if k[:2] == a} & {k[3] for k in table if k[:2] == b})
-    d = np.full((len(seeds), len(images)), np.nan)
-    for si, s in enumerate(seeds):
-        for ii, i in enumerate(images):
-            if (*a, s, i) in table and (*b, s, i) in table:
-                d[si, ii] = table[(*b, s, i)] - table[(*a, s, i)]
-    if d.size == 0 or np.isnan(d).any():
-        raise ValueError(f"cannot pair {'/'.join(a)} and {'/'.join(b)} runs: every seed needs both "
-                         "configurations evaluated on the same test images (run the full grid)")
-    return d
-
-
-def config_differences(per_image_rows: Sequence[Mapping], a: tuple[str, str], b: tuple[str, str],
-                       metrics: Sequence[str] = HEADLINE_METRICS, n_boot: int = 4000, level: float = 0.95,
-                       seed: int = 0) -> list[PairedDifference]:
-    """Configuration ``b`` minus configuration ``a`` (each ``(fusion, activation)``),
-    paired by seed and test image, with bootstrap CIs. The results' ``a`` and ``b``
-    read ``"fusion/activation"``; ``activation`` is the shared one, or ``"<b's> vs <a's>"``."""
-    activation = a[1] if a[1] == b[1] else f"{b[1]} vs {a[1]}"
-    out = []
-    for m in metrics:
-        d = _config_matrix(per_image_rows, m, a, b)
-        mean, low, high = paired_bootstrap(d, n_boot=n_boot, level=level, seed=seed)
-        out.append(PairedDifference(activation, m, mean, low, high, d.shape[0], d.shape[1], level,
-                                    a="/".join(a), b="/".join(b)))
-    return out
-
-
-def replacement_differences(per_image_rows: Sequence[Mapping], metrics: Sequence[str] = HEADLINE_METRICS,
-                            n_boot: int = 4000, level: float = 0.95, seed: int = 0) -> list[PairedDifference]:
-    """The course's question asked directly: the ReLU-free star network (star/none)
-    minus the additive network WITH ReLU (sum/relu), paired by seed and test image,
-    with bootstrap CIs. ``activation`` of the results is ``"none vs relu"``, ``a`` is
-    ``"sum/relu"``, ``b`` is ``"star/none"``."""
-    return config_differences(per_image_rows, ("sum", "relu"), ("star", "none"), metrics, n_boot, level, seed)
-
-
-def paired_bootstrap(d: np.ndarray, n_boot: int = 4000, level: float = 0.95,
-                     seed: int = 0) -> tuple[float, float, float]:
-    """Mean of ``d[seed, image]`` and a percentile bootstrap CI that resamples seeds
-    AND images with replacement (two sources of noise: training runs and test images).
-
-    With one seed only the image-to-image variation is captured.
-    """
-    rng = np.random.default_rng(seed)
-    n_s, n_i = d.shape
-    si = rng.integers(0, n_s, size=(n_boot, n_s))
-    ii = rng.integers(0, n_i, size=(n_boot, n_i))
-    boots = d[si[:, :, None], ii[:, None, :]].mean(axis=(1, 2))
-    alpha = (1 - level) / 2
-    low, high = np.quantile(boots, [alpha, 1 - alpha])
-    return float(d.mean()), float(low), float(high)
-
-
-def paired_differences(per_image_rows: Sequence[Mapping], activations: Sequence[str] | None = None,
-                       metrics: Sequence[str] = METRIC_NAMES, a: str = "sum", b: str = "star",
-                       n_boot: int = 4000, level: float = 0.95, seed: int = 0) -> list[PairedDifference]:
-    """Star − sum (``b - a``) per activation and metric, paired by seed and test
-    image, with bootstrap CIs (see :func:`paired_bootstrap`)."""
-    if activations is None:
-        activations = sorted({str(r["activation"]) for r in per_image_rows})
-    out = []
-    for act in activations:
-        for m in metrics:
-            d = _paired_matrix(per_image_rows, act, m, a, b)
-            mean, low, high = paired_bootstrap(d, n_boot=n_boot, level=level, seed=seed)
-            out.append(PairedDifference(act, m, mean, low, high, d.shape[0], d.shape[1], level, a, b))
-    return out
-
-
-def verdict_sentence(diffs: Sequence[PairedDifference], activation: str,
-                     metrics: Sequence[str] = HEADLINE_METRICS) -> str:
-    """One sentence, computed from the CIs: does star beat sum for this activation?"""
-    chosen = [d for d in diffs if d.activation == activation and d.metric in metrics]
-    if not chosen:
-        raise ValueError(f"no paired differences for activation {activation!r} and metrics {metrics}")
-    d0 = chosen[0]
-    parts = [f"{METRIC_LABELS.get(d.metric, d.metric)} {d.mean:+.4f} "
-             f"[{100 * d.level:.0f}% CI {d.low:+.4f}, {d.high:+.4f}]: {d.verdict}" for d in chosen]
-    better = sum(d.verdict == f"{d.b} better" for d in chosen)
-    worse = sum(d.verdict == f"{d.b} worse" for d in chosen)
-    # one seed resamples only the test images: the CI cannot see run-to-run noise
-    noise = "run-to-run noise" if d0.n_seeds > 1 else "test-image sampling noise"
-    caveat = "" if d0.n_seeds > 1 else " (one seed: run-to-run noise not measured)"
-    if better == len(chosen):
-        overall = f"{d0.b} beats {d0.a} beyond {noise}"
-    elif worse == len(chosen):
-        overall = f"{d0.b} is worse than {d0.a} beyond {noise}"
-    elif better and not worse:
-        overall = f"{d0.b} is better on {better} of {len(chosen)} headline metrics, the rest within noise"
-    elif worse and not better:
-        overall = f"{d0.b} is worse on {worse} of {len(chosen)} headline metrics, the rest within noise"
-    elif better and worse:
-        overall = "mixed: better on some headline metrics, worse on others"
-    else:
-        overall = f"the difference between {d0.b} and {d0.a} is within {noise}"
-    label = ACTIVATION_LABELS.get(activation, activation)
-    label = label[:1].upper() + label[1:]
-    return (f"{label} ({d0.n_seeds} seed(s) x {d0.n_images} test images), {d0.b} − {d0.a}: "
-            + "; ".join(parts) + f". Verdict: {overall}{caveat}.")
 
 
 # ---------------------------------------------------------------- results on disk
