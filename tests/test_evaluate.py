@@ -182,30 +182,8 @@ def test_comparison_table_has_two_runs_and_a_change_row():
     assert "▲ 10.00" in lines[4] and lines[4].count("▼ 10.00") == 6
 
 
-def _grid_rows(diff: float = 0.01, seeds=(1, 2, 3)):
-    rows = []
-    for act in ("none", "relu"):
-        for fusion in ("sum", "star"):
-            for s in seeds:
-                base = 0.8 + 0.001 * s + (diff if fusion == "star" else 0.0)
-                rows.append({"fusion": fusion, "activation": act, "seed": s, **{m: base for m in METRIC_NAMES}})
-    return rows
-
-
-def test_summarize_over_seeds_mean_std_and_order():
-    summary = E.summarize_over_seeds(_grid_rows())
-    assert list(summary) == [("sum", "none"), ("star", "none"), ("sum", "relu"), ("star", "relu")]
-    s = summary[("star", "none")]
-    values = [0.811, 0.812, 0.813]
-    assert s["n"] == 3 and s["seeds"] == [1, 2, 3]
-    assert s["mean"]["f1"] == pytest.approx(np.mean(values))
-    assert s["std"]["f1"] == pytest.approx(np.std(values, ddof=1))
-    single = E.summarize_over_seeds(_grid_rows(seeds=(1,)))
-    assert np.isnan(single[("sum", "none")]["std"]["f1"])
-
-
-def test_source_format_table_with_source_and_human_rows():
-    summary = E.summarize_over_seeds(_grid_rows())
+def test_source_format_table_with_source_and_human_rows(grid_rows):
+    summary = E.summarize_over_seeds(grid_rows())
     source = {"none": {"sum": {m: 0.9 for m in METRIC_NAMES}, "star": {m: 0.95 for m in METRIC_NAMES}}}
     human = {m: 0.7 for m in METRIC_NAMES}
     table = E.source_format_table(summary, "none", source=source, human=human)
@@ -216,56 +194,6 @@ def test_source_format_table_with_source_and_human_rows():
     assert "source" not in without and len(without.splitlines()) == 5
     with pytest.raises(ValueError, match="gelu"):
         E.source_format_table(summary, "gelu")
-
-
-# ---------------------------------------------------------------- statistics
-
-def _per_image_rows(shift_by_act: dict, n_seeds: int = 3, n_images: int = 10, noise: float = 0.01, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for act, shift in shift_by_act.items():
-        for s in range(n_seeds):
-            for i in range(n_images):
-                base = 0.7 + 0.05 * rng.standard_normal()
-                for fusion, value in (("sum", base), ("star", base + shift + noise * rng.standard_normal())):
-                    rows.append({"fusion": fusion, "activation": act, "seed": s, "image_id": f"im{i}",
-                                 **{m: value for m in METRIC_NAMES}})
-    return rows
-
-
-def test_paired_bootstrap_tells_better_worse_and_noise():
-    rows = _per_image_rows({"none": 0.05, "relu": 0.0})
-    diffs = E.paired_differences(rows, metrics=["f1"])
-    by_act = {d.activation: d for d in diffs}
-    assert by_act["none"].verdict == "star better" and by_act["none"].low > 0
-    assert by_act["relu"].verdict == "within noise" and by_act["relu"].low < 0 < by_act["relu"].high
-    assert by_act["none"].mean == pytest.approx(0.05, abs=0.01)
-    worse = E.paired_differences(_per_image_rows({"none": -0.05}), metrics=["f1"])[0]
-    assert worse.verdict == "star worse"
-    again = E.paired_differences(rows, metrics=["f1"])
-    assert again == diffs  # seeded bootstrap: deterministic
-
-
-def test_paired_bootstrap_interval_contains_the_mean():
-    d = np.random.default_rng(0).normal(0.01, 0.02, size=(3, 10))
-    mean, low, high = E.paired_bootstrap(d, n_boot=2000)
-    assert mean == pytest.approx(d.mean()) and low < mean < high
-
-
-def test_only_paired_seeds_are_compared():
-    rows = _per_image_rows({"none": 0.0})
-    partial = [r for r in rows if not (r["fusion"] == "star" and r["seed"] == 2)]  # an interrupted grid
-    assert E.paired_differences(partial, metrics=["f1"])[0].n_seeds == 2
-    with pytest.raises(ValueError, match="run the full grid"):
-        E.paired_differences([r for r in rows if r["fusion"] == "sum"], metrics=["f1"])
-
-
-def test_verdict_sentence_reports_cis_and_overall_verdict():
-    diffs = E.paired_differences(_per_image_rows({"none": 0.05, "relu": 0.0}))
-    sentence = E.verdict_sentence(diffs, "none")
-    assert sentence.startswith("Without ReLU (3 seed(s) x 10 test images), star − sum: ROC-AUC +0.05")
-    assert "95% CI" in sentence and sentence.endswith("Verdict: star beats sum beyond run-to-run noise.")
-    assert E.verdict_sentence(diffs, "relu").endswith("within run-to-run noise.")
 
 
 # ---------------------------------------------------------------- the reproduce grid
@@ -472,7 +400,7 @@ def test_two_run_comparison_and_inference_table(stare_records, tiny_preset, tmp_
 
 # ---------------------------------------------------------------- figures of notebook 05
 
-def test_figures_of_notebook_05():
+def test_figures_of_notebook_05(per_image_rows, grid_rows):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -492,9 +420,9 @@ def test_figures_of_notebook_05():
     panels = plots.plot_prediction_panels(record.image, record.label, record.fov, probs, crop=(0, 20, 0, 20))
     assert len(panels.axes) == 6 and panels.axes[1].get_images()[0].get_array().shape[:2] == (20, 20)
 
-    rows = _grid_rows()
+    rows = grid_rows()
     assert len(plots.plot_seed_metrics(rows).axes) == 3
-    diffs = E.paired_differences(_per_image_rows({"none": 0.05, "relu": 0.0}), metrics=["f1", "se"])
+    diffs = E.paired_differences(per_image_rows({"none": 0.05, "relu": 0.0}), metrics=["f1", "se"])
     forest = plots.plot_paired_differences(diffs)
     assert [t.get_text() for t in forest.axes[0].get_yticklabels()] == ["f1", "se"]
     matplotlib.pyplot.close("all")
@@ -608,15 +536,6 @@ def test_replacement_differences_pair_star_without_relu_with_sum_with_relu(tmp_p
     assert "Star without ReLU against sum with ReLU (2 seed(s) x 3 test images)" in E.budget_verdicts_markdown(budget)
     with pytest.raises(ValueError, match="cannot pair sum/relu and star/none"):
         E.replacement_differences([r for r in rows if r["activation"] != "relu"])
-
-
-def test_one_seed_verdict_does_not_claim_run_to_run_noise():
-    diffs = E.paired_differences(_per_image_rows({"none": 0.05, "relu": 0.0}, n_seeds=1))
-    sentence = E.verdict_sentence(diffs, "none")
-    assert sentence.endswith("Verdict: star beats sum beyond test-image sampling noise "
-                             "(one seed: run-to-run noise not measured).")
-    assert "run-to-run noise not measured" in E.verdict_sentence(diffs, "relu")
-    assert "within test-image sampling noise" in E.verdict_sentence(diffs, "relu")
 
 
 def _grid_folder(out, rows):
