@@ -29,7 +29,8 @@ from starunet.device import hardware_record
 from starunet.evaluate import EVALUATION_VERSION, RunEvaluation, _parse_row, evaluate_run, markdown_table
 from starunet.io import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
 from starunet.metrics import METRIC_NAMES
-from starunet.stats import HEADLINE_METRICS, METRIC_LABELS, TUNED_METRICS, PairedDifference, config_differences
+from starunet.stats import (HEADLINE_METRICS, METRIC_LABELS, TUNED_METRICS, PairedDifference, config_differences,
+                            config_order)
 from starunet.train import (LAST_CHECKPOINT, TrainConfig, preset_config, read_history, run_dir_for, snapshot_name,
                             train)
 
@@ -436,7 +437,8 @@ def early_stopping_table(results: CurveResults, full, metric: str = "pr_auc") ->
     label = METRIC_LABELS.get(metric, metric)
     epoch = int(full.provenance["preset_config"]["samples_per_epoch"])
     rows = []
-    for fusion, activation in sorted({(r["fusion"], r["activation"]) for r in full.runs}, key=_grid_order):
+    for fusion, activation in sorted({(r["fusion"], r["activation"]) for r in full.runs},
+                                      key=lambda config: config_order(*config)):
         runs = [r for r in full.runs if (r["fusion"], r["activation"]) == (fusion, activation)]
         curve = {}
         for r in results.points:
@@ -457,14 +459,6 @@ def early_stopping_table(results: CurveResults, full, metric: str = "pr_auc") ->
     header = ["configuration", "full: seeds", "full: stopped after (patches)", "full: kept weights of (patches)",
               f"full: test {label}", f"curves: test {label} (budgets around the kept weights, and the largest)"]
     return markdown_table(header, rows)
-
-
-def _grid_order(config: tuple[str, str]) -> tuple[int, int, str]:
-    """sum before star, none before relu, others after, as the course's tables order them."""
-    fusion, activation = config
-    order = {"sum": 0, "star": 1}
-    return (["none", "relu"].index(activation) if activation in ("none", "relu") else 2,
-            order.get(fusion, 2), fusion)
 
 
 def runs_table(results: CurveResults) -> str:

@@ -53,10 +53,9 @@ from starunet.metrics import (METRIC_NAMES, confusion_counts, f1_optimal_thresho
                               segmentation_metrics)
 from starunet.source import format_points, improvement_points
 from starunet.stats import (  # noqa: F401  (re-exported: notebooks and tests read them here)
-    FUSIONS_COMPARED, ACTIVATIONS_COMPARED, TUNED_METRICS, TUNED_COLUMNS, OLDER_EVALUATION,
-    METRIC_LABELS, FUSION_LABELS, ACTIVATION_LABELS, HEADLINE_METRICS, PairedDifference, _config_order,
-    _config_matrix, _paired_matrix, config_differences, paired_bootstrap, paired_differences,
-    replacement_differences, summarize_over_seeds, verdict, verdict_sentence)
+    ACTIVATION_LABELS, ACTIVATIONS_COMPARED, FUSION_LABELS, FUSIONS_COMPARED, HEADLINE_METRICS, METRIC_LABELS,
+    OLDER_EVALUATION, TUNED_COLUMNS, TUNED_METRICS, PairedDifference, config_differences, paired_bootstrap,
+    paired_differences, replacement_differences, summarize_over_seeds, verdict, verdict_sentence)
 
 INFERENCE_METHODS = ("pad", "tiles")
 DEFAULT_METHOD = "pad"

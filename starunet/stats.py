@@ -35,7 +35,7 @@ ACTIVATION_LABELS = {"none": "without ReLU", "relu": "with ReLU",
 HEADLINE_METRICS = ("roc_auc", "pr_auc", "f1")  # threshold-free ranking quality + the balanced F1
 
 
-def _config_order(fusion: str, activation: str) -> tuple:
+def config_order(fusion: str, activation: str) -> tuple:
     """Sort key: activations none, relu, then others; within each, sum before star."""
     def rank(value, known):
         return (known.index(value), "") if value in known else (len(known), value)
@@ -54,7 +54,7 @@ def summarize_over_seeds(rows: Iterable[Mapping]) -> dict[tuple[str, str], dict]
     for row in rows:
         groups.setdefault((str(row["fusion"]), str(row["activation"])), []).append(row)
     summary = {}
-    for key, group in sorted(groups.items(), key=lambda item: _config_order(*item[0])):
+    for key, group in sorted(groups.items(), key=lambda item: config_order(*item[0])):
         tuned = [c for c in TUNED_COLUMNS if all(r.get(c, "") != "" for r in group)]
         values = {m: np.array([float(r[m]) for r in group]) for m in (*METRIC_NAMES, *tuned)}
         summary[key] = {
