@@ -33,10 +33,11 @@ import torch.nn.functional as F
 from starunet.config import PROJECT_ROOT, default_runs_dir, smoke_mode
 from starunet.io import write_csv_atomic, write_text_atomic
 from starunet.preflight import check_positive, check_writable_dir, cli_message
+from starunet.stats import ACTIVATIONS_COMPARED, FUSIONS_COMPARED
 from starunet.device import DEVICE_CHOICES, autocast_bf16
 
 BENCH_DIR = PROJECT_ROOT / "benchmarks"  # the committed tables: written only with --out benchmarks/
-GRID = [("sum", "none"), ("star", "none"), ("sum", "relu"), ("star", "relu")]
+GRID = [(f, a) for a in ACTIVATIONS_COMPARED for f in FUSIONS_COMPARED]  # the study's 2x2, from stats
 
 
 @dataclass(frozen=True)
