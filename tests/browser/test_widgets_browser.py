@@ -268,29 +268,37 @@ def test_notebook_04_launcher_trains_stops_resumes_and_obeys_kernel_interrupt(op
         launch.click()
         page.wait_for_function("el => !el.disabled", arg=stop.element_handle())  # training started
 
-    def wait_until_done() -> str:
-        page.wait_for_function("el => !el.disabled", arg=launch.element_handle(), timeout=WIDGET_TIMEOUT)
-        assert stop.is_disabled()
+    def wait_until_done(before: str) -> str:
+        # one condition over the three widgets, checked in the page: right after a click the
+        # kernel may not have answered yet, and "train enabled" alone would still be the
+        # state from before the click
+        page.wait_for_function(
+            """([go, halt, line, before]) => !go.disabled && halt.disabled && line.innerText !== before
+                                            && !/^(training|stopping)/.test(line.innerText)""",
+            arg=[launch.element_handle(), stop.element_handle(), status.element_handle(), before],
+            timeout=WIDGET_TIMEOUT)
         return status.inner_text()
 
     # seed 7 was not trained by the notebook: a new run, stopped by the button
     train_seed(7)
+    before = status.inner_text()
     stop.click()
-    text = wait_until_done()
+    text = wait_until_done(before)
     assert re.fullmatch(r"stopped (after epoch \d of 2|before the first epoch ended \(nothing saved\)) in "
                         r"\S+; click “train \(or reuse\)” to (resume|start it again)", text), text
     _screenshot(launcher, "04_launcher_stopped")
     # the same button resumes it to the end; its curves are drawn
     launch.click()
-    text = wait_until_done()
+    text = wait_until_done(text)
     assert text.startswith("star-none: trained 2 epochs") and "run folder:" in text, text
     assert launcher.locator(".widget-output img").count() == 1  # the new curves, not the stopped run's too
     _screenshot(launcher, "04_launcher_finished")
     # Kernel > Interrupt stops a training the same way (the kernel is idle meanwhile)
     train_seed(8)
+    before = status.inner_text()
     page.get_by_role("menuitem", name="Kernel", exact=True).click()
     page.get_by_role("menuitem", name=re.compile(r"^Interrupt Kernel")).click()
-    text = wait_until_done()
+    text = wait_until_done(before)
     assert text.startswith("stopped "), text
     _assert_no_traceback(page)
 
