@@ -1,4 +1,4 @@
-"""STARE retinal vessels: download, verify, cache, FOV masks, splits, patches, tiles.
+"""STARE retinal vessels: download, verify, cache, FOV masks, splits, patches.
 
 STARE (Hoover, Kouznetsova & Goldbaum, IEEE TMI 19(3):203-210, 2000) has 20 fundus
 images with vessel labels by two annotators: ``ah`` (the usual ground truth) and
@@ -16,7 +16,7 @@ images with vessel labels by two annotators: ``ah`` (the usual ground truth) and
 4. **FOV** -- STARE ships no field-of-view masks, :func:`compute_fov` derives them.
 
 Training reads random patches through :class:`PatchDataset`; full-image inference
-cuts an image into overlapping tiles and stitches them back with :class:`Tiler`.
+(:mod:`starunet.inference`) runs whole images, or tiles of them.
 """
 from __future__ import annotations
 
@@ -609,68 +609,6 @@ def patch_vessel_fraction(dataset: PatchDataset, n: int, within_fov: bool = True
 
 
 # ------------------------------------------------------------------ tiling
-
-def _tile_starts(size: int, patch_size: int, stride: int) -> list[int]:
-    starts = list(range(0, size - patch_size + 1, stride))
-    if starts[-1] != size - patch_size:
-        starts.append(size - patch_size)  # the last tile sits flush with the border
-    return starts
-
-
-class Tiler:
-    """Cut an image into overlapping square tiles and stitch tile outputs back.
-
-    Tiles start every ``stride`` pixels; the last row/column of tiles is flush with
-    the border, so every pixel is covered. :meth:`merge` averages the overlaps
-    (accumulating in float64, so ``merge(split(x)) == x`` exactly for float32 ``x``).
-    """
-
-    def __init__(self, height: int, width: int, patch_size: int = 96, stride: int = 48):
-        for name, value in (("height", height), ("width", width), ("patch_size", patch_size), ("stride", stride)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if patch_size > min(height, width):
-            raise ValueError(f"patch_size {patch_size} exceeds the image size {height}x{width}")
-        if stride > patch_size:
-            raise ValueError(f"stride {stride} > patch_size {patch_size} would leave gaps between tiles")
-        self.height, self.width = int(height), int(width)
-        self.patch_size, self.stride = int(patch_size), int(stride)
-        self.origins = [(r, c) for r in _tile_starts(height, patch_size, stride)
-                        for c in _tile_starts(width, patch_size, stride)]
-        counts = torch.zeros(height, width, dtype=torch.float64)
-        for r, c in self.origins:
-            counts[r:r + patch_size, c:c + patch_size] += 1
-        self._counts = counts
-
-    def __len__(self) -> int:
-        return len(self.origins)
-
-    def __repr__(self) -> str:
-        return (f"Tiler({self.height}x{self.width}, patch_size={self.patch_size}, "
-                f"stride={self.stride}, tiles={len(self)})")
-
-    def split(self, image: torch.Tensor) -> torch.Tensor:
-        """``(C, H, W)`` -> ``(N, C, p, p)`` tiles in row-major order of :attr:`origins`."""
-        image = torch.as_tensor(image)
-        if image.ndim != 3 or tuple(image.shape[1:]) != (self.height, self.width):
-            raise ValueError(f"expected a (C, {self.height}, {self.width}) tensor, got {tuple(image.shape)}")
-        p = self.patch_size
-        return torch.stack([image[:, r:r + p, c:c + p] for r, c in self.origins])
-
-    def merge(self, tiles: torch.Tensor) -> torch.Tensor:
-        """``(N, C', p, p)`` -> ``(C', H, W)``, averaging where tiles overlap.
-
-        Accumulates on the CPU in float64 and returns the input's dtype and device.
-        """
-        tiles = torch.as_tensor(tiles)
-        p = self.patch_size
-        if tiles.ndim != 4 or tiles.shape[0] != len(self) or tuple(tiles.shape[2:]) != (p, p):
-            raise ValueError(f"expected ({len(self)}, C, {p}, {p}) tiles, got {tuple(tiles.shape)}")
-        source = tiles.detach().to("cpu", torch.float64)
-        total = torch.zeros(tiles.shape[1], self.height, self.width, dtype=torch.float64)
-        for tile, (r, c) in zip(source, self.origins):
-            total[:, r:r + p, c:c + p] += tile
-        return (total / self._counts).to(device=tiles.device, dtype=tiles.dtype)
 
 
 # ------------------------------------------------------------------ command line

@@ -2,17 +2,8 @@
 
 The question of the course is decided here, so every step is explicit:
 
-1. **Inference on whole test images.** A model trained on 96x96 patches is fully
-   convolutional, so it can run on a whole 605x700 image padded to a multiple of
-   16 (the four 2x poolings of the U-Net), or on overlapping 96x96 tiles whose
-   probabilities are averaged (:class:`starunet.data.Tiler`). Both are here
-   (``method="pad"`` / ``"tiles"``) and :func:`compare_inference_methods` measures
-   them; ``reproduce`` repeats that measurement on the first run of every grid
-   (``inference_methods.csv``, shown in notebook 05). We use ``"pad"``: one pass
-   per image instead of about four per pixel (96x96 tiles at stride 48), and no
-   tile seams; the measured time and metric differences of the reference grid are
-   in ``results/reference/inference_methods.csv`` (tiles were slower and scored no
-   better there). Batches: ``batch_size`` whole images, or tiles, per forward pass.
+1. **Inference on whole test images**: :func:`starunet.inference.predict_images`
+   (the padded whole image by default; overlapping tiles measured beside it).
 2. **Metrics** from :mod:`starunet.metrics`: pooled over all test pixels inside the
    field of view at threshold 0.5 (the usual retinal-vessel protocol), plus per-image metrics
    (mean +- std) and down-sampled ROC / PR curve points. Because the fixed 0.5 also
@@ -49,17 +40,16 @@ import numpy as np
 from starunet.config import PROJECT_ROOT, default_runs_dir, display_path, git_commit, smoke_mode
 from starunet.device import hardware_record
 from starunet.io import read_csv, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
-from starunet.metrics import (METRIC_NAMES, confusion_counts, f1_optimal_threshold, rates_from_counts,
-                              segmentation_metrics)
+from starunet.inference import (DEFAULT_METHOD, INFERENCE_METHODS, check_inference_method, compare_inference_methods,
+                                predict_images)
+from starunet.metrics import (MAX_CURVE_POINTS, METRIC_NAMES, confusion_counts, f1_optimal_threshold, rates_from_counts,
+                              roc_pr_curves, segmentation_metrics)
 from starunet.source import format_points, improvement_points
 from starunet.stats import (  # noqa: F401  (re-exported: notebooks and tests read them here)
-    ACTIVATION_LABELS, ACTIVATIONS_COMPARED, FUSION_LABELS, FUSIONS_COMPARED, HEADLINE_METRICS, METRIC_LABELS,
-    OLDER_EVALUATION, TUNED_COLUMNS, TUNED_METRICS, PairedDifference, config_differences, paired_bootstrap,
+    ACTIVATIONS_COMPARED, ACTIVATION_LABELS, FUSIONS_COMPARED, FUSION_LABELS, HEADLINE_METRICS, METRIC_LABELS,
+    OLDER_EVALUATION, PairedDifference, TUNED_COLUMNS, TUNED_METRICS, config_differences, paired_bootstrap,
     paired_differences, replacement_differences, summarize_over_seeds, verdict, verdict_sentence)
 
-INFERENCE_METHODS = ("pad", "tiles")
-DEFAULT_METHOD = "pad"
-MAX_CURVE_POINTS = 500
 REFERENCE_DIR = PROJECT_ROOT / "results" / "reference"
 # the same grid with 4x the training (preset "long"): notebook 05 §9
 LONG_REFERENCE_DIR = PROJECT_ROOT / "results" / "long"
@@ -73,120 +63,8 @@ PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative pane
 
 # ---------------------------------------------------------------- inference
 
-def _check_method(method: str) -> None:
-    if method not in INFERENCE_METHODS:
-        raise ValueError(f"unknown inference method {method!r}; valid: {', '.join(INFERENCE_METHODS)}")
-
-
-def _predict_padded(net, tensors: list, batch_size: int) -> list[np.ndarray]:
-    """Whole images, ``batch_size`` per pass, batched by size (all STARE images
-    share one); the UNet reflect-pads each to a multiple of 16 and crops back."""
-    from starunet.inference import predict_probabilities, stack_images
-
-    out: list[np.ndarray | None] = [None] * len(tensors)
-    for indices, batch in stack_images(tensors):
-        probs = predict_probabilities(net, batch, batch_size, prepared=True)[:, 0]
-        for i, p in zip(indices, probs):
-            out[i] = p.numpy()
-    return out  # type: ignore[return-value]
-
-
-def _predict_tiled(net, tensors: list, batch_size: int, patch_size: int, stride: int) -> list[np.ndarray]:
-    """Overlapping tiles of the training patch size, probabilities averaged."""
-    from starunet.data import Tiler
-    from starunet.inference import predict_probabilities
-
-    out = []
-    for t in tensors:
-        tiler = Tiler(t.shape[-2], t.shape[-1], patch_size=patch_size, stride=stride)
-        probs = predict_probabilities(net, tiler.split(t), batch_size, prepared=True)
-        out.append(tiler.merge(probs)[0].numpy())
-    return out
-
-
-def predict_images(model, images: Sequence[np.ndarray], method: str = DEFAULT_METHOD,
-                   batch_size: int = 4, device: str | None = None,
-                   patch_size: int = 96, stride: int = 48) -> list[np.ndarray]:
-    """Vessel probability maps of whole images.
-
-    ``images`` are ``(H, W, 3) uint8`` arrays (``StareRecord.image``); returns one
-    ``(H, W) float32`` array in [0, 1] per image. ``method="pad"`` runs each image
-    whole (the UNet pads it to a multiple of 16); ``"tiles"`` runs overlapping
-    ``patch_size`` tiles at ``stride`` and averages them. Both go through
-    :mod:`starunet.inference` (fp32, BatchNorm folded: eval mode's running
-    statistics) on a copy of ``model``; ``model`` itself is not touched.
-    """
-    from starunet.data import image_to_tensor
-    from starunet.inference import inference_model
-
-    _check_method(method)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    net = inference_model(model, device)
-    tensors = [image_to_tensor(np.asarray(im)) for im in images]
-    if method == "pad":
-        probs = _predict_padded(net, tensors, batch_size)
-    else:
-        probs = _predict_tiled(net, tensors, batch_size, patch_size, stride)
-    return [np.clip(p, 0.0, 1.0).astype(np.float32) for p in probs]
-
-
-def compare_inference_methods(model, records: Sequence, batch_size: int = 4,
-                              device: str | None = None, patch_size: int = 96, stride: int = 48) -> list[dict]:
-    """Time both inference methods on ``records`` and score them (pooled, FOV, 0.5).
-
-    One row per method: ``method, seconds, seconds_per_image`` and the metrics.
-    """
-    rows = []
-    for method in INFERENCE_METHODS:
-        start = time.perf_counter()
-        probs = predict_images(model, [r.image for r in records], method=method, batch_size=batch_size,
-                               device=device, patch_size=patch_size, stride=stride)
-        seconds = time.perf_counter() - start
-        metrics = segmentation_metrics(probs, [r.label for r in records], [r.fov for r in records])
-        rows.append({"method": method, "seconds": round(seconds, 3),
-                     "seconds_per_image": round(seconds / max(len(records), 1), 3), **metrics})
-    return rows
-
 
 # ---------------------------------------------------------------- curves
-
-def downsample_curve(x: np.ndarray, y: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
-    """Keep at most ``max_points`` points of a curve, evenly spaced along its length.
-
-    Spacing by arc length (not by index) keeps the shape where the curve bends and
-    drops the millions of nearly collinear points sklearn returns; both ends stay.
-    """
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) <= max_points:
-        return x, y
-    arc = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(x), np.diff(y)))])
-    targets = np.linspace(0.0, arc[-1], max_points - 1)  # + the last point <= max_points
-    idx = np.unique(np.clip(np.searchsorted(arc, targets), 0, len(x) - 1))
-    idx = np.unique(np.concatenate([[0], idx, [len(x) - 1]]))
-    return x[idx], y[idx]
-
-
-def roc_pr_curves(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], fovs: Sequence[np.ndarray],
-                  max_points: int = MAX_CURVE_POINTS) -> dict:
-    """Pooled ROC and PR curves inside the FOV, down-sampled for storage.
-
-    Returns ``{"roc": {"fpr": [...], "tpr": [...]}, "pr": {"recall": [...], "precision": [...]}}``
-    with values rounded to 5 decimals (plenty for a figure, small in git).
-    """
-    from sklearn.metrics import precision_recall_curve, roc_curve
-
-    score = np.concatenate([np.asarray(p)[np.asarray(m, bool)] for p, m in zip(probs, fovs)])
-    truth = np.concatenate([np.asarray(t, bool)[np.asarray(m, bool)] for t, m in zip(labels, fovs)])
-    fpr, tpr, _ = roc_curve(truth, score)
-    precision, recall, _ = precision_recall_curve(truth, score)
-    fpr, tpr = downsample_curve(fpr, tpr, max_points)
-    recall, precision = downsample_curve(recall[::-1], precision[::-1], max_points)
-
-    def r(a):
-        return [round(float(v), 5) for v in a]
-
-    return {"roc": {"fpr": r(fpr), "tpr": r(tpr)}, "pr": {"recall": r(recall), "precision": r(precision)}}
 
 
 # ---------------------------------------------------------------- one run
@@ -337,7 +215,6 @@ def evaluate_run(run_dir: str | Path, records: Sequence, ids: Iterable[str] | No
 
 
 # ---------------------------------------------------------------- tables
-
 
 
 def format_value(mean: float, std: float | None = None, digits: int = 4) -> str:
@@ -1010,7 +887,7 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     from starunet.device import select_device
 
     log = log or (lambda message: print(message, flush=True))
-    _check_method(method)
+    check_inference_method(method)
     configs = grid_configs(preset, seeds, fusions, activations)  # fails fast on bad names
     fan = FanOut(jobs, cluster, threads, slurm).validate()
     torch_device = select_device(device)

@@ -262,7 +262,7 @@ def probe(preset: str, device_name: str, steps: int = 10, warmup: int = 3) -> Ti
     import torch
 
     from starunet.data import load_stare
-    from starunet.evaluate import predict_images
+    from starunet.inference import predict_images
     from starunet.metrics import segmentation_metrics
     from starunet.device import autocast_bf16, select_device, to_device
     from starunet.train import (build_model, make_patch_loader, preset_config, split_records, training_loss, validate,

@@ -198,3 +198,44 @@ def human_baseline(records: Sequence, ids: Sequence[str] | None = None) -> dict[
     chosen = [by_id[i] for i in ids]
     return segmentation_metrics([r.label_vk.astype(np.float32) for r in chosen],
                                 [r.label for r in chosen], [r.fov for r in chosen])
+
+
+MAX_CURVE_POINTS = 500
+
+
+def downsample_curve(x: np.ndarray, y: np.ndarray, max_points: int = MAX_CURVE_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """Keep at most ``max_points`` points of a curve, evenly spaced along its length.
+
+    Spacing by arc length (not by index) keeps the shape where the curve bends and
+    drops the millions of nearly collinear points sklearn returns; both ends stay.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) <= max_points:
+        return x, y
+    arc = np.concatenate([[0.0], np.cumsum(np.hypot(np.diff(x), np.diff(y)))])
+    targets = np.linspace(0.0, arc[-1], max_points - 1)  # + the last point <= max_points
+    idx = np.unique(np.clip(np.searchsorted(arc, targets), 0, len(x) - 1))
+    idx = np.unique(np.concatenate([[0], idx, [len(x) - 1]]))
+    return x[idx], y[idx]
+
+
+def roc_pr_curves(probs: Sequence[np.ndarray], labels: Sequence[np.ndarray], fovs: Sequence[np.ndarray],
+                  max_points: int = MAX_CURVE_POINTS) -> dict:
+    """Pooled ROC and PR curves inside the FOV, down-sampled for storage.
+
+    Returns ``{"roc": {"fpr": [...], "tpr": [...]}, "pr": {"recall": [...], "precision": [...]}}``
+    with values rounded to 5 decimals (plenty for a figure, small in git).
+    """
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    score = np.concatenate([np.asarray(p)[np.asarray(m, bool)] for p, m in zip(probs, fovs)])
+    truth = np.concatenate([np.asarray(t, bool)[np.asarray(m, bool)] for t, m in zip(labels, fovs)])
+    fpr, tpr, _ = roc_curve(truth, score)
+    precision, recall, _ = precision_recall_curve(truth, score)
+    fpr, tpr = downsample_curve(fpr, tpr, max_points)
+    recall, precision = downsample_curve(recall[::-1], precision[::-1], max_points)
+
+    def r(a):
+        return [round(float(v), 5) for v in a]
+
+    return {"roc": {"fpr": r(fpr), "tpr": r(tpr)}, "pr": {"recall": r(recall), "precision": r(precision)}}

@@ -137,7 +137,7 @@ def plot_patches(dataset, n: int = 16, start: int = 0, columns: int = 8) -> plt.
 
 
 def plot_tiles(record, tiler) -> plt.Figure:
-    """The tiles of a :class:`starunet.data.Tiler` on an image, and how many cover each pixel."""
+    """The tiles of a :class:`starunet.inference.Tiler` on an image, and how many cover each pixel."""
     from matplotlib.patches import Rectangle
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))

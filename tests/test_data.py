@@ -19,7 +19,7 @@ import torch
 
 from starunet import data
 from starunet.data import (ARCHIVE_MEMBERS, IMAGE_SHAPE, STARE_IDS, PatchDataset, Split, StareDataError,
-                           StareRecord, Tiler, compute_fov, image_to_tensor, load_stare, patch_vessel_fraction,
+                           StareRecord, compute_fov, image_to_tensor, load_stare, patch_vessel_fraction,
                            read_pnm, split_ids, vessel_fraction)
 
 H, W = IMAGE_SHAPE
@@ -450,31 +450,6 @@ def test_patch_vessel_fraction_counts_the_pixels_of_the_first_patches():
 
 
 # ------------------------------------------------------------------ tiling
-
-@pytest.mark.parametrize("height, width, patch, stride", [(605, 700, 96, 48), (100, 130, 32, 32), (50, 50, 50, 7), (33, 40, 16, 5)])
-def test_tiler_round_trip_is_exact_and_covers_the_image(height, width, patch, stride):
-    tiler = Tiler(height, width, patch_size=patch, stride=stride)
-    x = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0))
-    tiles = tiler.split(x)
-    assert tiles.shape == (len(tiler), 3, patch, patch)
-    assert torch.equal(tiler.merge(tiles), x)
-    assert max(r for r, _ in tiler.origins) == height - patch and max(c for _, c in tiler.origins) == width - patch
-    assert (tiler._counts > 0).all()
-
-
-def test_tiler_merge_averages_overlaps():
-    tiler = Tiler(4, 6, patch_size=4, stride=2)  # tiles start at columns 0 and 2
-    tiles = torch.stack([torch.full((1, 4, 4), 1.0), torch.full((1, 4, 4), 3.0)])
-    merged = tiler.merge(tiles)[0]
-    assert merged[:, :2].eq(1).all() and merged[:, 2:4].eq(2).all() and merged[:, 4:].eq(3).all()
-    with pytest.raises(ValueError, match=r"expected \(2, C, 4, 4\) tiles"):
-        tiler.merge(tiles[:1])
-    with pytest.raises(ValueError, match=r"expected a \(C, 4, 6\) tensor"):
-        tiler.split(torch.zeros(1, 5, 6))
-    with pytest.raises(ValueError, match="gaps"):
-        Tiler(10, 10, patch_size=4, stride=5)
-    with pytest.raises(ValueError, match="exceeds the image size"):
-        Tiler(10, 10, patch_size=12)
 
 
 # ------------------------------------------------------------------ command line

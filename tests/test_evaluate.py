@@ -11,87 +11,21 @@ import numpy as np
 import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
-from torch import nn
 
 import starunet.evaluate as E
+from fakes import fake_records
+from starunet.inference import predict_images
 from starunet.io import read_csv
 from starunet.metrics import METRIC_NAMES
-from starunet.model import UNet
-
-
-def _fake_records(n: int = 3, shape=(40, 52), seed: int = 0):
-    """Random records: uint8 images, ~10 % vessels, a disc-shaped FOV."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    fov = (yy - shape[0] / 2) ** 2 + (xx - shape[1] / 2) ** 2 < (0.45 * min(shape)) ** 2
-    return [SimpleNamespace(id=f"im{i:04d}", image=rng.integers(0, 256, shape + (3,), dtype=np.uint8),
-                            label=rng.random(shape) < 0.1, fov=fov) for i in range(n)]
-
-
-class PixelwiseNet(nn.Module):
-    """1x1 convs only: each output pixel depends on its own input pixel, so whole-image
-    and tiled inference must agree exactly."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Tanh(), nn.Conv2d(4, 1, 1))
-
-    def forward(self, x):
-        return self.net(x)
 
 
 # ---------------------------------------------------------------- inference
-
-@pytest.mark.parametrize("method", E.INFERENCE_METHODS)
-def test_inference_has_the_image_size_and_lies_in_unit_interval(method):
-    torch.manual_seed(0)
-    model = UNet(narrow=1 / 16)  # 4 channels at the top: a fast real U-Net
-    images = [r.image for r in _fake_records(shape=(37, 53))]  # not multiples of 16
-    probs = E.predict_images(model, images, method=method, batch_size=2, patch_size=32, stride=16)
-    assert len(probs) == len(images)
-    for p in probs:
-        assert p.shape == (37, 53) and p.dtype == np.float32
-        assert np.isfinite(p).all() and p.min() >= 0.0 and p.max() <= 1.0
-
-
-def test_batching_does_not_change_predictions():
-    torch.manual_seed(0)
-    model = UNet(narrow=1 / 16)
-    images = [r.image for r in _fake_records(n=3)]
-    one = E.predict_images(model, images, batch_size=1)
-    three = E.predict_images(model, images, batch_size=3)
-    for a, b in zip(one, three):
-        np.testing.assert_allclose(a, b, atol=1e-5)
-
-
-def test_pad_and_tiles_agree_for_a_pixelwise_model():
-    model = PixelwiseNet()
-    images = [r.image for r in _fake_records(n=2, shape=(50, 70))]
-    pad = E.predict_images(model, images, method="pad")
-    tiles = E.predict_images(model, images, method="tiles", patch_size=32, stride=16)
-    for a, b in zip(pad, tiles):
-        np.testing.assert_allclose(a, b, atol=1e-6)
-
-
-def test_unknown_inference_method_lists_the_valid_ones():
-    with pytest.raises(ValueError, match="pad, tiles"):
-        E.predict_images(PixelwiseNet(), [_fake_records(1)[0].image], method="sliding")
-
-
-def test_compare_inference_methods_times_and_scores_both():
-    rows = E.compare_inference_methods(PixelwiseNet(), _fake_records(n=2, shape=(48, 48)), patch_size=32, stride=16)
-    assert [r["method"] for r in rows] == list(E.INFERENCE_METHODS)
-    for r in rows:
-        assert r["seconds"] >= 0 and set(METRIC_NAMES) <= set(r)
-    # a pixel-wise model gives the same map either way, hence the same metrics
-    assert rows[0]["roc_auc"] == pytest.approx(rows[1]["roc_auc"], abs=1e-6)
 
 
 # ---------------------------------------------------------------- metrics of a run
 
 def test_pooled_metrics_match_hand_counts_and_sklearn():
-    records = _fake_records(n=3)
+    records = fake_records(n=3)
     rng = np.random.default_rng(1)
     probs = {r.id: rng.random(r.label.shape).astype(np.float32) for r in records}
     ev = E.evaluate_probabilities(probs, records)
@@ -115,7 +49,7 @@ def test_pooled_metrics_match_hand_counts_and_sklearn():
 
 
 def test_pixels_outside_the_fov_are_ignored():
-    records = _fake_records(n=2)
+    records = fake_records(n=2)
     rng = np.random.default_rng(2)
     probs = {r.id: rng.random(r.label.shape).astype(np.float32) for r in records}
     before = E.evaluate_probabilities(probs, records)
@@ -131,7 +65,7 @@ def test_pixels_outside_the_fov_are_ignored():
 
 
 def test_evaluate_probabilities_rejects_missing_and_misshapen_maps():
-    records = _fake_records(n=2)
+    records = fake_records(n=2)
     with pytest.raises(ValueError, match="no probability map"):
         E.evaluate_probabilities({records[0].id: np.zeros(records[0].label.shape)}, records)
     bad = {r.id: np.zeros((8, 8)) for r in records}
@@ -141,32 +75,10 @@ def test_evaluate_probabilities_rejects_missing_and_misshapen_maps():
 
 def test_select_records_names_unknown_ids():
     with pytest.raises(ValueError, match="im9999"):
-        E.select_records(_fake_records(n=2), ["im9999"])
+        E.select_records(fake_records(n=2), ["im9999"])
 
 
 # ---------------------------------------------------------------- curves
-
-def test_downsample_curve_keeps_the_ends_and_the_limit():
-    x = np.linspace(0, 1, 10_000)
-    y = np.sqrt(x)
-    xs, ys = E.downsample_curve(x, y, max_points=50)
-    assert len(xs) <= 50
-    assert (xs[0], ys[0], xs[-1], ys[-1]) == (0.0, 0.0, 1.0, 1.0)
-    assert np.all(np.diff(xs) > 0)  # order kept
-    short_x, _ = E.downsample_curve(x[:20], y[:20], max_points=50)
-    assert len(short_x) == 20  # short curves are left alone
-
-
-def test_roc_pr_curves_are_small_and_well_formed():
-    records = _fake_records(n=2, shape=(80, 80))
-    rng = np.random.default_rng(3)
-    probs = [np.clip(r.label * 0.3 + rng.random(r.label.shape) * 0.7, 0, 1) for r in records]
-    curves = E.roc_pr_curves(probs, [r.label for r in records], [r.fov for r in records], max_points=100)
-    roc, pr = curves["roc"], curves["pr"]
-    assert len(roc["fpr"]) <= 100 and len(pr["recall"]) <= 100
-    assert (roc["fpr"][0], roc["tpr"][0], roc["fpr"][-1], roc["tpr"][-1]) == (0.0, 0.0, 1.0, 1.0)
-    assert np.all(np.diff(roc["fpr"]) >= 0) and np.all(np.diff(pr["recall"]) >= 0)
-    json.dumps(curves)  # storable as is
 
 
 # ---------------------------------------------------------------- tables
@@ -251,7 +163,7 @@ def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_p
     from starunet.metrics import f1_optimal_threshold
     from starunet.train import load_model
     val = E.select_records(records, tiny_preset.split().val)
-    val_probs = E.predict_images(load_model(run_dir), [r.image for r in val])
+    val_probs = predict_images(load_model(run_dir), [r.image for r in val])
     expected = f1_optimal_threshold(val_probs, [r.label for r in val], [r.fov for r in val])
     assert direct.val_threshold == pytest.approx(expected)
     assert float(res.run("star-none-seed7")["val_threshold"]) == pytest.approx(expected, abs=1e-6)
@@ -415,7 +327,7 @@ def test_figures_of_notebook_05(per_image_rows, grid_rows):
     per_run = plots.plot_roc_pr(dict(list(curves.items())[:2]), per_run=True)
     assert per_run.axes[1].get_legend_handles_labels()[1] == list(curves)[:2]
 
-    record = _fake_records(n=1, shape=(40, 40))[0]
+    record = fake_records(n=1, shape=(40, 40))[0]
     probs = {"a": np.full((40, 40), 0.7, np.float32), "b": np.zeros((40, 40), np.float32)}
     panels = plots.plot_prediction_panels(record.image, record.label, record.fov, probs, crop=(0, 20, 0, 20))
     assert len(panels.axes) == 6 and panels.axes[1].get_images()[0].get_array().shape[:2] == (20, 20)

@@ -1,14 +1,18 @@
-"""Tests of starunet.inference: BatchNorm folding and the one full-image path."""
+"""Tests of starunet.inference: BatchNorm folding, the one full-image path, padded and tiled."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from fakes import PixelwiseNet, fake_records
 from starunet.data import image_to_tensor
-from starunet.inference import (fold_batchnorm, inference_model, predict_logits, predict_probabilities,
-                                preferred_memory_format, stack_images)
+from starunet.inference import (INFERENCE_METHODS, Tiler, compare_inference_methods, fold_batchnorm, inference_model,
+                                predict_images, predict_logits, predict_probabilities, preferred_memory_format,
+                                stack_images)
 from starunet.fusion import FUSIONS
+from starunet.metrics import METRIC_NAMES
 from starunet.model import UNet
 
 
@@ -110,3 +114,74 @@ def test_channels_last_on_cpu_only_and_every_layout_works_with_contiguous():
     assert preferred_memory_format("cuda") == torch.contiguous_format
     for device in ("cpu", "cuda", "mps"):  # the first GPU session failed here: preserve_format is refused
         assert torch.zeros(1, 3, 4, 4).contiguous(memory_format=preferred_memory_format(device)).shape == (1, 3, 4, 4)
+
+
+@pytest.mark.parametrize("height, width, patch, stride", [(605, 700, 96, 48), (100, 130, 32, 32), (50, 50, 50, 7), (33, 40, 16, 5)])
+def test_tiler_round_trip_is_exact_and_covers_the_image(height, width, patch, stride):
+    tiler = Tiler(height, width, patch_size=patch, stride=stride)
+    x = torch.rand(3, height, width, generator=torch.Generator().manual_seed(0))
+    tiles = tiler.split(x)
+    assert tiles.shape == (len(tiler), 3, patch, patch)
+    assert torch.equal(tiler.merge(tiles), x)
+    assert max(r for r, _ in tiler.origins) == height - patch and max(c for _, c in tiler.origins) == width - patch
+    assert (tiler._counts > 0).all()
+
+
+def test_tiler_merge_averages_overlaps():
+    tiler = Tiler(4, 6, patch_size=4, stride=2)  # tiles start at columns 0 and 2
+    tiles = torch.stack([torch.full((1, 4, 4), 1.0), torch.full((1, 4, 4), 3.0)])
+    merged = tiler.merge(tiles)[0]
+    assert merged[:, :2].eq(1).all() and merged[:, 2:4].eq(2).all() and merged[:, 4:].eq(3).all()
+    with pytest.raises(ValueError, match=r"expected \(2, C, 4, 4\) tiles"):
+        tiler.merge(tiles[:1])
+    with pytest.raises(ValueError, match=r"expected a \(C, 4, 6\) tensor"):
+        tiler.split(torch.zeros(1, 5, 6))
+    with pytest.raises(ValueError, match="gaps"):
+        Tiler(10, 10, patch_size=4, stride=5)
+    with pytest.raises(ValueError, match="exceeds the image size"):
+        Tiler(10, 10, patch_size=12)
+
+
+@pytest.mark.parametrize("method", INFERENCE_METHODS)
+def test_inference_has_the_image_size_and_lies_in_unit_interval(method):
+    torch.manual_seed(0)
+    model = UNet(narrow=1 / 16)  # 4 channels at the top: a fast real U-Net
+    images = [r.image for r in fake_records(shape=(37, 53))]  # not multiples of 16
+    probs = predict_images(model, images, method=method, batch_size=2, patch_size=32, stride=16)
+    assert len(probs) == len(images)
+    for p in probs:
+        assert p.shape == (37, 53) and p.dtype == np.float32
+        assert np.isfinite(p).all() and p.min() >= 0.0 and p.max() <= 1.0
+
+
+def test_batching_does_not_change_predictions():
+    torch.manual_seed(0)
+    model = UNet(narrow=1 / 16)
+    images = [r.image for r in fake_records(n=3)]
+    one = predict_images(model, images, batch_size=1)
+    three = predict_images(model, images, batch_size=3)
+    for a, b in zip(one, three):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_pad_and_tiles_agree_for_a_pixelwise_model():
+    model = PixelwiseNet()
+    images = [r.image for r in fake_records(n=2, shape=(50, 70))]
+    pad = predict_images(model, images, method="pad")
+    tiles = predict_images(model, images, method="tiles", patch_size=32, stride=16)
+    for a, b in zip(pad, tiles):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_unknown_inference_method_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="pad, tiles"):
+        predict_images(PixelwiseNet(), [fake_records(1)[0].image], method="sliding")
+
+
+def test_compare_inference_methods_times_and_scores_both():
+    rows = compare_inference_methods(PixelwiseNet(), fake_records(n=2, shape=(48, 48)), patch_size=32, stride=16)
+    assert [r["method"] for r in rows] == list(INFERENCE_METHODS)
+    for r in rows:
+        assert r["seconds"] >= 0 and set(METRIC_NAMES) <= set(r)
+    # a pixel-wise model gives the same map either way, hence the same metrics
+    assert rows[0]["roc_auc"] == pytest.approx(rows[1]["roc_auc"], abs=1e-6)

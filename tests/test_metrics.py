@@ -2,14 +2,17 @@
 masking, pooling over lists, clear errors, and the human baseline on real STARE."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 from sklearn import metrics as skm
 
+from fakes import fake_records
 from starunet.data import StareRecord, split_ids
-from starunet.metrics import (METRIC_NAMES, confusion_counts, f1_optimal_threshold, human_baseline,
-                              rates_from_counts, segmentation_metrics)
+from starunet.metrics import (METRIC_NAMES, confusion_counts, downsample_curve, f1_optimal_threshold, human_baseline,
+                              rates_from_counts, roc_pr_curves, segmentation_metrics)
 
 
 def random_case(n=5000, seed=0, ties=False):
@@ -164,3 +167,26 @@ def test_real_human_baseline(stare_records):
                               [r.fov for r in test])
     assert sum(counts.values()) == sum(int(r.fov.sum()) for r in test)
     assert m == pytest.approx({**rates_from_counts(**counts), "roc_auc": m["roc_auc"], "pr_auc": m["pr_auc"]})
+
+
+def test_downsample_curve_keeps_the_ends_and_the_limit():
+    x = np.linspace(0, 1, 10_000)
+    y = np.sqrt(x)
+    xs, ys = downsample_curve(x, y, max_points=50)
+    assert len(xs) <= 50
+    assert (xs[0], ys[0], xs[-1], ys[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.all(np.diff(xs) > 0)  # order kept
+    short_x, _ = downsample_curve(x[:20], y[:20], max_points=50)
+    assert len(short_x) == 20  # short curves are left alone
+
+
+def test_roc_pr_curves_are_small_and_well_formed():
+    records = fake_records(n=2, shape=(80, 80))
+    rng = np.random.default_rng(3)
+    probs = [np.clip(r.label * 0.3 + rng.random(r.label.shape) * 0.7, 0, 1) for r in records]
+    curves = roc_pr_curves(probs, [r.label for r in records], [r.fov for r in records], max_points=100)
+    roc, pr = curves["roc"], curves["pr"]
+    assert len(roc["fpr"]) <= 100 and len(pr["recall"]) <= 100
+    assert (roc["fpr"][0], roc["tpr"][0], roc["fpr"][-1], roc["tpr"][-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.all(np.diff(roc["fpr"]) >= 0) and np.all(np.diff(pr["recall"]) >= 0)
+    json.dumps(curves)  # storable as is

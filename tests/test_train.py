@@ -238,7 +238,7 @@ def test_cuda_training_is_deterministic_and_resumes_bit_identical(stare_records,
 
 @needs_cuda
 def test_cuda_run_loads_on_the_cpu_and_predicts_like_the_gpu(stare_records, tmp_path):
-    from starunet.evaluate import predict_images
+    from starunet.inference import predict_images
 
     train(CUDA_TINY, tmp_path, records=stare_records, device="cuda")
     image = [stare_records[0].image]
