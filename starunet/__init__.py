@@ -109,21 +109,28 @@ _EXPORTS = {
     "evaluate_model": "evaluate",
     "evaluate_run": "evaluate",
     "compare_inference_methods": "inference",
-    "reproduce": "evaluate",
-    "find_results": "evaluate",
-    "load_results": "evaluate",
-    "summarize_over_seeds": "evaluate",
-    "paired_differences": "evaluate",
-    "verdict_sentence": "evaluate",
-    "comparison_table": "evaluate",
-    "source_format_table": "evaluate",
+    "reproduce": "grid",
+    "find_results": "results",
+    "load_results": "results",
+    "summarize_over_seeds": "stats",
+    "paired_differences": "stats",
+    "verdict_sentence": "stats",
+    "comparison_table": "report",
+    "source_format_table": "report",
     "SOURCE_RESULTS": "source",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 
+_SUBMODULES = frozenset({"alt_text", "bench", "cli", "config", "course", "curves", "data", "device", "evaluate", "fanout",
+                         "fusion", "gpu_session", "grid", "inference", "io", "listing", "metrics", "model", "plots",
+                         "preflight", "report", "results", "source", "stats", "theory", "train", "widgets"})
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:  # su.plots, su.report, ...: the rest of the package, one import away
+        return importlib.import_module(f"starunet.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'starunet' has no attribute {name!r}")

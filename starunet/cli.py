@@ -12,7 +12,7 @@ import sys
 COMMANDS = {
     "fetch": ("starunet.data", "download (or copy from a mirror), verify and cache STARE"),
     "train": ("starunet.train", "train one configuration into a run directory"),
-    "reproduce": ("starunet.evaluate", "train/reuse the sum|star x none|relu grid over seeds and evaluate it"),
+    "reproduce": ("starunet.grid", "train/reuse the sum|star x none|relu grid over seeds and evaluate it"),
     "curves": ("starunet.curves", "train the learning-curve runs (snapshots at every doubling of patches)"),
     "bench": ("starunet.bench", "measure training/inference speed against the hardware's peak"),
     "course": ("starunet.course", "execute all notebooks headless into one output folder"),

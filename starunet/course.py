@@ -238,7 +238,7 @@ def check_course_folders(out: Path, inplace: bool) -> None:
 def _results_summary() -> str:
     """The results part of summary.md, from the package's evaluation if present."""
     try:
-        from starunet.evaluate import course_summary_markdown
+        from starunet.grid import course_summary_markdown
     except ImportError:
         return ""
     return course_summary_markdown()

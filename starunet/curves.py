@@ -26,7 +26,9 @@ import torch
 
 from starunet.config import PROJECT_ROOT, default_runs_dir, display_path, git_commit, smoke_mode
 from starunet.device import hardware_record
-from starunet.evaluate import EVALUATION_VERSION, RunEvaluation, _parse_row, evaluate_run, markdown_table
+from starunet.evaluate import EVALUATION_VERSION, RunEvaluation, evaluate_run
+from starunet.report import markdown_table
+from starunet.results import parse_row
 from starunet.io import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
 from starunet.metrics import METRIC_NAMES
 from starunet.stats import (HEADLINE_METRICS, METRIC_LABELS, TUNED_METRICS, PairedDifference, config_differences,
@@ -303,7 +305,7 @@ _CURVE_INTS = {"patches", "epoch", "best_epoch", "epochs", "finished", "seed"}
 
 
 def _parse(row: Mapping[str, str]) -> dict:
-    parsed = _parse_row(row)  # metrics, seed
+    parsed = parse_row(row)  # metrics, seed
     for key in _CURVE_INTS & set(row):
         parsed[key] = int(row[key]) if row[key] != "" else ""
     for key in ("val_pr_auc", "train_seconds", "val_pr_auc_swing", "val_pr_auc_max_drop"):
@@ -428,7 +430,7 @@ def curve_table(results: CurveResults, metric: str = "pr_auc") -> str:
 
 
 def early_stopping_table(results: CurveResults, full, metric: str = "pr_auc") -> str:
-    """Markdown: the full-protocol grid ``full`` (a :class:`starunet.evaluate.Results`
+    """Markdown: the full-protocol grid ``full`` (a :class:`starunet.results.Results`
     of preset ``full``: early stopping on 2,000-patch epochs) beside the curves of the
     same configurations: where early stopping stopped and which weights it kept (patches,
     means over seeds), the test ``metric`` of those weights, and the curves' test

@@ -638,3 +638,14 @@ def cli(argv: list[str]) -> int:
     root = Path(args.root or default_data_root())
     print(f"{len(records)} records verified and cached in {root} ({time.perf_counter() - start:.1f} s)")
     return 0
+
+
+def select_records(records: Sequence, ids: Iterable[str] | None) -> list:
+    """The records with the given ids, in that order (all records when ``ids`` is None)."""
+    if ids is None:
+        return list(records)
+    by_id = {r.id: r for r in records}
+    unknown = [i for i in ids if i not in by_id]
+    if unknown:
+        raise ValueError(f"unknown image ids {unknown}; loaded records: {sorted(by_id)}")
+    return [by_id[i] for i in ids]

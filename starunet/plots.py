@@ -750,7 +750,7 @@ def plot_paired_differences(diffs):
 
 def plot_budget_differences(diffs_by_grid):
     """Forest plot of star - sum per metric for grids trained with different budgets
-    (``{preset: [PairedDifference, ...]}``, see ``evaluate.budget_differences``), one
+    (``{preset: [PairedDifference, ...]}``, see ``stats.budget_differences``), one
     colour per preset and activation: does the difference shrink, grow or flip with
     more training?"""
     palette = ["#999999", "black", "#E69F00", "#56B4E9", "#009E73", "#CC79A7"]
@@ -763,7 +763,7 @@ def plot_budget_differences(diffs_by_grid):
 
 
 def _forest_plot(groups, colors):
-    """Mean and CI of each :class:`~starunet.evaluate.PairedDifference`, one row per
+    """Mean and CI of each :class:`~starunet.stats.PairedDifference`, one row per
     metric, the ``groups`` (label -> differences) side by side in their colours."""
     diffs = [d for group in groups.values() for d in group]
     metrics = list(dict.fromkeys(d.metric for d in diffs))
@@ -848,7 +848,7 @@ def plot_learning_curves(points, metrics=("roc_auc", "pr_auc", "f1"), human=None
 
 def plot_config_differences(diffs):
     """Forest plot of the paired differences b − a of several configuration pairs
-    (:func:`starunet.evaluate.config_differences`), one colour per pair."""
+    (:func:`starunet.stats.config_differences`), one colour per pair."""
     palette = ["black", "#D55E00", "#999933", "#882255", "#CC79A7", "#56B4E9"]
     groups: dict[str, list] = {}
     for d in diffs:

@@ -99,7 +99,7 @@ def reproduce_problem(args) -> str | None:
     """What makes ``python -m starunet reproduce`` with parsed ``args`` fail before
     it trains anything, or None: seeds, batch size, the output and runs folders."""
     from starunet.config import default_runs_dir
-    from starunet.evaluate import own_results_dir
+    from starunet.results import own_results_dir
 
     out = args.out if args.out is not None else own_results_dir()
     try:

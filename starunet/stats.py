@@ -213,3 +213,21 @@ def verdict_sentence(diffs: Sequence[PairedDifference], activation: str,
     label = label[:1].upper() + label[1:]
     return (f"{label} ({d0.n_seeds} seed(s) x {d0.n_images} test images), {d0.b} − {d0.a}: "
             + "; ".join(parts) + f". Verdict: {overall}{caveat}.")
+
+
+def budget_differences(grids: Mapping, activations: Sequence[str] = ACTIVATIONS_COMPARED,
+                       metrics: Sequence[str] = HEADLINE_METRICS, n_boot: int = 4000,
+                       level: float = 0.95, replacement: bool = True) -> dict[str, list[PairedDifference]]:
+    """Star − sum per grid (``{preset: starunet.results.Results}``, one per training
+    budget), for each of ``activations`` that the grid has both fusions for, as :func:`paired_differences` computes it, and (with
+    ``replacement``) star/none − sum/relu (:func:`replacement_differences`) where
+    the grid has both; grids with none of them are left out."""
+    out = {}
+    for name, results in grids.items():
+        acts = [a for a in activations if a in results.paired_activations]
+        diffs = paired_differences(results.per_image, acts, metrics, n_boot=n_boot, level=level) if acts else []
+        if replacement and {("star", "none"), ("sum", "relu")} <= set(results.summary()):
+            diffs += replacement_differences(results.per_image, metrics, n_boot=n_boot, level=level)
+        if diffs:
+            out[name] = diffs
+    return out

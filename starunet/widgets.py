@@ -441,13 +441,13 @@ def training_launcher(records=None, preset: str = "quick", fusion: str = "star",
 
 def show_run_comparison(results, key_a: str, key_b: str, record=None) -> None:
     """Display the comparison of two runs of a grid: the metric table
-    (:func:`starunet.evaluate.compare_two_runs`), their ROC/PR curves and, when
+    (:func:`starunet.report.compare_two_runs`), their ROC/PR curves and, when
     ``record`` is a test image with saved predictions of both runs, their panels.
     The notebook calls it for the static view; :func:`run_comparison` on changes."""
     import matplotlib.pyplot as plt
     from IPython.display import Markdown, display
 
-    from starunet.evaluate import compare_two_runs
+    from starunet.report import compare_two_runs
     from starunet.plots import plot_prediction_panels, plot_roc_pr
 
     display(Markdown(compare_two_runs(results, key_a, key_b)))
@@ -479,7 +479,7 @@ def missing_panels_message(results, missing: list[str], image_id: str) -> str:
 def run_comparison(results, records_by_id=None, key_a: str | None = None, key_b: str | None = None):
     """Pick any two finished runs of a grid (any fusion, activation, seed) and compare them.
 
-    ``results``: :class:`starunet.evaluate.Results`; ``records_by_id``: ``{id: StareRecord}``
+    ``results``: :class:`starunet.results.Results`; ``records_by_id``: ``{id: StareRecord}``
     of the test images, for the prediction panels (runs whose PNGs were saved:
     the first seed's). Defaults: the first two runs.
     """

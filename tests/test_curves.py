@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from starunet import curves
+from starunet.results import FULL_REFERENCE_DIR, load_results
 from starunet.train import PRESETS, preset_config, snapshot_name, train
 
 SMOKE_PAIR = (curves.CurveRun("sum", "none", 2024), curves.CurveRun("star", "none", 2024))
@@ -100,10 +101,8 @@ def test_a_reused_run_without_snapshots_is_refused(tmp_path, stare_records):
 def test_early_stopping_table_sets_the_full_grid_beside_the_curves():
     """Committed files: the full grid's stopping point and kept weights in patches, and
     the curve values at the budgets around them."""
-    from starunet import evaluate
-
     results = curves.load_curves()
-    full = evaluate.load_results(evaluate.FULL_REFERENCE_DIR, kind="reference")
+    full = load_results(FULL_REFERENCE_DIR, kind="reference")
     table = curves.early_stopping_table(results, full)
     epoch = full.provenance["preset_config"]["samples_per_epoch"]
     sum_none = [r for r in full.runs if (r["fusion"], r["activation"]) == ("sum", "none")]

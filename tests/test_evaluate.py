@@ -12,11 +12,17 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+import starunet.data as D
 import starunet.evaluate as E
+import starunet.grid as G
+import starunet.report as R
+import starunet.results as RS
+import starunet.stats as S
 from fakes import fake_records
+from starunet.config import PROJECT_ROOT
 from starunet.inference import predict_images
-from starunet.io import read_csv
-from starunet.metrics import METRIC_NAMES
+from starunet.io import read_csv, write_csv_atomic, write_json_atomic
+from starunet.metrics import METRIC_NAMES, segmentation_metrics
 
 
 # ---------------------------------------------------------------- inference
@@ -75,7 +81,7 @@ def test_evaluate_probabilities_rejects_missing_and_misshapen_maps():
 
 def test_select_records_names_unknown_ids():
     with pytest.raises(ValueError, match="im9999"):
-        E.select_records(fake_records(n=2), ["im9999"])
+        D.select_records(fake_records(n=2), ["im9999"])
 
 
 # ---------------------------------------------------------------- curves
@@ -86,7 +92,7 @@ def test_select_records_names_unknown_ids():
 def test_comparison_table_has_two_runs_and_a_change_row():
     a = {m: 0.5 for m in METRIC_NAMES}
     b = {m: 0.6 if m == "f1" else 0.4 for m in METRIC_NAMES}
-    table = E.comparison_table(a, b, "sum", "star")
+    table = R.comparison_table(a, b, "sum", "star")
     lines = table.splitlines()
     assert len(lines) == 5 and lines[0].startswith("|  | ROC-AUC")
     assert lines[2].startswith("| sum | 0.5000") and lines[3].startswith("| star | 0.4000")
@@ -95,17 +101,17 @@ def test_comparison_table_has_two_runs_and_a_change_row():
 
 
 def test_source_format_table_with_source_and_human_rows(grid_rows):
-    summary = E.summarize_over_seeds(grid_rows())
+    summary = S.summarize_over_seeds(grid_rows())
     source = {"none": {"sum": {m: 0.9 for m in METRIC_NAMES}, "star": {m: 0.95 for m in METRIC_NAMES}}}
     human = {m: 0.7 for m in METRIC_NAMES}
-    table = E.source_format_table(summary, "none", source=source, human=human)
+    table = R.source_format_table(summary, "none", source=source, human=human)
     assert "sum (+), ours, 3 seed(s)" in table and "star (*), source" in table
     assert "提升 star − sum, source (points) | ▲ 5.00" in table  # 0.95 − 0.9 = 5 points, not +5.56 %
     assert "second observer (vk vs ah) | 0.7000" in table
-    without = E.source_format_table(summary, "relu", source=source)  # no source numbers for relu
+    without = R.source_format_table(summary, "relu", source=source)  # no source numbers for relu
     assert "source" not in without and len(without.splitlines()) == 5
     with pytest.raises(ValueError, match="gelu"):
-        E.source_format_table(summary, "gelu")
+        R.source_format_table(summary, "gelu")
 
 
 # ---------------------------------------------------------------- the reproduce grid
@@ -134,11 +140,11 @@ def tiny_preset(monkeypatch):
 def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_path):
     records = [_crop(r) for r in stare_records]  # 96x96 centres: seconds instead of minutes
     out, runs = tmp_path / "out", tmp_path / "runs"
-    res = E.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
+    res = G.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
                       records=records, command="python -m starunet reproduce --preset smoke", log=lambda m: None)
 
     rows = read_csv(out / "metrics.csv")
-    assert list(rows[0])[:10] == E.METRICS_COLUMNS
+    assert list(rows[0])[:10] == G.METRICS_COLUMNS
     assert [(r["fusion"], r["activation"], r["seed"]) for r in rows] == [("sum", "none", "7"), ("star", "none", "7")]
     for r in rows:
         assert all(0.0 <= float(r[m]) <= 1.0 for m in METRIC_NAMES)
@@ -148,7 +154,7 @@ def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_p
     curves = json.loads((out / "curves.json").read_text())
     assert sorted(curves) == ["star-none-seed7", "sum-none-seed7"]
     assert [r["method"] for r in read_csv(out / "inference_methods.csv")] == ["pad", "tiles"]
-    assert len(list((out / "predictions").glob("*.png"))) == 2 * E.PANEL_COUNT
+    assert len(list((out / "predictions").glob("*.png"))) == 2 * G.PANEL_COUNT
     readme = (out / "README.md").read_text()
     assert "`python -m starunet reproduce --preset smoke`" in readme and torch.__version__ in readme
     assert "**Smoke preset or smoke mode**" in readme  # smoke results say they are no result
@@ -162,13 +168,13 @@ def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_p
     # the tuned threshold is chosen on the run's validation images, never the test images
     from starunet.metrics import f1_optimal_threshold
     from starunet.train import load_model
-    val = E.select_records(records, tiny_preset.split().val)
+    val = D.select_records(records, tiny_preset.split().val)
     val_probs = predict_images(load_model(run_dir), [r.image for r in val])
     expected = f1_optimal_threshold(val_probs, [r.label for r in val], [r.fov for r in val])
     assert direct.val_threshold == pytest.approx(expected)
     assert float(res.run("star-none-seed7")["val_threshold"]) == pytest.approx(expected, abs=1e-6)
-    test = E.select_records(records, test_ids)
-    at_threshold = E.segmentation_metrics([direct.probabilities[r.id] for r in test], [r.label for r in test],
+    test = D.select_records(records, test_ids)
+    at_threshold = segmentation_metrics([direct.probabilities[r.id] for r in test], [r.label for r in test],
                                           [r.fov for r in test], threshold=expected)
     assert direct.tuned["f1_tuned"] == pytest.approx(at_threshold["f1"])
     assert float(res.run("star-none-seed7")["f1_tuned"]) == pytest.approx(at_threshold["f1"], abs=1e-6)
@@ -180,31 +186,31 @@ def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_p
     with pytest.raises(ValueError, match="are the run's validation images.*tune_threshold=False"):
         E.evaluate_run(run_dir, records, ids=tiny_preset.split().val)
 
-    again = E.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
+    again = G.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
                         records=records, log=lambda m: None)
     assert again.provenance["runs_reused"] == again.provenance["evaluations_reused"] == 2
     assert read_csv(out / "metrics.csv") == rows  # same numbers, nothing retrained
 
     # another seed into the same folder would drop seed 7: refused, with the fix named
-    with pytest.raises(E.GridConflictError, match=r"sum-none-seed7.*--seeds 7 8.*--overwrite"):
-        E.reproduce("smoke", [8], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
+    with pytest.raises(G.GridConflictError, match=r"sum-none-seed7.*--seeds 7 8.*--overwrite"):
+        G.reproduce("smoke", [8], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
                     records=records, log=lambda m: None)
     assert read_csv(out / "metrics.csv") == rows  # refused before anything was written
-    more = E.reproduce("smoke", [7, 8], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
+    more = G.reproduce("smoke", [7, 8], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
                        records=records, log=lambda m: None)
     assert more.keys == ["sum-none-seed7", "star-none-seed7", "sum-none-seed8", "star-none-seed8"]
     assert more.provenance["evaluations_reused"] == 2  # the seed-7 evaluations
     assert read_csv(out / "metrics.csv")[:2] == rows
-    replaced = E.reproduce("smoke", [8], out, fusions=["sum"], activations=["none"], runs_dir=runs,
+    replaced = G.reproduce("smoke", [8], out, fusions=["sum"], activations=["none"], runs_dir=runs,
                            records=records, log=lambda m: None, overwrite=True)
     assert replaced.keys == ["sum-none-seed8"]
 
 
 def test_results_are_read_back_and_summarised(stare_records, tiny_preset, tmp_path):
     records = [_crop(r) for r in stare_records]
-    E.reproduce("smoke", [1, 2], tmp_path / "out", activations=["none"], runs_dir=tmp_path / "runs",
+    G.reproduce("smoke", [1, 2], tmp_path / "out", activations=["none"], runs_dir=tmp_path / "runs",
                 records=records, log=lambda m: None)
-    res = E.load_results(tmp_path / "out")
+    res = RS.load_results(tmp_path / "out")
     assert res.keys == ["sum-none-seed1", "star-none-seed1", "sum-none-seed2", "star-none-seed2"]
     assert isinstance(res.run("star-none-seed2")["f1"], float)
     with pytest.raises(KeyError, match="valid: sum-none-seed1"):
@@ -213,7 +219,7 @@ def test_results_are_read_back_and_summarised(stare_records, tiny_preset, tmp_pa
     assert prob.shape == (96, 96) and 0 <= prob.min() <= prob.max() <= 1
     diffs = res.paired_differences()
     assert {d.activation for d in diffs} == {"none"} and all(d.n_seeds == 2 for d in diffs)
-    text = E.results_markdown(res)
+    text = R.results_markdown(res)
     assert "| sum | none | 2 |" in text and "Verdict:" in text
     assert str(tmp_path) not in text and "/tmp" not in text  # no machine paths in notebook outputs
 
@@ -221,80 +227,80 @@ def test_results_are_read_back_and_summarised(stare_records, tiny_preset, tmp_pa
 def test_only_numeric_columns_are_parsed(tmp_path):
     row = {"fusion": "star", "activation": "none", "seed": "7", "roc_auc": "0.9", "epochs": "3",
            "config_hash": "12345678", "device": "cpu", "stop_reason": "", "train_seconds": "1.5"}
-    parsed = E._parse_row(row)
+    parsed = RS.parse_row(row)
     assert parsed["config_hash"] == "12345678"  # all digits, still a string
     assert (parsed["seed"], parsed["epochs"], parsed["roc_auc"], parsed["train_seconds"]) == (7, 3, 0.9, 1.5)
     assert parsed["stop_reason"] == "" and parsed["device"] == "cpu"
 
 
 def test_course_summary_without_any_results(monkeypatch, tmp_path):
-    monkeypatch.setattr(E, "REFERENCE_DIR", tmp_path / "reference")
-    monkeypatch.setattr(E, "FULL_REFERENCE_DIR", tmp_path / "full")
-    monkeypatch.setattr(E, "own_results_dir", lambda: tmp_path / "own")
-    text = E.course_summary_markdown()
+    monkeypatch.setattr(RS, "REFERENCE_DIR", tmp_path / "reference")
+    monkeypatch.setattr(RS, "FULL_REFERENCE_DIR", tmp_path / "full")
+    monkeypatch.setattr(RS, "own_results_dir", lambda: tmp_path / "own")
+    text = G.course_summary_markdown()
     assert "No grid results found" in text and "python -m starunet reproduce" in text
 
 
 def test_own_runs_are_shown_beside_the_reference(stare_records, tiny_preset, tmp_path):
     records = [_crop(r) for r in stare_records]
     runs = tmp_path / "runs"
-    reference = E.reproduce("smoke", [7], tmp_path / "reference", fusions=["sum", "star"], activations=["none"],
+    reference = G.reproduce("smoke", [7], tmp_path / "reference", fusions=["sum", "star"], activations=["none"],
                             runs_dir=runs, records=records, log=lambda m: None)
-    assert E.own_runs_beside_reference(reference, records, runs_dir=tmp_path / "no-runs") is None
-    assert E.finished_reference_seeds(reference, runs) == [7]
-    own = E.own_runs_beside_reference(reference, records, runs_dir=runs, out=tmp_path / "check")
+    assert G.own_runs_beside_reference(reference, records, runs_dir=tmp_path / "no-runs") is None
+    assert G.finished_reference_seeds(reference, runs) == [7]
+    own = G.own_runs_beside_reference(reference, records, runs_dir=runs, out=tmp_path / "check")
     assert own.provenance["runs_reused"] == 2  # evaluated, not retrained
-    text = E.reference_comparison_markdown(own, reference)
+    text = R.reference_comparison_markdown(own, reference)
     assert "| star-none-seed7 | PR-AUC |" in text and "+0.0000" in text
     assert "**identical to 4 decimals**" in text
     own.runs[0]["f1"] = float(own.runs[0]["f1"]) + 0.01
-    assert "differ from the reference by up to 0.0100" in E.reference_comparison_markdown(own, reference)
-    other = E.Results(tmp_path, "own", [], [], {}, {})
-    assert "nothing to compare" in E.reference_comparison_markdown(other, reference)
+    assert "differ from the reference by up to 0.0100" in R.reference_comparison_markdown(own, reference)
+    other = RS.Results(tmp_path, "own", [], [], {}, {})
+    assert "nothing to compare" in R.reference_comparison_markdown(other, reference)
 
 
 def test_course_summary_adds_the_budget_verdicts_when_a_longer_grid_exists(monkeypatch, tmp_path):
     quick, long = _synthetic_grid(tmp_path, "quick", -0.05, 12), _synthetic_grid(tmp_path, "long", 0.0, 40)
-    monkeypatch.setattr(E, "own_results_dir", lambda: tmp_path / "no-own-grid")
-    monkeypatch.setattr(E, "find_results", lambda: quick)
-    monkeypatch.setattr(E, "budget_grids", lambda results: {"quick": results, "long": long})
-    text = E.course_summary_markdown()
+    monkeypatch.setattr(G, "own_results_dir", lambda: tmp_path / "no-own-grid")
+    monkeypatch.setattr(G, "find_results", lambda: quick)
+    monkeypatch.setattr(G, "budget_grids", lambda results: {"quick": results, "long": long})
+    text = G.course_summary_markdown()
     assert text.startswith("## Results: sum vs star skip fusion")
     budget = text.split("## Across training budgets (notebook 05, section 9)")[1]
     assert "* Preset `quick`: Without ReLU" in budget and "* Preset `long`: Without ReLU" in budget
-    monkeypatch.setattr(E, "budget_grids", lambda results: {"quick": results})
-    assert "Across training budgets" not in E.course_summary_markdown()
+    monkeypatch.setattr(G, "budget_grids", lambda results: {"quick": results})
+    assert "Across training budgets" not in G.course_summary_markdown()
 
 
 def test_grid_configs_validate_their_inputs():
-    configs = E.grid_configs("smoke", [1, 2])
+    configs = G.grid_configs("smoke", [1, 2])
     assert len(configs) == 8 and configs[0].seed == 1 and configs[-1].seed == 2
     with pytest.raises(ValueError, match="distinct"):
-        E.grid_configs("smoke", [1, 1])
+        G.grid_configs("smoke", [1, 1])
     with pytest.raises(ValueError, match="valid: smoke, quick, long, full"):
-        E.grid_configs("medium", [1])
+        G.grid_configs("medium", [1])
     with pytest.raises(ValueError, match="fusion='prod' is unknown"):
-        E.grid_configs("smoke", [1], fusions=["prod"])
+        G.grid_configs("smoke", [1], fusions=["prod"])
 
 
 def test_cli_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
-        E.cli(["--preset", "medium"])
+        G.cli(["--preset", "medium"])
     assert "invalid choice: 'medium'" in capsys.readouterr().err
-    assert E.cli(["--preset", "smoke", "--seeds", "1", "1", "--out", "unused"]) == 2
+    assert G.cli(["--preset", "smoke", "--seeds", "1", "1", "--out", "unused"]) == 2
     assert "seeds must be distinct" in capsys.readouterr().err
 
 
 def test_two_run_comparison_and_inference_table(stare_records, tiny_preset, tmp_path):
     records = [_crop(r) for r in stare_records]
-    res = E.reproduce("smoke", [3], tmp_path / "out", activations=["none"], runs_dir=tmp_path / "runs",
+    res = G.reproduce("smoke", [3], tmp_path / "out", activations=["none"], runs_dir=tmp_path / "runs",
                       records=records, log=lambda m: None)
-    text = E.compare_two_runs(res, "sum-none-seed3", "star-none-seed3")
+    text = R.compare_two_runs(res, "sum-none-seed3", "star-none-seed3")
     assert text.startswith("|  | ROC-AUC") and "star-none-seed3 − sum-none-seed3 (points)" in text
     assert "Test images (of 10) on which `star-none-seed3` scores higher" in text
-    table = E.inference_methods_markdown(res.inference_methods)
+    table = R.inference_methods_markdown(res.inference_methods)
     assert "| pad |" in table and "| tiles |" in table and "overlapping tiles took" in table
-    assert E.inference_methods_markdown([]).startswith("No inference-method measurement")
+    assert R.inference_methods_markdown([]).startswith("No inference-method measurement")
 
     import matplotlib
 
@@ -307,7 +313,7 @@ def test_two_run_comparison_and_inference_table(stare_records, tiny_preset, tmp_
     assert list(image.options) == res.provenance["panel_ids"] and not image.disabled
     second.value = "sum-none-seed3"  # any pair, even a run with itself, redraws without error
     with pytest.raises(ValueError, match="at least two runs"):
-        widgets.run_comparison(E.Results(tmp_path, "own", res.runs[:1], [], {}, {}))
+        widgets.run_comparison(RS.Results(tmp_path, "own", res.runs[:1], [], {}, {}))
 
 
 # ---------------------------------------------------------------- figures of notebook 05
@@ -319,7 +325,7 @@ def test_figures_of_notebook_05(per_image_rows, grid_rows):
     from starunet import plots
 
     curve = {"roc": {"fpr": [0, 0.1, 1], "tpr": [0, 0.8, 1]}, "pr": {"recall": [0, 0.8, 1], "precision": [1, 0.7, 0.1]}}
-    curves = {E.run_key(f, "none", s): curve for f in ("sum", "star") for s in (1, 2)}
+    curves = {RS.run_key(f, "none", s): curve for f in ("sum", "star") for s in (1, 2)}
     fig = plots.plot_roc_pr(curves, markers={"observer": {"se": 0.8, "sp": 0.95, "pre": 0.7}})
     labels = fig.axes[1].get_legend_handles_labels()[1]
     assert labels == ["sum / none", "star / none", "observer"]  # one entry per configuration
@@ -334,13 +340,13 @@ def test_figures_of_notebook_05(per_image_rows, grid_rows):
 
     rows = grid_rows()
     assert len(plots.plot_seed_metrics(rows).axes) == 3
-    diffs = E.paired_differences(per_image_rows({"none": 0.05, "relu": 0.0}), metrics=["f1", "se"])
+    diffs = S.paired_differences(per_image_rows({"none": 0.05, "relu": 0.0}), metrics=["f1", "se"])
     forest = plots.plot_paired_differences(diffs)
     assert [t.get_text() for t in forest.axes[0].get_yticklabels()] == ["f1", "se"]
     matplotlib.pyplot.close("all")
 
 
-def _synthetic_grid(tmp_path, preset: str, gap: float, epochs: int, seeds=(1, 2, 3)) -> E.Results:
+def _synthetic_grid(tmp_path, preset: str, gap: float, epochs: int, seeds=(1, 2, 3)) -> RS.Results:
     """A grid whose star runs score ``gap`` more than the sum runs on every image."""
     rng = np.random.default_rng(0)
     runs, per_image = [], []
@@ -352,28 +358,28 @@ def _synthetic_grid(tmp_path, preset: str, gap: float, epochs: int, seeds=(1, 2,
             runs.append({"fusion": fusion, "activation": "none", "seed": seed, "epochs": epochs,
                          "best_epoch": epochs - 1, **{m: float(np.mean(list(values.values()))) for m in METRIC_NAMES}})
     provenance = {"preset": preset, "preset_config": {"samples_per_epoch": 100}}
-    return E.Results(tmp_path / preset, "own", runs, per_image, {}, provenance)
+    return RS.Results(tmp_path / preset, "own", runs, per_image, {}, provenance)
 
 
 def test_training_budget_comparison(tmp_path):
     grids = {"quick": _synthetic_grid(tmp_path, "quick", -0.05, 12), "long": _synthetic_grid(tmp_path, "long", 0.0, 40)}
-    diffs = E.budget_differences(grids, n_boot=200)  # the synthetic grids have "none" only
+    diffs = S.budget_differences(grids, n_boot=200)  # the synthetic grids have "none" only
     assert [d.mean for d in diffs["quick"]] == pytest.approx([-0.05] * 3)
     assert [d.verdict for d in diffs["quick"]] == ["star worse"] * 3
     assert all(d.mean == pytest.approx(0.0, abs=1e-12) for d in diffs["long"])
-    table = E.training_budget_table(grids, diffs)
+    table = R.training_budget_table(grids, diffs)
     assert "| quick | none | ROC-AUC |" in table and "star worse" in table
     assert "12.0 (11.0), 1,200" in table and "40.0 (39.0), 4,000" in table
-    bullets = E.budget_verdicts_markdown(diffs).splitlines()
+    bullets = R.budget_verdicts_markdown(diffs).splitlines()
     assert len(bullets) == 2 and bullets[0].startswith("* Preset `quick`: Without ReLU")
     assert "Verdict: star is worse than sum" in bullets[0]
-    assert E.budget_differences(grids, activations=["relu"]) == {}  # no relu runs: nothing to pair
+    assert S.budget_differences(grids, activations=["relu"]) == {}  # no relu runs: nothing to pair
     from starunet import plots
     fig = plots.plot_budget_differences(diffs)
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == \
         ["quick, activation none", "long, activation none"]
     assert fig.axes[0].get_xlabel().startswith("star - sum (")
-    mixed = E.budget_differences(grids, activations=["none"], replacement=True)
+    mixed = S.budget_differences(grids, activations=["none"], replacement=True)
     mixed["long"] = mixed["long"] + [dataclasses.replace(d, a="sum/relu", b="star/none") for d in mixed["long"]]
     fig = plots.plot_budget_differences(mixed)
     assert fig.axes[0].get_xlabel().startswith("difference as in the legend (")
@@ -383,11 +389,11 @@ def test_training_budget_comparison(tmp_path):
 def test_threshold_table_and_grids_evaluated_before_the_tuned_threshold(tmp_path):
     grid = _synthetic_grid(tmp_path, "quick", -0.05, 12)
     with pytest.raises(ValueError, match="no validation-tuned threshold.*rerun"):
-        E.threshold_table({"quick": grid})
+        R.threshold_table({"quick": grid})
     with pytest.raises(ValueError, match="no 'f1_tuned' values.*older starunet"):
-        E.paired_differences(grid.per_image, metrics=["f1_tuned"])
+        S.paired_differences(grid.per_image, metrics=["f1_tuned"])
     assert not grid.has_tuned_threshold
-    report = E.threshold_report({"quick": grid}, n_boot=100)
+    report = R.threshold_report({"quick": grid}, n_boot=100)
     assert report.startswith("* `quick`") and "older starunet" in report and "|" not in report
     for row in grid.runs:
         row.update(val_threshold=0.3 if row["fusion"] == "star" else 0.5, f1_tuned=row["f1"] + 0.01,
@@ -395,38 +401,38 @@ def test_threshold_table_and_grids_evaluated_before_the_tuned_threshold(tmp_path
     for row in grid.per_image:
         row["f1_tuned"] = row["f1"] + 0.01
     assert grid.has_tuned_threshold
-    report = E.threshold_report({"quick": grid}, n_boot=100)
+    report = R.threshold_report({"quick": grid}, n_boot=100)
     assert "| quick | star | none | 0.300" in report and "| quick | none | F1 (val. thr.) |" in report
-    table = E.threshold_table({"quick": grid}).splitlines()
+    table = R.threshold_table({"quick": grid}).splitlines()
     assert len(table) == 2 + 2  # header, rule, sum/none and star/none
     assert table[3].startswith("| quick | star | none | 0.300 ± 0.000 |")
-    diffs = E.paired_differences(grid.per_image, metrics=["f1_tuned"])
+    diffs = S.paired_differences(grid.per_image, metrics=["f1_tuned"])
     assert diffs[0].mean == pytest.approx(-0.05)
 
 
 def test_budget_grids_reads_the_other_grids_only_when_present_in_budget_order(tmp_path):
     quick = _synthetic_grid(tmp_path, "quick", 0.0, 12)
-    assert list(E.budget_grids(quick, [tmp_path / "missing"])) == ["quick"]
+    assert list(RS.budget_grids(quick, [tmp_path / "missing"])) == ["quick"]
     for preset in ("full", "long"):
         grid = tmp_path / preset
         grid.mkdir()
-        E.write_csv_atomic(grid / "metrics.csv", [{"fusion": "sum", "activation": "none", "seed": 1}],
+        write_csv_atomic(grid / "metrics.csv", [{"fusion": "sum", "activation": "none", "seed": 1}],
                            ["fusion", "activation", "seed"])
-        E.write_json_atomic(grid / "provenance.json", {"preset": preset})
-    grids = E.budget_grids(quick, [tmp_path / "full", tmp_path / "long"])
+        write_json_atomic(grid / "provenance.json", {"preset": preset})
+    grids = RS.budget_grids(quick, [tmp_path / "full", tmp_path / "long"])
     assert list(grids) == ["quick", "long", "full"] and grids["long"].kind == "own"
-    full = E.load_results(tmp_path / "full")  # shown first: the others join it, in budget order
-    assert list(E.budget_grids(full, [tmp_path / "full", tmp_path / "long"])) == ["long", "full"]
+    full = RS.load_results(tmp_path / "full")  # shown first: the others join it, in budget order
+    assert list(RS.budget_grids(full, [tmp_path / "full", tmp_path / "long"])) == ["long", "full"]
 
 
 def test_the_course_shows_the_full_grid_when_committed_and_no_own_grid(monkeypatch, tmp_path):
-    monkeypatch.setattr(E, "own_results_dir", lambda: tmp_path / "no-own-grid")
-    shown = E.find_results()
-    expected = E.FULL_REFERENCE_DIR if (E.FULL_REFERENCE_DIR / "metrics.csv").is_file() else E.REFERENCE_DIR
+    monkeypatch.setattr(RS, "own_results_dir", lambda: tmp_path / "no-own-grid")
+    shown = RS.find_results()
+    expected = RS.FULL_REFERENCE_DIR if (RS.FULL_REFERENCE_DIR / "metrics.csv").is_file() else RS.REFERENCE_DIR
     assert shown.directory == expected and shown.kind == "reference"
-    monkeypatch.setattr(E, "FULL_REFERENCE_DIR", tmp_path / "no-full-grid")
-    assert E.find_results().directory == E.REFERENCE_DIR
-    assert list(E.budget_grids(E.find_results())) == ["quick", "long"]
+    monkeypatch.setattr(RS, "FULL_REFERENCE_DIR", tmp_path / "no-full-grid")
+    assert RS.find_results().directory == RS.REFERENCE_DIR
+    assert list(RS.budget_grids(RS.find_results())) == ["quick", "long"]
 
 
 def test_replacement_differences_pair_star_without_relu_with_sum_with_relu(tmp_path):
@@ -437,17 +443,17 @@ def test_replacement_differences_pair_star_without_relu_with_sum_with_relu(tmp_p
                       **{m: value + 0.01 * i for m in METRIC_NAMES}} for i in range(3)]
             runs.append({"fusion": fusion, "activation": activation, "seed": seed, "epochs": 5, "best_epoch": 4,
                          **{m: value + 0.01 for m in METRIC_NAMES}})
-    diffs = E.replacement_differences(rows, n_boot=100)
-    assert [d.metric for d in diffs] == list(E.HEADLINE_METRICS)
+    diffs = S.replacement_differences(rows, n_boot=100)
+    assert [d.metric for d in diffs] == list(S.HEADLINE_METRICS)
     assert all(d.mean == pytest.approx(-0.02) and d.verdict == "star/none worse" for d in diffs)
-    grid = E.Results(tmp_path, "own", runs, rows, {}, {"preset": "quick", "preset_config": {"samples_per_epoch": 10}})
-    budget = E.budget_differences({"quick": grid}, n_boot=100)
+    grid = RS.Results(tmp_path, "own", runs, rows, {}, {"preset": "quick", "preset_config": {"samples_per_epoch": 10}})
+    budget = S.budget_differences({"quick": grid}, n_boot=100)
     assert [d.activation for d in budget["quick"]] == ["none"] * 3 + ["none vs relu"] * 3  # no star/relu runs
-    table = E.training_budget_table({"quick": grid}, budget)
+    table = R.training_budget_table({"quick": grid}, budget)
     assert "| quick | none vs relu | ROC-AUC | 0.8100 ± 0.0000 | 0.7900 ± 0.0000 | -0.0200" in table
-    assert "Star without ReLU against sum with ReLU (2 seed(s) x 3 test images)" in E.budget_verdicts_markdown(budget)
+    assert "Star without ReLU against sum with ReLU (2 seed(s) x 3 test images)" in R.budget_verdicts_markdown(budget)
     with pytest.raises(ValueError, match="cannot pair sum/relu and star/none"):
-        E.replacement_differences([r for r in rows if r["activation"] != "relu"])
+        S.replacement_differences([r for r in rows if r["activation"] != "relu"])
 
 
 def _grid_folder(out, rows):
@@ -460,14 +466,14 @@ def _grid_folder(out, rows):
 def test_grid_conflict_hint_fits_what_differs(tmp_path):
     _grid_folder(tmp_path, [("sum", "none", 2024, "quick", "pad"), ("star", "none", 2024, "quick", "pad")])
     # another preset: more seeds cannot help, another folder can
-    with pytest.raises(E.GridConflictError) as err:
-        E.check_output_folder(tmp_path, E.grid_configs("long", [2024], activations=["none"]), "pad")
+    with pytest.raises(G.GridConflictError) as err:
+        G.check_output_folder(tmp_path, G.grid_configs("long", [2024], activations=["none"]), "pad")
     message = str(err.value)
     assert "another kind (preset quick, method pad)" in message and "--seeds" not in message
     assert "another --out (e.g. --out runs/long-grid)" in message and "--overwrite" in message
     # the same kind with other seeds and fusions: ask for all of them
-    with pytest.raises(E.GridConflictError, match=r"e\.g\. --seeds 2024 2025 --fusions star sum;"):
-        E.check_output_folder(tmp_path, E.grid_configs("quick", [2025], fusions=["star"], activations=["none"]),
+    with pytest.raises(G.GridConflictError, match=r"e\.g\. --seeds 2024 2025 --fusions star sum;"):
+        G.check_output_folder(tmp_path, G.grid_configs("quick", [2025], fusions=["star"], activations=["none"]),
                               "pad")
 
 
@@ -477,25 +483,25 @@ def test_an_interrupted_grid_describes_the_runs_it_finished_and_names_the_missin
     grid whose README says it is partial and which runs are missing; a re-run completes it."""
     records = [_crop(r) for r in stare_records]
     out, runs = tmp_path / "out", tmp_path / "runs"
-    real = E._trained_runs
+    real = G._trained_runs
 
     def interrupted_after_one(*args, **kwargs):
         for n, result in real(*args, **kwargs):
             yield n, result
             raise KeyboardInterrupt
-    monkeypatch.setattr(E, "_trained_runs", interrupted_after_one)
+    monkeypatch.setattr(G, "_trained_runs", interrupted_after_one)
     with pytest.raises(KeyboardInterrupt):
-        E.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
+        G.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
                     records=records, log=lambda m: None)
-    partial = E.load_results(out)
+    partial = RS.load_results(out)
     assert partial.keys == ["sum-none-seed7"]
     assert partial.provenance["partial"] == {"ended": "interrupted", "missing": ["star-none-seed7"]}
     readme = (out / "README.md").read_text()
     assert "partial: interrupted, 1 run(s) missing: star-none-seed7" in readme
     assert partial.provenance["train_seconds_total"] == round(partial.run("sum-none-seed7")["train_seconds"], 1)
 
-    monkeypatch.setattr(E, "_trained_runs", real)
-    whole = E.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
+    monkeypatch.setattr(G, "_trained_runs", real)
+    whole = G.reproduce("smoke", [7], out, fusions=["sum", "star"], activations=["none"], runs_dir=runs,
                         records=records, log=lambda m: None)
     assert whole.keys == ["sum-none-seed7", "star-none-seed7"] and "partial" not in whole.provenance
     assert "partial" not in (out / "README.md").read_text()
@@ -504,6 +510,6 @@ def test_an_interrupted_grid_describes_the_runs_it_finished_and_names_the_missin
 @pytest.mark.parametrize("name", ["reference", "long", "full"])
 def test_committed_grids_regenerate_their_readme(name):
     """The committed READMEs are what the code generates from the committed files."""
-    folder = E.PROJECT_ROOT / "results" / name
-    results = E.load_results(folder, kind="reference")
-    assert E.provenance_readme(results) == (folder / "README.md").read_text(encoding="utf-8")
+    folder = PROJECT_ROOT / "results" / name
+    results = RS.load_results(folder, kind="reference")
+    assert R.provenance_readme(results) == (folder / "README.md").read_text(encoding="utf-8")

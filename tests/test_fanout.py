@@ -2,6 +2,7 @@
 failures, Ctrl-C, and the SLURM job script (checked without a cluster)."""
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import starunet.evaluate as E
+import starunet.grid as G
 from starunet import fanout
 from starunet.fanout import FanOut, GridRunError, SlurmOptions
 from starunet.io import read_csv
@@ -68,17 +69,17 @@ def test_error_line_finds_the_exception_of_a_traceback():
 
 def test_reproduce_refuses_bad_fanout_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="--jobs"):
-        E.reproduce("smoke", [1], tmp_path / "out", jobs=0, records=[])
+        G.reproduce("smoke", [1], tmp_path / "out", jobs=0, records=[])
     assert not (tmp_path / "out").exists()
 
 
 def test_cli_builds_slurm_options_only_when_asked():
-    parser = E.argparse.ArgumentParser()
-    E._add_fanout_arguments(parser)
-    assert E._slurm_options(parser.parse_args([])) is None
+    parser = argparse.ArgumentParser()
+    G._add_fanout_arguments(parser)
+    assert G._slurm_options(parser.parse_args([])) is None
     args = parser.parse_args(["--cluster", "slurm", "--slurm-time", "30", "--slurm-partition", "gpu",
                               "--slurm-gpus-per-job", "1", "--slurm-extra", "gres=gpu:1", "constraint=h100"])
-    options = E._slurm_options(args)
+    options = G._slurm_options(args)
     assert (options.time_min, options.partition, options.gpus_per_job) == (30, "gpu", 1)
     assert options.extra == (("gres", "gpu:1"), ("constraint", "h100"))
 
@@ -161,7 +162,7 @@ def job_data(stare_source, monkeypatch):
 
 
 def _grid(tmp_path, name, records, **kwargs):
-    return E.reproduce("smoke", [7], tmp_path / name / "out", fusions=["sum", "star"], activations=["none"],
+    return G.reproduce("smoke", [7], tmp_path / name / "out", fusions=["sum", "star"], activations=["none"],
                        runs_dir=tmp_path / name / "runs", records=records, log=lambda m: None, **kwargs)
 
 

@@ -193,12 +193,12 @@ class _Results:
 def test_comparison_says_why_panels_are_missing(monkeypatch):
     import matplotlib.pyplot as plt
 
-    import starunet.evaluate as E
     import starunet.plots as P
+    import starunet.report as R
 
     shown = []
     monkeypatch.setattr("IPython.display.display", shown.append)
-    monkeypatch.setattr(E, "compare_two_runs", lambda results, a, b: f"table {a} {b}")
+    monkeypatch.setattr(R, "compare_two_runs", lambda results, a, b: f"table {a} {b}")
     monkeypatch.setattr(P, "plot_roc_pr", lambda curves, per_run: plt.figure())
     monkeypatch.setattr(P, "plot_prediction_panels", lambda *args, **kwargs: plt.figure(num="panels"))
     record = type("Record", (), {"id": "im0001", "image": None, "label": None, "fov": None})()

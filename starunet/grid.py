@@ -1,0 +1,526 @@
+"""The experiment grid: fusion x activation x seed, trained (or reused), evaluated and
+written to one folder that says how it was made.
+
+:func:`reproduce` (``python -m starunet reproduce``) trains every run of the grid
+through :func:`starunet.train.train` (one after another, or several at once through
+:mod:`starunet.fanout`), scores it with :func:`starunet.evaluate.evaluate_run` and
+writes, atomically, ``metrics.csv`` (one row per run), ``per_image.csv``,
+``curves.json``, small prediction PNGs, ``provenance.json`` and a ``README.md``
+(:func:`starunet.report.provenance_readme`). Re-running resumes: finished runs and
+evaluations are reused (evaluations are cached under ``evaluations/``, keyed by the
+checkpoint, the test images, the method and :data:`starunet.evaluate.EVALUATION_VERSION`).
+An interrupted or failing grid still writes what it finished and names what it lacks.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from starunet.config import default_runs_dir, display_path, git_commit, smoke_mode
+from starunet.data import load_stare, select_records
+from starunet.device import DEVICE_CHOICES, hardware_record, select_device
+from starunet.evaluate import EVALUATION_VERSION, RunEvaluation, evaluate_run
+from starunet.fanout import CLUSTERS, FanOut, GridRunError, RunFailure, SlurmOptions, job_threads, train_runs
+from starunet.fusion import FUSIONS
+from starunet.inference import DEFAULT_METHOD, INFERENCE_METHODS, check_inference_method, compare_inference_methods
+from starunet.io import read_csv, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
+from starunet.metrics import METRIC_NAMES
+from starunet.model import ACTIVATIONS
+from starunet.preflight import cli_message, reproduce_problem
+from starunet.report import budget_verdicts_markdown, provenance_readme, reference_comparison_markdown, results_markdown
+from starunet.results import (REFERENCE_DIR, Results, budget_grids, find_results, is_committed_grid, load_results,
+                              own_results_dir, run_key)
+from starunet.stats import (ACTIVATIONS_COMPARED, FUSIONS_COMPARED, HEADLINE_METRICS, TUNED_COLUMNS, TUNED_METRICS,
+                            budget_differences)
+from starunet.train import PRESETS, RESULT_FILE, load_model, preset_config, run_dir_for, train
+
+METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
+PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels
+
+
+def course_check_dir() -> Path:
+    """Where the course evaluates the reader's notebook-04 runs for the comparison
+    with the reference grid: ``<runs dir>/course-check``."""
+    return default_runs_dir() / "course-check"
+
+
+def finished_reference_seeds(reference: Results, runs_dir: str | Path | None = None) -> list[int]:
+    """The seeds of ``reference`` whose whole fusion x activation grid the reader has
+    trained (finished runs of the same configs, e.g. by notebook 04) under ``runs_dir``."""
+
+    p = reference.provenance
+    fusions, activations = p.get("fusions", FUSIONS_COMPARED), p.get("activations", ACTIVATIONS_COMPARED)
+    preset = p.get("preset")
+    if preset is None:
+        return []
+
+    def finished(seed: int) -> bool:
+        return all((run_dir_for(preset_config(preset, fusion=f, activation=a, seed=seed), runs_dir)
+                    / RESULT_FILE).is_file() for f in fusions for a in activations)
+    return [int(s) for s in p.get("seeds", []) if finished(int(s))]
+
+
+def own_runs_beside_reference(reference: Results, records: Sequence | None = None,
+                              runs_dir: str | Path | None = None, out: str | Path | None = None,
+                              log=None) -> Results | None:
+    """The reader's own finished runs of the reference grid's configurations, evaluated
+    like the reference (:func:`reproduce` into :func:`course_check_dir`: their training
+    is reused, not redone), or None when the reader has trained none of them."""
+    seeds = finished_reference_seeds(reference, runs_dir)
+    if not seeds:
+        return None
+    p = reference.provenance
+    return reproduce(p["preset"], seeds, out=out or course_check_dir(), fusions=p["fusions"],
+                     activations=p["activations"], runs_dir=runs_dir, method=p.get("method", DEFAULT_METHOD),
+                     records=records, log=log or (lambda message: None), overwrite=True,
+                     command=f"python -m starunet reproduce --preset {p['preset']} --seeds "
+                             f"{' '.join(map(str, seeds))}")
+
+
+def course_summary_markdown() -> str:
+    """The results section of the course's ``summary.md`` (see :mod:`starunet.course`):
+    the grid notebook 05 shows and, when a longer-trained grid exists
+    (:func:`budget_grids`), the verdicts of notebook 05 section 9 for every budget."""
+    try:
+        results = find_results()
+    except FileNotFoundError as err:
+        return f"## Results: sum vs star skip fusion\n\nNo grid results found: {err}\n"
+    text = results_markdown(results)
+    own_dir = own_results_dir() if results.kind == "own" else course_check_dir()
+    if (own_dir / "metrics.csv").is_file():
+        own, reference = load_results(own_dir), load_results(REFERENCE_DIR, kind="reference")
+        text += ("\n## Your runs beside the reference (notebook 05, section 1)\n\n"
+                 f"{reference_comparison_markdown(own, reference)}")
+    grids = budget_grids(results)
+    diffs = budget_differences(grids) if len(grids) > 1 else {}
+    if len(diffs) > 1:
+        sources = "\n".join(f"- `{name}`: {grid.describe()}." for name, grid in grids.items())
+        text += (f"\n## Across training budgets (notebook 05, section 9)\n\n{sources}\n\n"
+                 f"{budget_verdicts_markdown(diffs)}\n")
+    return text
+
+
+# 2: starunet.inference (BatchNorm folded), test metrics within 1e-6 of version 1
+# 3: + the validation-tuned threshold (TUNED_COLUMNS); version-2 numbers unchanged
+METRICS_EXTRA_COLUMNS = ["preset", "epochs", "best_epoch", "stop_reason", "train_seconds", "eval_seconds",
+                         "method", "n_test_images", "device", "config_hash"]
+
+
+PER_IMAGE_COLUMNS = ["fusion", "activation", "seed", "image_id", *METRIC_NAMES, "f1_tuned"]
+
+
+INFERENCE_COLUMNS = ["run", "method", "seconds", "seconds_per_image", *METRIC_NAMES]
+
+
+def grid_configs(preset: str, seeds: Sequence[int], fusions: Sequence[str] = FUSIONS_COMPARED,
+                 activations: Sequence[str] = ACTIVATIONS_COMPARED) -> list:
+    """The :class:`~starunet.train.TrainConfig` of every run of the grid, seed by seed
+    (so an interrupted grid has whole seeds done), validated."""
+
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError("give at least one seed, e.g. --seeds 2024 2025 2026")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct, got {seeds}")
+    for name, values in (("fusions", fusions), ("activations", activations)):
+        if not values or len(set(values)) != len(values):
+            raise ValueError(f"{name} must be a non-empty list of distinct names, got {list(values)}")
+    return [preset_config(preset, fusion=f, activation=a, seed=s)
+            for s in seeds for a in activations for f in fusions]
+
+
+def save_probability_png(path: str | Path, prob: np.ndarray) -> None:
+    """Save a probability map as an 8-bit grayscale PNG (0..255), atomically."""
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.round(np.clip(prob, 0, 1) * 255).astype(np.uint8)).save(buf, format="PNG", optimize=True)
+    write_bytes_atomic(path, buf.getvalue())
+
+
+def _fingerprint(run_dir: Path, ids: Sequence[str], method: str) -> str:
+    """Identifies one evaluation: the finished run (its result.json), test ids, method."""
+    payload = (run_dir / "result.json").read_bytes() + json.dumps(
+        [list(ids), method, EVALUATION_VERSION]).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def _evaluate_cached(run_dir: Path, records: Sequence, ids: Sequence[str], out: Path, key: str,
+                     method: str, batch_size: int, device: str, panel_ids: Sequence[str]) -> tuple[RunEvaluation, bool]:
+    """Evaluate a run unless ``out/evaluations/<key>.json`` already holds this exact
+    evaluation (and its prediction PNGs exist). Returns ``(evaluation, reused)``."""
+    cache = out / "evaluations" / f"{key}.json"
+    fingerprint = _fingerprint(run_dir, ids, method)
+    pngs = [out / "predictions" / f"{key}_{i}.png" for i in panel_ids]
+    if cache.is_file() and all(p.is_file() for p in pngs):
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+        if stored.get("fingerprint") == fingerprint:
+            return RunEvaluation.from_json(stored["evaluation"]), True
+    evaluation = evaluate_run(run_dir, records, ids, method=method, batch_size=batch_size, device=device)
+    for image_id, path in zip(panel_ids, pngs):
+        save_probability_png(path, evaluation.probabilities[image_id])
+    write_json_atomic(cache, {"fingerprint": fingerprint, "evaluation": evaluation.to_json()})
+    return evaluation, False
+
+
+def _inference_methods_cached(run_dir: Path, records: Sequence, ids: Sequence[str], out: Path, key: str,
+                              batch_size: int, device: str) -> list[dict]:
+    """Both inference methods measured once on one trained run (cached like evaluations)."""
+
+    cache = out / "evaluations" / "inference_methods.json"
+    fingerprint = _fingerprint(run_dir, ids, "both")
+    if cache.is_file():
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+        if stored.get("fingerprint") == fingerprint:
+            return stored["rows"]
+    model = load_model(run_dir, which="best", device=device)
+    rows = [{"run": key, **row} for row in compare_inference_methods(
+        model, select_records(records, ids), batch_size=batch_size, device=device)]
+    write_json_atomic(cache, {"fingerprint": fingerprint, "rows": rows})
+    return rows
+
+
+def _metrics_row(config, result, evaluation: RunEvaluation) -> dict:
+    return {"fusion": config.fusion, "activation": config.activation, "seed": config.seed,
+            **{m: round(evaluation.pooled[m], 6) for m in METRIC_NAMES},
+            "val_threshold": round(evaluation.val_threshold, 6),
+            **{m: round(evaluation.tuned[m], 6) for m in TUNED_METRICS},
+            "preset": config.preset, "epochs": result.epochs, "best_epoch": result.best_epoch,
+            "stop_reason": result.stop_reason, "train_seconds": result.train_seconds,
+            "eval_seconds": evaluation.seconds, "method": evaluation.method,
+            "n_test_images": len(evaluation.ids), "device": result.device, "config_hash": config.config_hash}
+
+
+def _per_image_rows(config, evaluation: RunEvaluation) -> list[dict]:
+    return [{"fusion": config.fusion, "activation": config.activation, "seed": config.seed, "image_id": i,
+             **{m: round(evaluation.per_image[i][m], 6) for m in METRIC_NAMES},
+             "f1_tuned": round(evaluation.per_image_tuned[i]["f1_tuned"], 6)} for i in evaluation.ids]
+
+
+def _write_grid_files(out: Path, rows: list[dict], per_image: list[dict], curves: dict,
+                      inference_rows: list[dict]) -> None:
+    """The grid's result files, rewritten (atomically) after every run."""
+    write_csv_atomic(out / "metrics.csv", rows, METRICS_COLUMNS + TUNED_COLUMNS + METRICS_EXTRA_COLUMNS)
+    write_csv_atomic(out / "per_image.csv", per_image, PER_IMAGE_COLUMNS)
+    write_json_atomic(out / "curves.json", curves)
+    if inference_rows:
+        write_csv_atomic(out / "inference_methods.csv", inference_rows, INFERENCE_COLUMNS)
+
+
+class GridConflictError(ValueError):
+    """The output folder holds runs that the requested grid would silently drop."""
+
+
+def check_output_folder(out: Path, configs: Sequence, method: str) -> None:
+    """Refuse to write a grid into ``out`` when ``out/metrics.csv`` already holds runs
+    that this grid does not contain (other seeds, fusions, activations, preset or
+    inference method): the grid's files are rewritten from this call's runs, so
+    those would be lost. A grid that contains them all (e.g. more seeds) is fine:
+    their runs and evaluations are reused."""
+    if not (out / "metrics.csv").is_file():
+        return
+    planned = {(c.fusion, c.activation, str(c.seed), c.preset, method) for c in configs}
+    existing = [(r["fusion"], r["activation"], r["seed"], r.get("preset", ""), r.get("method", ""))
+                for r in read_csv(out / "metrics.csv")]
+    dropped = [e for e in existing if e not in planned]
+    if dropped:
+        names = ", ".join(f"{f}-{a}-seed{s} ({p}, {m})" for f, a, s, p, m in dropped[:4])
+        more = f" and {len(dropped) - 4} more" if len(dropped) > 4 else ""
+        raise GridConflictError(
+            f"{display_path(out)} already holds results that this grid would drop: {names}{more}. "
+            f"{_conflict_fix(existing, configs, method)}")
+
+
+def _conflict_fix(existing: Sequence[tuple], configs: Sequence, method: str) -> str:
+    """How to resolve a :class:`GridConflictError`: a grid of another preset or
+    inference method cannot be extended (its runs differ), only moved elsewhere; a
+    grid of the same kind can, by asking for its seeds, fusions and activations too."""
+    presets = {c.preset for c in configs}
+    other = sorted({(p, m) for *_, p, m in existing if p not in presets or m != method})
+    if other:
+        held = "; ".join(f"preset {p}, method {m}" for p, m in other)
+        return (f"That folder holds a grid of another kind ({held}): write this one to another --out "
+                f"(e.g. --out runs/{configs[0].preset}-grid), or pass --overwrite to replace it")
+    options = []
+    for flag, index, attribute in (("--seeds", 2, "seed"), ("--fusions", 0, "fusion"),
+                                   ("--activations", 1, "activation")):
+        wanted = [str(getattr(c, attribute)) for c in configs]
+        union = list(dict.fromkeys(wanted + [str(e[index]) for e in existing]))
+        if flag == "--seeds":
+            union = sorted(union, key=int)
+        if flag == "--seeds" or union != list(dict.fromkeys(wanted)):
+            options.append(f"{flag} {' '.join(union)}")
+    return (f"Re-run with all of them (e.g. {' '.join(options)}; finished runs and evaluations are "
+            "reused), choose another --out, or pass --overwrite to replace them")
+
+
+def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
+              fusions: Sequence[str] = FUSIONS_COMPARED, activations: Sequence[str] = ACTIVATIONS_COMPARED,
+              device: str = "auto", runs_dir: str | Path | None = None, method: str = DEFAULT_METHOD,
+              batch_size: int = 4, records: Sequence | None = None, command: str | None = None,
+              log=None, overwrite: bool = False, jobs: int = 1, threads: int | None = None,
+              cluster: str = "local", slurm=None) -> Results:
+    """Train (or reuse) and evaluate the fusion x activation grid for every seed.
+
+    Runs go to :func:`starunet.train.run_dir_for` under ``runs_dir`` (finished
+    runs are reused, interrupted ones resumed); results to ``out`` (default
+    :func:`own_results_dir`): ``metrics.csv``, ``per_image.csv``, ``curves.json``,
+    ``inference_methods.csv``, ``predictions/*.png``, ``provenance.json`` and a
+    generated ``README.md``. Returns the results read back. An ``out`` holding runs
+    outside this grid raises :class:`GridConflictError` unless ``overwrite``.
+
+    ``jobs > 1`` (or ``cluster="slurm"``, with ``slurm`` a
+    :class:`starunet.fanout.SlurmOptions`) trains up to ``jobs`` runs at once in
+    parallel jobs (:mod:`starunet.fanout`) and evaluates each as it finishes; runs
+    that fail are reported together at the end (:class:`starunet.fanout.GridRunError`)
+    after the others are evaluated. ``threads``: torch threads per run (and for the
+    evaluation); default: unchanged for ``jobs=1``, ``cores // jobs`` otherwise.
+    """
+
+
+    log = log or (lambda message: print(message, flush=True))
+    check_inference_method(method)
+    configs = grid_configs(preset, seeds, fusions, activations)  # fails fast on bad names
+    fan = FanOut(jobs, cluster, threads, slurm).validate()
+    torch_device = select_device(device)
+    out = Path(out) if out is not None else own_results_dir()
+    if not overwrite:
+        check_output_folder(out, configs, method)
+    started, start = time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.perf_counter()
+    commit = git_commit()  # now: the files this call writes may be tracked ones (results/reference)
+    test_ids = tuple(configs[0].split().test)
+    panel_ids = tuple(sorted(test_ids)[:PANEL_COUNT])
+    records = load_stare() if records is None else records
+    threads_before = torch.get_num_threads()
+    if _evaluation_threads(fan) is not None:
+        torch.set_num_threads(_evaluation_threads(fan))
+    try:
+        return _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_ids, panel_ids, method,
+                         batch_size, log, command, preset, seeds, fusions, activations, started, start, commit)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _evaluation_threads(fan) -> int | None:
+    """Torch threads of the parent process: the runs' own when they share this machine
+    (so a fanned-out grid evaluates with the threads a ``jobs=1`` grid would use)."""
+
+    return job_threads(fan) if fan.threads is not None or (fan.parallel and fan.cluster == "local") else None
+
+
+def _trained_runs(configs: Sequence, fan, runs_dir, torch_device, device: str, records: Sequence, log):
+    """``(index, RunResult | RunFailure)`` of every config: trained one after another
+    here, or in parallel jobs (:func:`starunet.fanout.train_runs`), as they finish."""
+
+    if fan.parallel:
+        # on SLURM the jobs choose their own device (the login node may have no GPU)
+        job_device = device if fan.cluster == "slurm" else torch_device.type
+        log(f"training {len(configs)} runs, up to {fan.jobs} at once ({fan.cluster}) ...")
+        yield from train_runs(configs, [run_dir_for(c, runs_dir) for c in configs], job_device, fan, log, records)
+        return
+    for n, config in enumerate(configs):
+        log(f"[{n + 1}/{len(configs)}] {run_key(config.fusion, config.activation, config.seed)}: "
+            "training (or reusing) ...")
+        yield n, train(config, run_dir_for(config, runs_dir), resume=True, device=str(torch_device),
+                       records=records)
+
+
+def _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_ids, panel_ids, method,
+              batch_size, log, command, preset, seeds, fusions, activations, started, start, commit) -> Results:
+    """The body of :func:`reproduce`: train, evaluate each run as it finishes, write."""
+
+
+
+    done: dict[int, tuple[dict, list[dict], dict]] = {}
+    failures, inference_rows, reused, evaluations_reused = [], [], 0, 0
+
+    def write_provenance(ended: str | None = None) -> Results:
+        """provenance.json and README.md of the runs evaluated so far; ``ended`` says why
+        a grid stopped short (interrupted, or runs failed) and names the missing runs."""
+        provenance = {
+            "command": command or f"starunet.grid.reproduce(preset={preset!r}, seeds={list(seeds)!r})",
+            "preset": preset, "preset_config": {k: v for k, v in configs[0].to_dict().items()
+                                                if k not in ("fusion", "activation", "seed")},
+            "seeds": list(seeds), "fusions": list(fusions), "activations": list(activations),
+            "method": method, "test_ids": list(test_ids), "panel_ids": list(panel_ids),
+            "hardware": hardware_record(torch_device), "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform(terse=True),
+            "git_commit": commit, "smoke_mode": smoke_mode(),
+            "started": started, "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "wall_seconds": round(time.perf_counter() - start, 1), "runs": len(configs), "runs_reused": reused,
+            "evaluations_reused": evaluations_reused,
+        }
+        if fan.parallel:  # absent for one run at a time, so such grids' files stay as they were
+
+            provenance["fanout"] = {"jobs": fan.jobs, "cluster": fan.cluster, "threads_per_job": job_threads(fan)}
+        if ended is not None:
+            provenance["partial"] = {"ended": ended, "missing": [
+                run_key(c.fusion, c.activation, c.seed) for n, c in enumerate(configs) if n not in done]}
+        return write_grid_provenance(out, provenance)
+
+    try:
+        with contextlib.closing(_trained_runs(configs, fan, runs_dir, torch_device, device, records, log)) as runs:
+            for n, result in runs:
+                if isinstance(result, RunFailure):
+                    failures.append(result)
+                    log(f"    {result.describe()}")
+                    continue
+                config = configs[n]
+                key = run_key(config.fusion, config.activation, config.seed)
+                evaluation, cached = _evaluate_cached(result.run_dir, records, test_ids, out, key, method,
+                                                      batch_size, str(torch_device),
+                                                      panel_ids if config.seed == configs[0].seed else ())
+                reused, evaluations_reused = reused + int(result.reused), evaluations_reused + int(cached)
+                if n == 0:
+                    inference_rows = _inference_methods_cached(result.run_dir, records, test_ids, out, key,
+                                                               batch_size, str(torch_device))
+                done[n] = (_metrics_row(config, result, evaluation), _per_image_rows(config, evaluation),
+                           evaluation.curves)
+                _write_grid_files(out, *_grid_parts(done, configs), inference_rows)
+                prefix = f"[{len(done) + len(failures)}/{len(configs)}] {key} " if fan.parallel else "    "
+                log(f"{prefix}{'reused' if result.reused else 'trained'}; test " +
+                    ", ".join(f"{m} {evaluation.pooled[m]:.4f}" for m in HEADLINE_METRICS))
+    except KeyboardInterrupt:
+        if done:  # the folder's files already hold these runs: describe them, and what is missing
+            write_provenance("interrupted")
+        raise
+    if failures:
+        write_provenance(f"{len(failures)} run(s) failed")
+        raise GridRunError(sorted(failures, key=lambda f: f.index), len(configs))
+    results = write_provenance()
+    log(f"results -> {display_path(out)}")
+    return results
+
+
+def write_grid_provenance(out: Path, provenance: dict) -> Results:
+    """Write ``provenance`` (with the training and evaluation seconds summed from
+    ``metrics.csv``) and the README generated from it into the grid folder ``out``."""
+    rows = read_csv(out / "metrics.csv")
+    provenance = {**provenance,
+                  "train_seconds_total": round(sum(float(r["train_seconds"]) for r in rows), 1),
+                  "eval_seconds_total": round(sum(float(r["eval_seconds"]) for r in rows), 1)}
+    write_json_atomic(out / "provenance.json", provenance)
+    results = load_results(out, kind="reference" if is_committed_grid(out) else "own")
+    write_text_atomic(out / "README.md", provenance_readme(results))
+    return results
+
+
+def _grid_parts(done: Mapping[int, tuple[dict, list[dict], dict]], configs: Sequence) -> tuple[list, list, dict]:
+    """``(rows, per_image, curves)`` of the evaluated runs, in the grid's order
+    (whatever order parallel jobs finished in)."""
+    rows, per_image, curves = [], [], {}
+    for n in sorted(done):
+        row, image_rows, run_curves = done[n]
+        rows.append(row)
+        per_image += image_rows
+        curves[run_key(configs[n].fusion, configs[n].activation, configs[n].seed)] = run_curves
+    return rows, per_image, curves
+
+
+def cli(argv: Sequence[str]) -> int:
+    """``python -m starunet reproduce``: the grid over seeds, evaluated (see :func:`reproduce`)."""
+
+    parser = argparse.ArgumentParser(
+        prog="python -m starunet reproduce",
+        description="Train (or reuse) fusion x activation runs for every seed, evaluate them on the "
+                    "test images and write metrics.csv, per_image.csv, curves.json, prediction PNGs, "
+                    "provenance.json and README.md into --out. Re-running resumes.")
+    parser.add_argument("--preset", choices=list(PRESETS), default="quick",
+                        help="training budget (smoke: seconds; quick: CPU minutes per run; full: GPU)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025, 2026], metavar="SEED")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"output folder (default: {display_path(own_results_dir())}, where the course looks)")
+    parser.add_argument("--device", choices=list(DEVICE_CHOICES), default="auto")
+    parser.add_argument("--fusions", nargs="+", default=list(FUSIONS_COMPARED), choices=list(FUSIONS),
+                        metavar="FUSION", help=f"skip fusions (default: sum star; valid: {', '.join(FUSIONS)})")
+    parser.add_argument("--activations", nargs="+", default=list(ACTIVATIONS_COMPARED), choices=list(ACTIVATIONS),
+                        metavar="ACT", help=f"activations (default: none relu; valid: {', '.join(ACTIVATIONS)})")
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="where training runs live (default: STARUNET_RUNS or runs/)")
+    parser.add_argument("--method", choices=INFERENCE_METHODS, default=DEFAULT_METHOD,
+                        help="whole-image inference: padded image (default) or averaged 96x96 tiles")
+    parser.add_argument("--batch-size", type=int, default=4, help="images (or tiles) per inference batch")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace results in --out that this grid does not contain (default: refuse)")
+    _add_fanout_arguments(parser)
+    args = parser.parse_args(list(argv))
+
+    problem = reproduce_problem(args)  # before anything is trained or downloaded
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    command = "python -m starunet reproduce " + shlex.join(list(argv))
+
+    try:
+        reproduce(args.preset, args.seeds, args.out, fusions=args.fusions, activations=args.activations,
+                  device=args.device, runs_dir=args.runs_dir, method=args.method, batch_size=args.batch_size,
+                  command=command, overwrite=args.overwrite, jobs=args.jobs, threads=args.threads,
+                  cluster=args.cluster, slurm=_slurm_options(args))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {cli_message(err)}", file=sys.stderr)
+        return 2
+    except GridRunError as err:  # some runs failed, the others are evaluated in --out
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: the runs in flight were stopped. Rerun the same command to go on: finished "
+              "runs and evaluations are reused, unfinished runs resume from their last epoch.", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _add_fanout_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--jobs``, ``--threads``, ``--cluster`` and the ``--slurm-*`` options (:mod:`starunet.fanout`)."""
+
+    group = parser.add_argument_group("parallel runs", "train several runs at once through submitit: child "
+                                      "processes here (--cluster local) or SLURM jobs (--cluster slurm)")
+    group.add_argument("--jobs", type=int, default=1,
+                       help="runs in flight at once (default 1: one after another, in this process); on one "
+                            "machine each gets cores/jobs torch threads, or a share of the GPUs")
+    group.add_argument("--threads", type=int, default=None,
+                       help="torch threads per run (default: unchanged for --jobs 1, else cores/jobs)")
+    group.add_argument("--cluster", choices=CLUSTERS, default="local",
+                       help="where the jobs run (default local; slurm submits each run with sbatch)")
+    group.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES",
+                       help="time limit of each run's job (required with --cluster slurm)")
+    group.add_argument("--slurm-partition", default=None)
+    group.add_argument("--slurm-gpus-per-job", type=int, default=0, metavar="N", help="GPUs per run (default 0)")
+    group.add_argument("--slurm-cpus-per-job", type=int, default=None, metavar="N",
+                       help="CPUs per run, also its torch threads (default 1)")
+    group.add_argument("--slurm-mem-gb", type=float, default=None, metavar="GB")
+    group.add_argument("--slurm-account", default=None)
+    group.add_argument("--slurm-qos", default=None)
+    group.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                       help="a shell line run before each job, e.g. 'source .venv/bin/activate' (repeatable)")
+    group.add_argument("--slurm-extra", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="other sbatch options, e.g. gres=gpu:a100:1 constraint=h100")
+
+
+def _slurm_options(args: argparse.Namespace):
+    """The :class:`~starunet.fanout.SlurmOptions` of the parsed flags; None when no
+    ``--slurm-*`` flag was given and the cluster is local (reproduce then refuses
+    ``--slurm-*`` flags without ``--cluster slurm``)."""
+
+    given = (args.slurm_time, args.slurm_partition, args.slurm_cpus_per_job, args.slurm_mem_gb,
+             args.slurm_account, args.slurm_qos)
+    if args.cluster == "local" and all(v is None for v in given) and not (
+            args.slurm_gpus_per_job or args.slurm_setup or args.slurm_extra):
+        return None
+    return SlurmOptions(time_min=args.slurm_time, partition=args.slurm_partition,
+                        gpus_per_job=args.slurm_gpus_per_job, cpus_per_job=args.slurm_cpus_per_job,
+                        mem_gb=args.slurm_mem_gb, account=args.slurm_account, qos=args.slurm_qos,
+                        setup=tuple(args.slurm_setup),
+                        extra=tuple(tuple((e.split("=", 1) + [""])[:2]) for e in args.slurm_extra))

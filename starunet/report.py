@@ -1,0 +1,335 @@
+"""Every Markdown table and generated text of the course: metric tables in the
+source's layout, grid summaries, budget and threshold tables, and the README that
+:func:`starunet.grid.reproduce` writes into a grid folder.
+
+Formatting only: the functions take numbers or a :class:`~starunet.results.Results`
+and return text; nothing here trains, evaluates or writes files.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from starunet.config import display_path
+from starunet.metrics import MAX_CURVE_POINTS, METRIC_NAMES
+from starunet.results import Results, run_key
+from starunet.source import format_points, improvement_points
+from starunet.stats import (ACTIVATIONS_COMPARED, ACTIVATION_LABELS, FUSIONS_COMPARED, HEADLINE_METRICS, METRIC_LABELS,
+                            OLDER_EVALUATION, PairedDifference, budget_differences, verdict_sentence)
+
+
+def format_value(mean: float, std: float | None = None, digits: int = 4) -> str:
+    """``0.9512 ± 0.0031`` (or just the mean when there is no spread to show)."""
+    if std is None or math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numbers: bool = True) -> str:
+    """A GitHub markdown table; the first column left-aligned, the others
+    right-aligned when ``numbers`` (else left-aligned too)."""
+    other = "---:" if numbers else ":---"
+    lines = ["| " + " | ".join(header) + " |",
+             "| " + " | ".join([":---"] + [other] * (len(header) - 1)) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def comparison_rows(a: Mapping[str, float], b: Mapping[str, float], name_a: str, name_b: str,
+                    std_a: Mapping[str, float] | None = None, std_b: Mapping[str, float] | None = None,
+                    change_label: str | None = None, metrics: Sequence[str] = METRIC_NAMES) -> list[list[str]]:
+    """Three table rows: run A, run B, and the change B − A per metric in percentage
+    points, as the source's "提升" row computes it (:func:`starunet.source.improvement_points`)."""
+    def cells(values, std):
+        return [format_value(values[m], None if std is None else std[m]) for m in metrics]
+
+    points = improvement_points({m: a[m] for m in metrics}, b)
+    return [[name_a, *cells(a, std_a)], [name_b, *cells(b, std_b)],
+            [change_label or f"{name_b} − {name_a} (points)", *(format_points(points[m]) for m in metrics)]]
+
+
+def comparison_table(a: Mapping[str, float], b: Mapping[str, float], name_a: str = "A", name_b: str = "B",
+                     std_a: Mapping[str, float] | None = None, std_b: Mapping[str, float] | None = None,
+                     metrics: Sequence[str] = METRIC_NAMES) -> str:
+    """Markdown table comparing two runs (or two means over seeds) metric by metric,
+    with a change row B − A in percentage points, ▲ (B higher) / ▼ (B lower)."""
+    header = ["", *(METRIC_LABELS.get(m, m) for m in metrics)]
+    return markdown_table(header, comparison_rows(a, b, name_a, name_b, std_a, std_b, metrics=metrics))
+
+
+def source_format_table(summary: Mapping[tuple[str, str], Mapping], activation: str,
+                        source: Mapping | None = None, human: Mapping[str, float] | None = None,
+                        metrics: Sequence[str] = METRIC_NAMES) -> str:
+    """The source's table for one activation setting: sum vs star and the
+    "提升" row (star − sum in percentage points, as the source computes it), ours
+    (mean ± std over seeds) and, when given, the source's published rows and the
+    second human observer.
+
+    ``summary`` comes from :func:`summarize_over_seeds`; ``source`` has the layout of
+    :data:`starunet.source.SOURCE_RESULTS` (or None); ``human`` is a metric dict.
+    """
+    pair = [summary.get((f, activation)) for f in FUSIONS_COMPARED]
+    if any(p is None for p in pair):
+        raise ValueError(f"need both fusions {FUSIONS_COMPARED} with activation {activation!r}; "
+                         f"have {sorted(summary)}")
+    sum_, star = pair
+    n = min(sum_["n"], star["n"])
+    rows = comparison_rows(sum_["mean"], star["mean"], f"sum (+), ours, {sum_['n']} seed(s)",
+                           f"star (*), ours, {star['n']} seed(s)", sum_["std"], star["std"],
+                           change_label=f"提升 star − sum, ours (points; means of {n} seed(s))",
+                           metrics=metrics)
+    published = (source or {}).get(activation)
+    if published:
+        rows += comparison_rows(published["sum"], published["star"], "sum (+), source (published)",
+                                "star (*), source (published)", change_label="提升 star − sum, source (points)",
+                                metrics=metrics)
+    if human:
+        rows.append(["second observer (vk vs ah)", *(format_value(human[m]) for m in metrics)])
+    header = [ACTIVATION_LABELS.get(activation, activation), *(METRIC_LABELS.get(m, m) for m in metrics)]
+    return markdown_table(header, rows)
+
+
+def summary_table(summary: Mapping[tuple[str, str], Mapping], metrics: Sequence[str] = METRIC_NAMES) -> str:
+    """Markdown: one row per configuration, mean ± std over seeds of every metric."""
+    header = ["fusion", "activation", "seeds", *(METRIC_LABELS.get(m, m) for m in metrics)]
+    rows = [[fusion, activation, str(s["n"]), *(format_value(s["mean"][m], s["std"][m]) for m in metrics)]
+            for (fusion, activation), s in summary.items()]
+    return markdown_table(header, rows)
+
+
+def results_markdown(results: Results, heading: str = "## Results: sum vs star skip fusion") -> str:
+    """A short markdown report of a grid: where it comes from, mean ± std per
+    configuration, and the computed verdict per activation setting."""
+    lines = [heading, "", f"From {results.describe()}.", "",
+             "Pooled over the FOV pixels of the test images at threshold 0.5; mean ± std over seeds.", "",
+             summary_table(results.summary()), ""]
+    diffs = results.paired_differences()
+    for act in [a for a in ACTIVATIONS_COMPARED if any(d.activation == a for d in diffs)]:
+        lines.append(f"- {verdict_sentence(diffs, act)}")
+    if diffs:
+        lines += ["", "CIs: percentile bootstrap of the per-image difference, resampling seeds and test images."]
+    return "\n".join(lines) + "\n"
+
+
+def inference_methods_markdown(rows: Sequence[Mapping]) -> str:
+    """Markdown table of :func:`compare_inference_methods` rows, with a computed
+    sentence on what tiling costs and changes compared with the padded whole image."""
+    if not rows:
+        return "No inference-method measurement in these results."
+    table = markdown_table(["method", "seconds / image", *(METRIC_LABELS[m] for m in METRIC_NAMES)],
+                           [[r["method"], f"{float(r['seconds_per_image']):.2f}",
+                             *(format_value(float(r[m])) for m in METRIC_NAMES)] for r in rows])
+    by_method = {r["method"]: r for r in rows}
+    if not {"pad", "tiles"} <= set(by_method):
+        return table
+    pad, tiles = by_method["pad"], by_method["tiles"]
+    ratio = float(tiles["seconds_per_image"]) / max(float(pad["seconds_per_image"]), 1e-9)
+    deltas = ", ".join(f"{METRIC_LABELS[m]} {float(tiles[m]) - float(pad[m]):+.4f}" for m in HEADLINE_METRICS)
+    return (table + f"\n\nMeasured on run `{pad.get('run', '?')}`: overlapping tiles took {ratio:.1f}x the time "
+            f"of the padded whole image and changed {deltas} (tiles - pad).")
+
+
+def compare_two_runs(results: Results, key_a: str, key_b: str) -> str:
+    """Markdown: the pooled test metrics of two runs of a grid, B's relative change
+    vs A (▲/▼), and on how many test images B beats A per metric."""
+    a, b = results.run(key_a), results.run(key_b)
+    table = comparison_table(a, b, key_a, key_b)
+    per_image = {}
+    for row in results.per_image:
+        per_image.setdefault(run_key(row["fusion"], row["activation"], row["seed"]), {})[row["image_id"]] = row
+    ids = sorted(set(per_image.get(key_a, {})) & set(per_image.get(key_b, {})))
+    if not ids:
+        return table + "\n"
+    wins = {m: sum(per_image[key_b][i][m] > per_image[key_a][i][m] for i in ids) for m in METRIC_NAMES}
+    counts = ", ".join(f"{METRIC_LABELS[m]} {wins[m]}" for m in METRIC_NAMES)
+    return table + f"\n\nTest images (of {len(ids)}) on which `{key_b}` scores higher than `{key_a}`: {counts}.\n"
+
+
+def reference_comparison_markdown(own: Results, reference: Results, digits: int = 4) -> str:
+    """The reader's runs beside the same runs of the reference grid: per run and metric
+    the reference value, the reader's, and the difference; then one computed sentence
+    ("identical to 4 decimals on this machine" when every pooled metric agrees)."""
+    common = [k for k in own.keys if k in reference.keys]
+    if not common:
+        return (f"Your runs ({own.describe()}) share no configuration and seed with the reference "
+                f"grid ({reference.describe()}): nothing to compare.")
+    rows, largest = [], 0.0
+    for key in common:
+        mine, ref = own.run(key), reference.run(key)
+        for m in METRIC_NAMES:
+            diff = float(mine[m]) - float(ref[m])
+            largest = max(largest, abs(diff))
+            rows.append([key, METRIC_LABELS[m], f"{float(ref[m]):.{digits}f}", f"{float(mine[m]):.{digits}f}",
+                         f"{diff:+.{digits}f}"])
+    table = markdown_table(["run", "metric", "reference", "yours", "yours − reference"], rows)
+    machine = own.provenance.get("hardware", {}).get("summary", "this machine")
+    if largest < 0.5 * 10**-digits:
+        verdict = (f"All {len(common) * len(METRIC_NAMES)} pooled test metrics of your {len(common)} run(s) are "
+                   f"**identical to {digits} decimals** to the reference's (yours on {machine}).")
+    else:
+        verdict = (f"Your {len(common)} run(s) differ from the reference by up to {largest:.{digits}f} "
+                   f"(yours on {machine}; the reference on "
+                   f"{reference.provenance.get('hardware', {}).get('summary', '?')}): another CPU, thread "
+                   "count or torch build sums in another order, and the runs drift apart from there.")
+    return f"{table}\n\n{verdict}\n"
+
+
+def _training_length(results: Results, fusion: str, activation: str) -> str:
+    """'E (B), P' of a configuration's runs: epochs trained, best epoch and training
+    patches seen, means over seeds."""
+    runs = [r for r in results.runs if r["fusion"] == fusion and r["activation"] == activation]
+    per_epoch = int(results.provenance.get("preset_config", {}).get("samples_per_epoch", 0))
+    epochs = float(np.mean([r["epochs"] for r in runs]))
+    best = float(np.mean([r["best_epoch"] for r in runs]))
+    return f"{epochs:.1f} ({best:.1f}), {epochs * per_epoch:,.0f}"
+
+
+def _compared_configs(d: PairedDifference) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The ``(fusion, activation)`` pairs a difference compares: ``a``/``b`` are fusions
+    with ``d.activation``, or ``"fusion/activation"`` for :func:`replacement_differences`."""
+    def config(name: str) -> tuple[str, str]:
+        fusion, _, activation = name.partition("/")
+        return fusion, activation or d.activation
+    return config(d.a), config(d.b)
+
+
+def training_budget_table(grids: Mapping[str, Results], diffs: Mapping[str, Sequence[PairedDifference]]) -> str:
+    """Markdown: per grid, activation and headline metric, sum and star (mean ± std
+    over seeds), the paired difference star − sum with its CI and verdict, and how
+    long each fusion trained (epochs, best epoch, patches seen; means over seeds).
+    Rows of activation ``"none vs relu"`` compare star/none (column star) with
+    sum/relu (column sum)."""
+    header = ["preset", "activation", "metric", "sum", "star", "star − sum [CI]", "verdict",
+              "sum: epochs (best), patches", "star: epochs (best), patches"]
+    rows = []
+    for name, chosen in diffs.items():
+        summary = grids[name].summary()
+        for d in chosen:
+            config_a, config_b = _compared_configs(d)
+            sums, stars = summary[config_a], summary[config_b]
+            rows.append([name, d.activation, METRIC_LABELS.get(d.metric, d.metric),
+                         format_value(sums["mean"][d.metric], sums["std"][d.metric]),
+                         format_value(stars["mean"][d.metric], stars["std"][d.metric]),
+                         f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]", d.verdict,
+                         _training_length(grids[name], *config_a), _training_length(grids[name], *config_b)])
+    return markdown_table(header, rows, numbers=False)
+
+
+def threshold_table(grids: Mapping[str, Results]) -> str:
+    """Markdown: per grid and configuration, the validation images' F1-optimal
+    threshold and the test F1 at the fixed 0.5 next to the test F1, Se and Pre at
+    that threshold (mean ± std over seeds). Grids evaluated before the tuned
+    threshold existed are an error naming the command that adds it."""
+    header = ["preset", "fusion", "activation", "val. threshold", "F1 at 0.5", "F1 (val. thr.)",
+              "Se (val. thr.)", "Pre (val. thr.)"]
+    rows = []
+    for name, results in grids.items():
+        if not results.has_tuned_threshold:
+            raise ValueError(f"{display_path(results.directory)} has no validation-tuned threshold: {OLDER_EVALUATION}")
+        for (fusion, activation), s in results.summary().items():
+            cells = [format_value(s["mean"][m], s["std"][m], digits=3 if m == "val_threshold" else 4)
+                     for m in ("val_threshold", "f1", "f1_tuned", "se_tuned", "pre_tuned")]
+            rows.append([name, fusion, activation, *cells])
+    return markdown_table(header, rows, numbers=False)
+
+
+def threshold_report(grids: Mapping[str, Results], n_boot: int = 4000, level: float = 0.95) -> str:
+    """Notebook 05's answer to "is the F1 gap only calibration?": :func:`threshold_table`
+    and F1 at 0.5 next to F1 at the validation threshold, paired as in
+    :func:`budget_differences`. A grid evaluated before the tuned threshold existed gets a
+    line saying how to add it instead of stopping the notebook."""
+    tuned = {name: g for name, g in grids.items() if g.has_tuned_threshold}
+    lines = [f"* `{name}` ({display_path(g.directory)}) has no validation-tuned threshold: {OLDER_EVALUATION}."
+             for name, g in grids.items() if name not in tuned]
+    if tuned:
+        diffs = budget_differences(tuned, metrics=("f1", "f1_tuned"), n_boot=n_boot, level=level)
+        lines += ["", threshold_table(tuned), "", training_budget_table(tuned, diffs)]
+    return "\n".join(lines).strip() + "\n"
+
+
+def budget_verdicts_markdown(diffs: Mapping[str, Sequence[PairedDifference]]) -> str:
+    """One bullet per grid and activation: :func:`verdict_sentence` of its differences."""
+    lines = []
+    for name, chosen in diffs.items():
+        for act in dict.fromkeys(d.activation for d in chosen):
+            lines.append(f"* Preset `{name}`: {verdict_sentence(chosen, act)}")
+    return "\n".join(lines)
+
+
+def _parallel_note(p: Mapping) -> str:
+    """How a fanned-out grid ran (absent from grids trained one run at a time)."""
+    fan = p.get("fanout")
+    return (f"; up to {fan['jobs']} runs at once ({fan['cluster']}, {fan['threads_per_job']} torch threads "
+            "each)") if fan else ""
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def _partial_note(p: Mapping) -> str:
+    """A grid that stopped short: why, and which runs it lacks."""
+    partial = p.get("partial")
+    if not partial:
+        return ""
+    missing = partial["missing"]
+    return (f"; **partial: {partial['ended']}, {len(missing)} run(s) missing: {', '.join(missing)}** "
+            "(re-run the command to finish them)")
+
+
+def _reuse_note(p: Mapping) -> str:
+    """What a grid invocation took over from earlier ones, in words."""
+    note = f"{p['runs_reused']} trained by an earlier invocation and reused"
+    if "evaluations_reused" in p:  # absent in provenance files of older versions
+        note += f"; {p['evaluations_reused']} of {p['runs']} evaluations reused, the others computed now"
+    return note
+
+
+def provenance_readme(results: Results) -> str:
+    """The README of a grid output folder, generated from its provenance and results
+    (written by :func:`reproduce`; never edited by hand)."""
+    p = results.provenance
+    config = ", ".join(f"{k}={v}" for k, v in p["preset_config"].items() if k != "preset")
+    table = markdown_table(["what", "how"], [
+        ["command", f"`{p['command']}`"],
+        ["preset", f"`{p['preset']}` ({config})"],
+        ["seeds", ", ".join(str(s) for s in p["seeds"])],
+        ["grid", f"fusion {' / '.join(p['fusions'])} x activation {' / '.join(p['activations'])}: "
+                 f"{p['runs']} runs ({_reuse_note(p)}){_partial_note(p)}"],
+        ["test images", f"{len(p['test_ids'])}: {' '.join(p['test_ids'])}"],
+        ["inference", f"`{p['method']}` (whole images; see starunet.evaluate)"],
+        ["hardware", p["hardware"]["summary"]],
+        ["software", f"torch {p['torch']}, numpy {p['numpy']}, Python {p['python']}, {p['platform']}"],
+        ["code", f"git commit {p['git_commit']}"],
+        ["date", f"started {p['started']}, finished {p['finished']}"],
+        ["duration", f"{_duration(p['wall_seconds'])} for "
+                     f"{'these invocations' if p.get('invocations') else 'this invocation'}; training "
+                     f"{_duration(p['train_seconds_total'])} and evaluation {_duration(p['eval_seconds_total'])} "
+                     f"summed over all runs{_parallel_note(p)}"],
+        *([["invocations", "; ".join(f"`{i['command']}`: {i['outcome']}" for i in p["invocations"])]]
+          if p.get("invocations") else []),
+        *([["assembled", p["assembled"]]] if p.get("assembled") else []),
+    ], numbers=False)
+    smoke = ("\n**Smoke preset or smoke mode** (`STARUNET_SMOKE=1`): a pipeline check, not a result.\n"
+             if p["preset"] == "smoke" or p.get("smoke_mode") else "")
+    files = "\n".join([
+        "- `metrics.csv`: one row per run, the seven metrics pooled over the test images' FOV pixels "
+        "(threshold 0.5); `val_threshold`, the threshold that maximises F1 on the run's validation images, "
+        "and F1, Se and Pre of the test images at it (`*_tuned`); plus training facts",
+        "- `per_image.csv`: the same metrics (and `f1_tuned`) per test image (for the paired bootstrap)",
+        f"- `curves.json`: ROC and PR curve points per run (at most {MAX_CURVE_POINTS} each)",
+        "- `inference_methods.csv`: whole-image (`pad`) vs overlapping-tile (`tiles`) inference, timed and "
+        "scored once on the first run",
+        f"- `predictions/`: probability maps (8-bit PNG) of the first seed's runs on {', '.join(p['panel_ids'])}",
+        "- `evaluations/`: per-run evaluation cache (lets a re-run skip finished work)",
+        "- `provenance.json`: the facts above, machine-readable",
+    ])
+    return (f"# Grid results: sum vs star skip fusion, with and without ReLU\n\n"
+            f"Generated by `python -m starunet reproduce` at the end of its run; do not edit by hand, "
+            f"re-run the command instead (finished runs are reused).\n{smoke}\n"
+            f"## How these numbers were made\n\n{table}\n\n"
+            f"{results_markdown(results, heading='## Results')}\n## Files\n\n{files}\n")
