@@ -63,6 +63,7 @@ from starunet.config import default_runs_dir, display_path, smoke_mode
 from starunet.device import (DEVICE_CHOICES, autocast_bf16, device_description, select_device,  # noqa: F401
                              to_device)  # (re-exported: notebook 04 and older code import them from here)
 from starunet.inference import inference_model, predict_logits
+from starunet.model import probabilities_from_logits
 from starunet.io import read_csv, torch_save_atomic, write_csv_atomic, write_json_atomic
 from starunet.preflight import (LOCK_FILE, RunDirLock, RunDirLockedError, check_seeds, check_writable_dir,
                                 cli_message, python_command, seed_problem)
@@ -485,7 +486,7 @@ def validate(model: nn.Module, images: Sequence[ValidationImage]) -> dict[str, f
         target = torch.from_numpy(item.label).float()
         losses += F.binary_cross_entropy_with_logits(logits[fov], target[fov], reduction="sum").item()
         n_pixels += int(fov.sum())
-        probs.append(torch.sigmoid(logits).numpy())
+        probs.append(probabilities_from_logits(logits[None, None])[0, 0].numpy())  # as the test images
     metrics = segmentation_metrics(probs, [i.label for i in images], mask=[i.fov for i in images])
     return {"loss": losses / max(n_pixels, 1), **{k: float(v) for k, v in metrics.items()}}
 

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -81,3 +82,14 @@ def grid_rows():
                     rows.append({"fusion": fusion, "activation": act, "seed": s, **{m: base for m in METRIC_NAMES}})
         return rows
     return make
+
+
+@pytest.fixture
+def tiny_preset(monkeypatch):
+    """The smoke preset shrunk to seconds per run. The config travels to the job
+    processes inside the pickled job, so the children train exactly this."""
+    train = importlib.import_module("starunet.train")  # `from starunet import train` is the function
+    tiny = train.PRESETS["smoke"].replace(narrow=0.125, samples_per_epoch=8, max_epochs=1, patience=1,
+                                          patch_size=32, val_crop=64)
+    monkeypatch.setitem(train.PRESETS, "smoke", tiny)
+    return tiny

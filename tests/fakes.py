@@ -7,6 +7,10 @@ import numpy as np
 import torch
 from torch import nn
 
+import starunet.results as RS
+from starunet.data import StareRecord
+from starunet.metrics import METRIC_NAMES
+
 
 def fake_records(n: int = 3, shape=(40, 52), seed: int = 0):
     """Random records: uint8 images, ~10 % vessels, a disc-shaped FOV."""
@@ -28,3 +32,26 @@ class PixelwiseNet(nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+
+def crop(record, size: int = 96):
+    h, w = record.label.shape
+    top, left = (h - size) // 2, (w - size) // 2
+    window = (slice(top, top + size), slice(left, left + size))
+    return StareRecord(record.id, record.image[window], record.label[window], record.label_vk[window],
+                       record.fov[window])
+
+
+def synthetic_grid(tmp_path, preset: str, gap: float, epochs: int, seeds=(1, 2, 3)) -> RS.Results:
+    """A grid whose star runs score ``gap`` more than the sum runs on every image."""
+    rng = np.random.default_rng(0)
+    runs, per_image = [], []
+    for seed in seeds:
+        sums = {i: 0.7 + 0.05 * rng.standard_normal() for i in ("im1", "im2", "im3", "im4")}
+        for fusion, values in (("sum", sums), ("star", {i: v + gap for i, v in sums.items()})):
+            per_image += [{"fusion": fusion, "activation": "none", "seed": seed, "image_id": i,
+                           **{m: v for m in METRIC_NAMES}} for i, v in values.items()]
+            runs.append({"fusion": fusion, "activation": "none", "seed": seed, "epochs": epochs,
+                         "best_epoch": epochs - 1, **{m: float(np.mean(list(values.values()))) for m in METRIC_NAMES}})
+    provenance = {"preset": preset, "preset_config": {"samples_per_epoch": 100}}
+    return RS.Results(tmp_path / preset, "own", runs, per_image, {}, provenance)

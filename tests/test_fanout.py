@@ -3,7 +3,6 @@ failures, Ctrl-C, and the SLURM job script (checked without a cluster)."""
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import signal
@@ -142,16 +141,6 @@ def test_cpu_only_slurm_jobs_ask_for_no_gpu_line(fake_slurm):
 
 
 # ---------------------------------------------------------------- real grids (children train)
-
-@pytest.fixture
-def tiny_preset(monkeypatch):
-    """The smoke preset shrunk to seconds per run. The config travels to the job
-    processes inside the pickled job, so the children train exactly this."""
-    train = importlib.import_module("starunet.train")
-    tiny = train.PRESETS["smoke"].replace(narrow=0.125, samples_per_epoch=8, max_epochs=1, patience=1,
-                                          patch_size=32, val_crop=64)
-    monkeypatch.setitem(train.PRESETS, "smoke", tiny)
-    return tiny
 
 
 @pytest.fixture

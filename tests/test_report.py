@@ -1,0 +1,108 @@
+"""Tests of starunet.report: the Markdown tables (source layout, budgets, thresholds)
+and the statistics they show."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import starunet.report as R
+import starunet.results as RS
+import starunet.stats as S
+from fakes import synthetic_grid
+from starunet.metrics import METRIC_NAMES
+
+
+def test_comparison_table_has_two_runs_and_a_change_row():
+    a = {m: 0.5 for m in METRIC_NAMES}
+    b = {m: 0.6 if m == "f1" else 0.4 for m in METRIC_NAMES}
+    table = R.comparison_table(a, b, "sum", "star")
+    lines = table.splitlines()
+    assert len(lines) == 5 and lines[0].startswith("|  | ROC-AUC")
+    assert lines[2].startswith("| sum | 0.5000") and lines[3].startswith("| star | 0.4000")
+    assert lines[4].startswith("| star − sum (points)")  # absolute points, as the source's 提升 row
+    assert "▲ 10.00" in lines[4] and lines[4].count("▼ 10.00") == 6
+
+
+def test_source_format_table_with_source_and_human_rows(grid_rows):
+    summary = S.summarize_over_seeds(grid_rows())
+    source = {"none": {"sum": {m: 0.9 for m in METRIC_NAMES}, "star": {m: 0.95 for m in METRIC_NAMES}}}
+    human = {m: 0.7 for m in METRIC_NAMES}
+    table = R.source_format_table(summary, "none", source=source, human=human)
+    assert "sum (+), ours, 3 seed(s)" in table and "star (*), source" in table
+    assert "提升 star − sum, source (points) | ▲ 5.00" in table  # 0.95 − 0.9 = 5 points, not +5.56 %
+    assert "second observer (vk vs ah) | 0.7000" in table
+    without = R.source_format_table(summary, "relu", source=source)  # no source numbers for relu
+    assert "source" not in without and len(without.splitlines()) == 5
+    with pytest.raises(ValueError, match="gelu"):
+        R.source_format_table(summary, "gelu")
+
+
+def test_training_budget_comparison(tmp_path):
+    grids = {"quick": synthetic_grid(tmp_path, "quick", -0.05, 12), "long": synthetic_grid(tmp_path, "long", 0.0, 40)}
+    diffs = S.budget_differences(grids, n_boot=200)  # the synthetic grids have "none" only
+    assert [d.mean for d in diffs["quick"]] == pytest.approx([-0.05] * 3)
+    assert [d.verdict for d in diffs["quick"]] == ["star worse"] * 3
+    assert all(d.mean == pytest.approx(0.0, abs=1e-12) for d in diffs["long"])
+    table = R.training_budget_table(grids, diffs)
+    assert "| quick | none | ROC-AUC |" in table and "star worse" in table
+    assert "12.0 (11.0), 1,200" in table and "40.0 (39.0), 4,000" in table
+    bullets = R.budget_verdicts_markdown(diffs).splitlines()
+    assert len(bullets) == 2 and bullets[0].startswith("* Preset `quick`: Without ReLU")
+    assert "Verdict: star is worse than sum" in bullets[0]
+    assert S.budget_differences(grids, activations=["relu"]) == {}  # no relu runs: nothing to pair
+    from starunet import plots
+    fig = plots.plot_budget_differences(diffs)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == \
+        ["quick, activation none", "long, activation none"]
+    assert fig.axes[0].get_xlabel().startswith("star - sum (")
+    mixed = S.budget_differences(grids, activations=["none"], replacement=True)
+    mixed["long"] = mixed["long"] + [dataclasses.replace(d, a="sum/relu", b="star/none") for d in mixed["long"]]
+    fig = plots.plot_budget_differences(mixed)
+    assert fig.axes[0].get_xlabel().startswith("difference as in the legend (")
+    assert "long: star/none - sum/relu" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_threshold_table_and_grids_evaluated_before_the_tuned_threshold(tmp_path):
+    grid = synthetic_grid(tmp_path, "quick", -0.05, 12)
+    with pytest.raises(ValueError, match="no validation-tuned threshold.*rerun"):
+        R.threshold_table({"quick": grid})
+    with pytest.raises(ValueError, match="no 'f1_tuned' values.*older starunet"):
+        S.paired_differences(grid.per_image, metrics=["f1_tuned"])
+    assert not grid.has_tuned_threshold
+    report = R.threshold_report({"quick": grid}, n_boot=100)
+    assert report.startswith("* `quick`") and "older starunet" in report and "|" not in report
+    for row in grid.runs:
+        row.update(val_threshold=0.3 if row["fusion"] == "star" else 0.5, f1_tuned=row["f1"] + 0.01,
+                   se_tuned=0.6, pre_tuned=0.8)
+    for row in grid.per_image:
+        row["f1_tuned"] = row["f1"] + 0.01
+    assert grid.has_tuned_threshold
+    report = R.threshold_report({"quick": grid}, n_boot=100)
+    assert "| quick | star | none | 0.300" in report and "| quick | none | F1 (val. thr.) |" in report
+    table = R.threshold_table({"quick": grid}).splitlines()
+    assert len(table) == 2 + 2  # header, rule, sum/none and star/none
+    assert table[3].startswith("| quick | star | none | 0.300 ± 0.000 |")
+    diffs = S.paired_differences(grid.per_image, metrics=["f1_tuned"])
+    assert diffs[0].mean == pytest.approx(-0.05)
+
+
+def test_replacement_differences_pair_star_without_relu_with_sum_with_relu(tmp_path):
+    rows, runs = [], []
+    for seed in (1, 2):
+        for fusion, activation, value in (("sum", "relu", 0.80), ("star", "none", 0.78), ("sum", "none", 0.9)):
+            rows += [{"fusion": fusion, "activation": activation, "seed": seed, "image_id": f"im{i}",
+                      **{m: value + 0.01 * i for m in METRIC_NAMES}} for i in range(3)]
+            runs.append({"fusion": fusion, "activation": activation, "seed": seed, "epochs": 5, "best_epoch": 4,
+                         **{m: value + 0.01 for m in METRIC_NAMES}})
+    diffs = S.replacement_differences(rows, n_boot=100)
+    assert [d.metric for d in diffs] == list(S.HEADLINE_METRICS)
+    assert all(d.mean == pytest.approx(-0.02) and d.verdict == "star/none worse" for d in diffs)
+    grid = RS.Results(tmp_path, "own", runs, rows, {}, {"preset": "quick", "preset_config": {"samples_per_epoch": 10}})
+    budget = S.budget_differences({"quick": grid}, n_boot=100)
+    assert [d.activation for d in budget["quick"]] == ["none"] * 3 + ["none vs relu"] * 3  # no star/relu runs
+    table = R.training_budget_table({"quick": grid}, budget)
+    assert "| quick | none vs relu | ROC-AUC | 0.8100 ± 0.0000 | 0.7900 ± 0.0000 | -0.0200" in table
+    assert "Star without ReLU against sum with ReLU (2 seed(s) x 3 test images)" in R.budget_verdicts_markdown(budget)
+    with pytest.raises(ValueError, match="cannot pair sum/relu and star/none"):
+        S.replacement_differences([r for r in rows if r["activation"] != "relu"])
