@@ -205,7 +205,8 @@ def recorded_grid_seconds(preset: str = "quick", seeds: tuple[int, ...] = (2024,
                           runs_dir: Path | None = None) -> dict[int, dict[str, float]]:
     """Training seconds of each finished (fusion, activation) run of ``preset``, per
     seed, read from the runs' ``result.json`` (written by :func:`starunet.train.train`)."""
-    from starunet.train import preset_config, run_dir_for
+    from starunet.presets import preset_config
+    from starunet.runs import run_dir_for
 
     found: dict[int, dict[str, float]] = {}
     for seed in seeds:

@@ -11,7 +11,7 @@ import sys
 # command -> (module, one-line help). Each module defines ``cli(argv) -> int``.
 COMMANDS = {
     "fetch": ("starunet.data", "download (or copy from a mirror), verify and cache STARE"),
-    "train": ("starunet.train", "train one configuration into a run directory"),
+    "train": ("starunet.training", "train one configuration into a run directory"),
     "reproduce": ("starunet.grid", "train/reuse the sum|star x none|relu grid over seeds and evaluate it"),
     "curves": ("starunet.curves", "train the learning-curve runs (snapshots at every doubling of patches)"),
     "bench": ("starunet.bench", "measure training/inference speed against the hardware's peak"),

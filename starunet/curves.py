@@ -31,10 +31,11 @@ from starunet.report import markdown_table
 from starunet.results import parse_row
 from starunet.io import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
 from starunet.metrics import METRIC_NAMES
-from starunet.stats import (HEADLINE_METRICS, METRIC_LABELS, TUNED_METRICS, PairedDifference, config_differences,
+from starunet.stats import (HEADLINE_METRICS, METRIC_LABELS, PairedDifference, TUNED_METRICS, config_differences,
                             config_order)
-from starunet.train import (LAST_CHECKPOINT, TrainConfig, preset_config, read_history, run_dir_for, snapshot_name,
-                            train)
+from starunet.presets import TrainConfig, preset_config
+from starunet.runs import LAST_CHECKPOINT, read_history, run_dir_for, snapshot_name
+from starunet.training import train
 
 CURVES_DIR = PROJECT_ROOT / "results" / "curves"  # the committed curves
 PLATEAU_GAIN = 0.005  # test PR-AUC gained over one doubling below which a curve counts as flat

@@ -143,7 +143,7 @@ def evaluate_run(run_dir: str | Path, records: Sequence, ids: Iterable[str] | No
     scored at the threshold that maximises F1 on the validation images
     (:meth:`RunEvaluation.score_at_threshold`).
     """
-    from starunet.train import load_model, read_config
+    from starunet.runs import load_model, read_config
 
     config = read_config(run_dir)  # FileNotFoundError naming the folder if it is no run
     split = config.split()

@@ -170,7 +170,7 @@ def train_job(config, run_dir: str, device: str, threads: int, cuda_visible: str
         os.environ["CUDA_VISIBLE_DEVICES"] = cuda_visible
     import torch
 
-    from starunet.train import train
+    from starunet.training import train
 
     torch.set_num_threads(threads)
     print(f"starunet job: {run_dir} on {device} (CUDA_VISIBLE_DEVICES="
@@ -268,7 +268,7 @@ def _ended(job) -> bool:
 
 
 def _is_finished(config, run_dir: Path) -> bool:
-    from starunet.train import CONFIG_FILE, RESULT_FILE, read_config
+    from starunet.runs import CONFIG_FILE, RESULT_FILE, read_config
 
     return ((run_dir / RESULT_FILE).is_file() and (run_dir / CONFIG_FILE).is_file()
             and read_config(run_dir).config_hash == config.config_hash)
@@ -283,7 +283,7 @@ def train_runs(configs: Sequence, run_dirs: Sequence[Path], device: str, fan: Fa
     work (evaluate) between items while the other jobs train. Closing the generator
     early, or an exception (Ctrl-C) while it waits, cancels the jobs in flight.
     """
-    from starunet.train import train
+    from starunet.training import train
 
     fan.validate()
     threads = job_threads(fan)

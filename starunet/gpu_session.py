@@ -265,8 +265,9 @@ def probe(preset: str, device_name: str, steps: int = 10, warmup: int = 3) -> Ti
     from starunet.inference import predict_images
     from starunet.metrics import segmentation_metrics
     from starunet.device import autocast_bf16, select_device, to_device
-    from starunet.train import (build_model, make_patch_loader, preset_config, split_records, training_loss, validate,
-                                validation_images)
+    from starunet.presets import preset_config
+    from starunet.runs import build_model
+    from starunet.training import make_patch_loader, split_records, training_loss, validate, validation_images
 
     device = select_device(device_name)
     config = preset_config(preset, fusion="star", activation="none")
@@ -483,7 +484,7 @@ def _cuda_test_files() -> list[str]:
 
 def _work_for(args: argparse.Namespace, preset: str, curves_preset: str) -> Work:
     from starunet.curves import CURVE_RUNS, curve_points
-    from starunet.train import preset_config
+    from starunet.presets import preset_config
 
     grid, curve = preset_config(preset), preset_config(curves_preset)
     return Work(steps_per_epoch=grid.steps_per_epoch(), seeds=tuple(args.seeds), jobs=args.jobs,
@@ -533,7 +534,7 @@ def _default_epochs(preset: str) -> int:
     """Early stopping decides the full protocol's length: 33 epochs (66,000 patches) of
     its 200, the mean of the 11 runs in results/full (20-39 epochs, one H200); the smoke
     preset always runs its 2."""
-    from starunet.train import preset_config
+    from starunet.presets import preset_config
 
     config = preset_config(preset)
     return config.max_epochs if config.patience >= config.max_epochs else min(config.max_epochs, 33)

@@ -44,7 +44,9 @@ from starunet.results import (REFERENCE_DIR, Results, budget_grids, find_results
                               own_results_dir, run_key)
 from starunet.stats import (ACTIVATIONS_COMPARED, FUSIONS_COMPARED, HEADLINE_METRICS, TUNED_COLUMNS, TUNED_METRICS,
                             budget_differences)
-from starunet.train import PRESETS, RESULT_FILE, load_model, preset_config, run_dir_for, train
+from starunet.presets import PRESETS, preset_config
+from starunet.runs import RESULT_FILE, load_model, run_dir_for
+from starunet.training import train
 
 METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
 PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels

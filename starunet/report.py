@@ -14,7 +14,9 @@ import numpy as np
 
 from starunet.config import display_path
 from starunet.metrics import MAX_CURVE_POINTS, METRIC_NAMES
+from starunet.presets import PRESETS
 from starunet.results import Results, run_key
+from starunet.runs import RunResult
 from starunet.source import format_points, improvement_points
 from starunet.stats import (ACTIVATIONS_COMPARED, ACTIVATION_LABELS, FUSIONS_COMPARED, HEADLINE_METRICS, METRIC_LABELS,
                             OLDER_EVALUATION, PairedDifference, budget_differences, verdict_sentence)
@@ -333,3 +335,25 @@ def provenance_readme(results: Results) -> str:
             f"re-run the command instead (finished runs are reused).\n{smoke}\n"
             f"## How these numbers were made\n\n{table}\n\n"
             f"{results_markdown(results, heading='## Results')}\n## Files\n\n{files}\n")
+
+
+def presets_markdown() -> str:
+    """A Markdown table of how the presets differ (everything else is the source recipe)."""
+    header = ["preset", "patches/epoch", "steps/epoch", "max epochs", "patience", "max steps", "validation"]
+    rows = []
+    for name, c in PRESETS.items():
+        val = "all val images" if c.val_images is None else f"{c.val_images} image(s)"
+        val += ", full size" if c.val_crop is None else f", {c.val_crop}x{c.val_crop} centre crop"
+        rows.append([f"`{name}`", f"{c.samples_per_epoch:,}", c.steps_per_epoch(), c.max_epochs, c.patience,
+                     f"{c.steps_per_epoch() * c.max_epochs:,}", val])
+    return markdown_table(header, rows)
+
+
+def run_results_markdown(results: Mapping[str, RunResult]) -> str:
+    """A Markdown table of finished training runs (``{label: RunResult}``): length, best
+    validation epoch and metrics, time."""
+    header = ["run", "epochs", "stopped by", "best epoch", "val ROC-AUC", "val PR-AUC", "val F1", "train time", ""]
+    rows = [[label, r.epochs, r.stop_reason.replace("_", " "), r.best_epoch, f"{r.best_val['roc_auc']:.4f}",
+             f"{r.best_val['pr_auc']:.4f}", f"{r.best_val['f1']:.4f}", f"{r.train_seconds / 60:.1f} min",
+             "reused" if r.reused else "trained now"] for label, r in results.items()]
+    return markdown_table(header, rows)

@@ -208,7 +208,8 @@ def model_variant_explorer(patches, labels, sample: int = 0, seed: int = 0, fusi
     from IPython.display import display
 
     from starunet.fusion import FUSIONS
-    from starunet.model import ACTIVATIONS, inspect_variant
+    from starunet.model import ACTIVATIONS
+    from starunet.probe import inspect_variant
     from starunet.plots import plot_variant
 
     fusion = w.Dropdown(options=sorted(FUSIONS), value=fusion, description="fusion")
@@ -354,20 +355,21 @@ def _launcher_run(config, label: str, flag: threading.Event, view: _LauncherView
                   progress: bool) -> None:
     """Train ``config`` for the launcher and end with one line in its status, whatever
     happens: a summary, where a stopped run stands, or the error."""
-    from starunet import train as tr
+    from starunet import runs
+    from starunet import training as tr
 
     message = "ended unexpectedly"
     again = "click “train (or reuse)” to resume"
     try:
         result = tr.train(config, resume=True, records=records, device=device, progress=progress, stop=flag,
                           callback=lambda history: view.epoch_done(label, history))
-        view.epoch_done(label, tr.read_history(result.run_dir))  # also draws a reused run's curves
+        view.epoch_done(label, runs.read_history(result.run_dir))  # also draws a reused run's curves
         message = result.summary()
     except tr.TrainingStopped as err:
         message = f"{err}; " + (again if err.epoch else "click “train (or reuse)” to start it again")
     except KeyboardInterrupt:  # Ctrl-C where the training runs in the main thread (no kernel)
-        run_dir = tr.run_dir_for(config)
-        done = len(tr.read_history(run_dir)) if (run_dir / tr.HISTORY_FILE).is_file() else 0
+        run_dir = runs.run_dir_for(config)
+        done = len(runs.read_history(run_dir)) if (run_dir / runs.HISTORY_FILE).is_file() else 0
         message = f"interrupted after epoch {done} of {config.max_epochs} in {run_dir}; {again}"
     except Exception as err:  # shown to the reader instead of lost in the kernel log
         message = f"{type(err).__name__}: {err}"
@@ -396,7 +398,7 @@ def training_launcher(records=None, preset: str = "quick", fusion: str = "star",
 
     from starunet.fusion import FUSIONS
     from starunet.model import ACTIVATIONS
-    from starunet.train import PRESETS, preset_config
+    from starunet.presets import PRESETS, preset_config
 
     fusion = w.Dropdown(options=sorted(FUSIONS), value=fusion, description="fusion")
     activation = w.Dropdown(options=list(ACTIVATIONS), value=activation, description="activation")

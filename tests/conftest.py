@@ -7,7 +7,6 @@
 """
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 
@@ -88,8 +87,9 @@ def grid_rows():
 def tiny_preset(monkeypatch):
     """The smoke preset shrunk to seconds per run. The config travels to the job
     processes inside the pickled job, so the children train exactly this."""
-    train = importlib.import_module("starunet.train")  # `from starunet import train` is the function
-    tiny = train.PRESETS["smoke"].replace(narrow=0.125, samples_per_epoch=8, max_epochs=1, patience=1,
+    from starunet.presets import PRESETS
+
+    tiny = PRESETS["smoke"].replace(narrow=0.125, samples_per_epoch=8, max_epochs=1, patience=1,
                                           patch_size=32, val_crop=64)
-    monkeypatch.setitem(train.PRESETS, "smoke", tiny)
+    monkeypatch.setitem(PRESETS, "smoke", tiny)
     return tiny

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from starunet import preflight
-from starunet.train import read_history
+from starunet.runs import read_history
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -125,8 +125,11 @@ def test_read_only_folder_by_permissions(env, tmp_path):
 # Runs `python -m starunet train ...` with validation slowed down from the given call
 # on, so that SIGINT reliably lands inside a known epoch.
 SLOW_AFTER = """
-import sys, time
-import starunet.train as t
+import signal, sys, time
+# a background job of a non-interactive shell starts with SIGINT ignored, and Python then
+# installs no KeyboardInterrupt handler: restore it, as a terminal user's process has it
+signal.signal(signal.SIGINT, signal.default_int_handler)
+import starunet.training as t
 slow_from, calls, validate = int(sys.argv[1]), [], t.validate
 def slow_validate(*args, **kwargs):
     calls.append(1)
@@ -235,10 +238,11 @@ def test_cli_message_rewords_the_python_api():
 
 
 def test_a_failed_run_does_not_stay_locked_while_its_traceback_lives(stare_records, tmp_path):
-    import starunet.train as tr
+    import starunet.training as tr
+    from starunet.presets import TrainConfig
 
-    tiny = tr.TrainConfig(patch_size=32, samples_per_epoch=4, batch_size=2, max_epochs=3, patience=5,
-                          narrow=0.125, val_images=1, val_crop=96, preset="tiny")
+    tiny = TrainConfig(patch_size=32, samples_per_epoch=4, batch_size=2, max_epochs=3, patience=5,
+                       narrow=0.125, val_images=1, val_crop=96, preset="tiny")
 
     def fail(history):
         raise RuntimeError("a cell's error after epoch 1")

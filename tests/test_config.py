@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from starunet import config
-from starunet.train import preset_config, run_dir_for
+from starunet.presets import preset_config
+from starunet.runs import run_dir_for
 
 
 def test_smoke_runs_sit_one_level_below_the_runs_folder(tmp_path, monkeypatch):

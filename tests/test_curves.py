@@ -6,7 +6,9 @@ import torch
 
 from starunet import curves
 from starunet.results import FULL_REFERENCE_DIR, load_results
-from starunet.train import PRESETS, preset_config, snapshot_name, train
+from starunet.presets import PRESETS, preset_config
+from starunet.runs import snapshot_name
+from starunet.training import train
 
 SMOKE_PAIR = (curves.CurveRun("sum", "none", 2024), curves.CurveRun("star", "none", 2024))
 
@@ -91,7 +93,7 @@ def test_show_source_lists_the_code_it_names():
 def test_a_reused_run_without_snapshots_is_refused(tmp_path, stare_records):
     run = SMOKE_PAIR[0]
     config = curves.curve_config(run, "smoke")
-    from starunet.train import run_dir_for
+    from starunet.runs import run_dir_for
 
     train(config, run_dir_for(config, tmp_path), records=stare_records)  # as `reproduce` would: no snapshots
     with pytest.raises(ValueError, match="trained without curve snapshots.*own --runs-dir"):

@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from starunet import data
-from starunet.data import (ARCHIVE_MEMBERS, IMAGE_SHAPE, STARE_IDS, PatchDataset, Split, StareDataError,
-                           StareRecord, compute_fov, image_to_tensor, load_stare, patch_vessel_fraction,
-                           read_pnm, split_ids, vessel_fraction)
+from starunet.data import (ARCHIVE_MEMBERS, IMAGE_SHAPE, PatchDataset, STARE_IDS, Split, StareDataError, StareRecord,
+                           compute_fov, image_to_tensor, load_stare, patch_vessel_fraction, read_pnm, split_ids,
+                           vessel_fraction)
 
 H, W = IMAGE_SHAPE
 

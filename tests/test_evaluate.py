@@ -14,7 +14,7 @@ from fakes import fake_records
 from starunet.data import image_to_tensor
 from starunet.metrics import METRIC_NAMES
 from starunet.model import UNet
-from starunet.train import ValidationImage, validate
+from starunet.training import ValidationImage, validate
 
 
 def test_pooled_metrics_match_hand_counts_and_sklearn():

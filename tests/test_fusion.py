@@ -126,8 +126,8 @@ def test_the_registry_is_part_of_the_public_api():
     import starunet as su
 
     assert su.FUSIONS is FUSIONS
-    assert su.make_fusion is make_fusion and su.register_fusion is register_fusion
-    assert su.fusion_formula is fusion_formula
+    assert su.fusion.make_fusion is make_fusion and su.register_fusion is register_fusion
+    assert su.fusion.fusion_formula is fusion_formula and su.Fusion is Fusion
 
 
 # ---------------------------------------------------------------- normalised products
@@ -167,7 +167,7 @@ def test_fused_feature_scale_at_initialisation_on_real_patches(stare_records):
     its tails grow fusion after fusion (kurtosis, max |x|); BN(d ⊙ s) pins the std to 1
     and leaves the tails; the additive path of d + s + BN(d ⊙ s) keeps them short."""
     import starunet as su
-    from starunet.model import feature_statistics, inspect_variant
+    from starunet.probe import feature_statistics, inspect_variant
 
     split = su.split_ids()
     dataset = su.PatchDataset([r for r in stare_records if r.id in split.train], samples_per_epoch=8, seed=0)

@@ -2,7 +2,6 @@
 caches, reading grids back, and the committed grids."""
 from __future__ import annotations
 
-import importlib
 import json
 
 import numpy as np
@@ -20,6 +19,7 @@ from starunet.config import PROJECT_ROOT
 from starunet.inference import predict_images
 from starunet.io import read_csv, write_csv_atomic, write_json_atomic
 from starunet.metrics import METRIC_NAMES, segmentation_metrics
+from starunet.runs import load_model, run_dir_for
 
 
 def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_path):
@@ -46,13 +46,12 @@ def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_p
     assert res.provenance["runs_reused"] == res.provenance["evaluations_reused"] == 0 and res.provenance["test_ids"] == list(test_ids)
 
     # the evaluation of a run equals evaluate_run on its run directory
-    run_dir = importlib.import_module("starunet.train").run_dir_for(tiny_preset.replace(seed=7), runs)
+    run_dir = run_dir_for(tiny_preset.replace(seed=7), runs)
     direct = E.evaluate_run(run_dir, records)
     assert direct.pooled["roc_auc"] == pytest.approx(float(res.run("star-none-seed7")["roc_auc"]), abs=1e-6)
 
     # the tuned threshold is chosen on the run's validation images, never the test images
     from starunet.metrics import f1_optimal_threshold
-    from starunet.train import load_model
     val = D.select_records(records, tiny_preset.split().val)
     val_probs = predict_images(load_model(run_dir), [r.image for r in val])
     expected = f1_optimal_threshold(val_probs, [r.label for r in val], [r.fov for r in val])

@@ -10,12 +10,11 @@ import torch
 from torch import nn
 
 from starunet.fusion import FUSIONS
-from starunet.model import (ACTIVATIONS, UNet, capture_features, count_parameters,
-                            feature_statistics, format_parameter_table,
-                            format_statistics_comparison, format_variant_parameter_counts,
-                            inspect_variant, make_activation, most_label_correlated_channel, pad_to_multiple,
-                            parameter_table, probabilities_from_logits, tensor_statistics,
-                            variant_parameter_counts)
+from starunet.model import (ACTIVATIONS, UNet, count_parameters, make_activation, pad_to_multiple,
+                            probabilities_from_logits)
+from starunet.probe import (capture_features, feature_statistics, format_parameter_table, format_statistics_comparison,
+                            format_variant_parameter_counts, inspect_variant, most_label_correlated_channel,
+                            parameter_table, tensor_statistics, variant_parameter_counts)
 
 SMALL = dict(narrow=0.125)
 

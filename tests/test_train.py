@@ -16,9 +16,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import starunet.train as tr
-from starunet.train import (PRESETS, NonFiniteLossError, RunDirConflictError, TrainConfig, load_model,
-                            preset_config, run_dir_for, select_device, train)
+import starunet.training as tr
+from starunet import report, runs
+from starunet.device import select_device
+from starunet.presets import PRESETS, TrainConfig, preset_config
+from starunet.runs import RunDirConflictError, load_model, run_dir_for
+from starunet.training import NonFiniteLossError, train
 
 TINY = TrainConfig(patch_size=32, samples_per_epoch=4, batch_size=2, max_epochs=3, patience=5,
                    narrow=0.125, val_images=1, val_crop=96, preset="tiny")
@@ -198,7 +201,7 @@ def test_resume_under_another_thread_count_warns(stare_records, tmp_path):
 
 
 def test_validation_leaves_the_model_untouched(stare_records):
-    model = tr.build_model(TINY).train()
+    model = runs.build_model(TINY).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     images = tr.validation_images(TINY, [stare_records[0]])
     scores = tr.validate(model, images)
@@ -290,7 +293,7 @@ def test_load_model_returns_the_best_weights(stare_records, tmp_path):
     _assert_bit_equal(model.state_dict(), _weights(tmp_path / "run", "checkpoint_best.pt"))
     best = torch.load(tmp_path / "run" / "checkpoint_best.pt", weights_only=True)
     assert best["epoch"] == result.best_epoch
-    history = tr.read_history(tmp_path / "run")
+    history = runs.read_history(tmp_path / "run")
     assert max(history, key=lambda r: r["val_pr_auc"])["epoch"] == result.best_epoch
     assert [r["is_best"] for r in history].count(1.0) >= 1
     with pytest.raises(ValueError, match="which='first' is unknown; valid: best, last"):
@@ -325,7 +328,7 @@ def test_cli_smoke_preset_under_a_minute(stare_source, tmp_path):
     assert seconds < 60, f"smoke training took {seconds:.0f} s"
     for name in ("config.json", "history.csv", "checkpoint_last.pt", "checkpoint_best.pt", "result.json"):
         assert (out / name).is_file(), name
-    assert len(tr.read_history(out)) == PRESETS["smoke"].max_epochs
+    assert len(runs.read_history(out)) == PRESETS["smoke"].max_epochs
     assert "best epoch" in proc.stdout
 
 
@@ -346,12 +349,12 @@ def test_reports_and_figures(stare_records, tmp_path, monkeypatch):
     result = train(TINY, tmp_path / "run", records=stare_records)
     assert result.summary().startswith(f"star-none: trained {TINY.max_epochs} epochs (max epochs")
     assert f"best epoch {result.best_epoch}: validation roc_auc {result.best_val['roc_auc']:.4f}" in result.summary()
-    listing = tr.describe_run_dir(tmp_path / "run")
-    assert all(name in listing for name in tr.RUN_FILES) and str(tmp_path) not in listing
-    assert f"{result.best_val['pr_auc']:.4f}" in tr.results_markdown({"star-none": result})
-    assert len(tr.presets_markdown().splitlines()) == 2 + len(PRESETS)
+    listing = runs.describe_run_dir(tmp_path / "run")
+    assert all(name in listing for name in runs.RUN_FILES) and str(tmp_path) not in listing
+    assert f"{result.best_val['pr_auc']:.4f}" in report.run_results_markdown({"star-none": result})
+    assert len(report.presets_markdown().splitlines()) == 2 + len(PRESETS)
 
-    history = tr.read_history(tmp_path / "run")
+    history = runs.read_history(tmp_path / "run")
     fig = plots.plot_training_curves({"star-none": history, "sum-relu": history[:2]})
     assert len(fig.axes) == 4
     assert [line.get_label() for line in fig.axes[0].lines if not line.get_label().startswith("_")] == \

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import starunet.train as tr
-from starunet.train import TrainConfig, TrainingStopped, train
+from starunet import runs
+from starunet.presets import TrainConfig
+from starunet.training import TrainingStopped, train
 
 TINY = TrainConfig(patch_size=32, samples_per_epoch=4, batch_size=2, max_epochs=3, patience=5,
                    narrow=0.125, val_images=1, val_crop=96, preset="tiny")
@@ -34,11 +35,11 @@ def straight(stare_records, tmp_path_factory) -> Path:
 
 
 def _assert_same_run(a: Path, b: Path) -> None:
-    for name in (tr.LAST_CHECKPOINT, tr.BEST_CHECKPOINT):
+    for name in (runs.LAST_CHECKPOINT, runs.BEST_CHECKPOINT):
         wa, wb = (torch.load(d / name, map_location="cpu", weights_only=True)["model"] for d in (a, b))
         assert wa.keys() == wb.keys()
         assert all(torch.equal(wa[k], wb[k]) for k in wa), f"{name} differs"
-    assert (a / tr.HISTORY_FILE).read_bytes() == (b / tr.HISTORY_FILE).read_bytes()
+    assert (a / runs.HISTORY_FILE).read_bytes() == (b / runs.HISTORY_FILE).read_bytes()
 
 
 def test_event_set_by_the_epoch_callback_stops_after_that_epoch_and_resume_is_exact(
@@ -50,7 +51,7 @@ def test_event_set_by_the_epoch_callback_stops_after_that_epoch_and_resume_is_ex
     err = caught.value
     assert (err.epoch, err.max_epochs, err.run_dir) == (1, 3, tmp_path)
     assert str(err).startswith("stopped after epoch 1 of 3 in ")
-    assert len(tr.read_history(tmp_path)) == 1 and not (tmp_path / tr.RESULT_FILE).exists()
+    assert len(runs.read_history(tmp_path)) == 1 and not (tmp_path / runs.RESULT_FILE).exists()
     result = train(TINY, tmp_path, records=stare_records, resume=True)
     assert result.epochs == 3
     _assert_same_run(straight, tmp_path)
@@ -92,7 +93,7 @@ def test_stop_between_steps_drops_the_partial_epoch(stare_records, straight, tmp
     with pytest.raises(TrainingStopped, match="after epoch 1 of 3") as caught:
         train(TINY, tmp_path, records=stare_records, stop=stop)
     assert caught.value.epoch == 1
-    state = torch.load(tmp_path / tr.LAST_CHECKPOINT, map_location="cpu", weights_only=True)
+    state = torch.load(tmp_path / runs.LAST_CHECKPOINT, map_location="cpu", weights_only=True)
     assert state["epoch"] == 1 and len(state["history"]) == 1
     train(TINY, tmp_path, records=stare_records, resume=True)
     _assert_same_run(straight, tmp_path)
@@ -103,7 +104,7 @@ def test_stop_before_the_first_epoch_saves_nothing_and_resume_starts_over(stare_
     stop.set()
     with pytest.raises(TrainingStopped, match=r"before the first epoch ended \(nothing saved\)") as caught:
         train(TINY, tmp_path, records=stare_records, stop=stop)
-    assert caught.value.epoch == 0 and not (tmp_path / tr.LAST_CHECKPOINT).exists()
+    assert caught.value.epoch == 0 and not (tmp_path / runs.LAST_CHECKPOINT).exists()
     train(TINY, tmp_path, records=stare_records, resume=True)
     _assert_same_run(straight, tmp_path)
 

@@ -14,9 +14,11 @@ matplotlib.use("Agg")
 
 import nbformat  # noqa: E402
 
-import starunet.train as tr  # noqa: E402
+import starunet.training as tr  # noqa: E402
+from starunet import presets, runs  # noqa: E402
 from starunet import widgets  # noqa: E402
-from starunet.train import TrainConfig, TrainingStopped  # noqa: E402
+from starunet.presets import TrainConfig  # noqa: E402
+from starunet.training import TrainingStopped  # noqa: E402
 
 TINY = TrainConfig(patch_size=32, samples_per_epoch=4, batch_size=2, max_epochs=3, patience=5,
                    narrow=0.125, val_images=1, val_crop=96, preset="tiny")
@@ -37,7 +39,7 @@ def test_stop_button_ends_a_background_training_with_one_line_and_resets_the_but
                    "is_best": 1}])
         started.set()
         assert stop.wait(30)
-        raise TrainingStopped(tr.run_dir_for(config), 1, config.max_epochs)
+        raise TrainingStopped(runs.run_dir_for(config), 1, config.max_epochs)
 
     monkeypatch.setattr(tr, "train", fake_train)
     launcher = widgets.training_launcher(preset="smoke", background=True)
@@ -74,7 +76,7 @@ def test_launcher_really_stops_and_resumes_bit_identically(stare_records, monkey
     """A real (tiny) training in the launcher's thread, stopped by the button after
     epoch 1, then continued by the train button: it ends where a straight run ends."""
     monkeypatch.setenv("STARUNET_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setitem(tr.PRESETS, "tiny", TINY)
+    monkeypatch.setitem(presets.PRESETS, "tiny", TINY)
     torch.set_num_threads(1)
     straight = tr.train(TINY, tmp_path / "straight", records=stare_records)
     real_train = tr.train
@@ -95,11 +97,11 @@ def test_launcher_really_stops_and_resumes_bit_identically(stare_records, monkey
     launch.click()  # resume
     launcher.worker.join(120)
     assert "trained 3 epochs" in status.value
-    run_dir = tr.run_dir_for(TINY)
-    for name in (tr.LAST_CHECKPOINT, tr.BEST_CHECKPOINT):
+    run_dir = runs.run_dir_for(TINY)
+    for name in (runs.LAST_CHECKPOINT, runs.BEST_CHECKPOINT):
         a, b = (torch.load(d / name, weights_only=True)["model"] for d in (straight.run_dir, run_dir))
         assert all(torch.equal(a[k], b[k]) for k in a)
-    assert (straight.run_dir / tr.HISTORY_FILE).read_bytes() == (run_dir / tr.HISTORY_FILE).read_bytes()
+    assert (straight.run_dir / runs.HISTORY_FILE).read_bytes() == (run_dir / runs.HISTORY_FILE).read_bytes()
 
 
 def test_kernel_interrupt_while_idle_sets_the_running_trainings_stop_flags(monkeypatch):
