@@ -25,7 +25,8 @@ the data path (each imports only modules above it; docs/ARCHITECTURE.md is the m
 ``starunet.results``     grid folders read back (``Results``)
 ``starunet.report``      every Markdown table and generated README
 ``starunet.grid``        the experiment grid (``reproduce``) and its CLI
-``starunet.plots``       the figures of the notebooks
+``starunet.plots``       figure styles; training and result figures (04-06)
+``starunet.plots_*``     the figures of the data, the theory, the model (01-03)
 ``starunet.widgets``     ipywidgets front-ends over plain functions
 =======================  =========================================================
 
@@ -77,8 +78,8 @@ _EXPORTS = {
 # every module of the package, reachable as su.<module> without an import of its own
 _SUBMODULES = frozenset({"alt_text", "bench", "cli", "config", "course", "curves", "data", "device", "evaluate",
                          "fanout", "fusion", "gpu_session", "grid", "inference", "io", "listing", "metrics", "model",
-                         "plots", "preflight", "presets", "probe", "report", "results", "runs", "source", "stats",
-                         "theory", "training", "widgets"})
+                         "plots", "plots_data", "plots_model", "plots_theory", "preflight", "presets", "probe",
+                         "report", "results", "runs", "source", "stats", "theory", "training", "widgets"})
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

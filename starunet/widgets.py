@@ -110,7 +110,7 @@ def patch_explorer(records, n: int = 16):
     """Sample training patches with any seed/epoch/augmentation and look at them.
 
     On every change a :class:`starunet.data.PatchDataset` is built over ``records``
-    and :func:`starunet.plots.plot_patches` shows its first ``n`` items (the same
+    and :func:`starunet.plots_data.plot_patches` shows its first ``n`` items (the same
     items a training run with those settings would see first).
     """
     import ipywidgets as w
@@ -118,7 +118,7 @@ def patch_explorer(records, n: int = 16):
     from IPython.display import display
 
     from starunet.data import PatchDataset
-    from starunet.plots import plot_patches
+    from starunet.plots_data import plot_patches
 
     seed = w.BoundedIntText(value=2024, min=0, max=2**31 - 1, description="seed")
     epoch = w.IntSlider(value=0, min=0, max=20, description="epoch")
@@ -152,7 +152,7 @@ def toy_playground(dataset: str = "moons", fusion: str = "star", activation: str
     """Train a toy 2-D network with any dataset, fusion, depth, width and activation.
 
     On every change :func:`starunet.theory.run_toy_experiment` trains a fresh
-    network (about a second on a CPU) and :func:`starunet.plots.plot_decision_boundary`
+    network (about a second on a CPU) and :func:`starunet.plots_theory.plot_decision_boundary`
     shows its boundary and accuracies. The arguments are the initial settings;
     ``steps`` is the number of full-batch Adam steps.
     """
@@ -160,7 +160,7 @@ def toy_playground(dataset: str = "moons", fusion: str = "star", activation: str
     import matplotlib.pyplot as plt
     from IPython.display import display
 
-    from starunet.plots import plot_decision_boundary
+    from starunet.plots_theory import plot_decision_boundary
     from starunet.theory import TOY_ACTIVATIONS, TOY_DATASETS, TOY_FUSIONS, run_toy_experiment
 
     # continuous_update=False: retrain once the slider is released, not on every tick
@@ -199,7 +199,7 @@ def model_variant_explorer(patches, labels, sample: int = 0, seed: int = 0, fusi
 
     On every change, :func:`starunet.model.inspect_variant` builds the variant
     (weights from ``seed``) and runs it on the batch ``patches`` (N, 3, p, p) with
-    batch statistics; :func:`starunet.plots.plot_variant` shows its parameter count,
+    batch statistics; :func:`starunet.plots_model.plot_variant` shows its parameter count,
     its logits on ``patches[sample]`` and its activation statistics through depth.
     ``fusion``, ``activation`` and ``narrow`` are the initial settings.
     """
@@ -210,7 +210,7 @@ def model_variant_explorer(patches, labels, sample: int = 0, seed: int = 0, fusi
     from starunet.fusion import FUSIONS
     from starunet.model import ACTIVATIONS
     from starunet.probe import inspect_variant
-    from starunet.plots import plot_variant
+    from starunet.plots_model import plot_variant
 
     fusion = w.Dropdown(options=sorted(FUSIONS), value=fusion, description="fusion")
     activation = w.Dropdown(options=list(ACTIVATIONS), value=activation, description="activation")

@@ -298,7 +298,7 @@ def test_notebook_03_figures_build(tmp_path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from starunet import plots
+    from starunet import plots_model
 
     torch.manual_seed(0)
     x, y = torch.rand(2, 3, 32, 32), (torch.rand(2, 1, 32, 32) > 0.8).float()
@@ -306,13 +306,13 @@ def test_notebook_03_figures_build(tmp_path):
     stats = {"sum, none": feature_statistics(UNet(fusion="sum", **SMALL), x),
              "star, relu": feature_statistics(UNet(fusion="star", activation="relu", **SMALL), x)}
     figures = [
-        plots.plot_unet_architecture(parameter_table(UNet(**SMALL))),
-        plots.plot_unet_architecture(parameter_table(UNet(fusion="concat", use_shallowest_skip=True, **SMALL))),
-        plots.plot_patch_output(x[0], y[0], feats["star"]["logits"][0], "untrained"),
-        plots.plot_softmax_pitfall(feats["star"]["logits"][:1]),
-        plots.plot_fusion_maps(feats, fusion=3, channel=1),
-        plots.plot_feature_statistics(stats),
-        plots.plot_variant(x[0], y[0], inspect_variant(x, "max", "relu", 0.125)),
+        plots_model.plot_unet_architecture(parameter_table(UNet(**SMALL))),
+        plots_model.plot_unet_architecture(parameter_table(UNet(fusion="concat", use_shallowest_skip=True, **SMALL))),
+        plots_model.plot_patch_output(x[0], y[0], feats["star"]["logits"][0], "untrained"),
+        plots_model.plot_softmax_pitfall(feats["star"]["logits"][:1]),
+        plots_model.plot_fusion_maps(feats, fusion=3, channel=1),
+        plots_model.plot_feature_statistics(stats),
+        plots_model.plot_variant(x[0], y[0], inspect_variant(x, "max", "relu", 0.125)),
     ]
     figures[0].savefig(tmp_path / "architecture.png", dpi=30)  # the arrows clip at draw time
     assert all(isinstance(fig, plt.Figure) for fig in figures)

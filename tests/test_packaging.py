@@ -7,6 +7,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,3 +161,23 @@ def test_module_level_imports_of_the_package_form_no_circle():
         if not state.get(module):
             visit(module, [])
     assert {"device", "training", "runs", "evaluate", "grid", "report"} <= set(graph) and "runs" in graph["training"]
+
+
+def test_the_public_api_is_small_and_every_module_is_one_attribute_away():
+    """``su.__all__`` is the deliberate API (about thirty names, each resolving to the
+    object of the module named for it); every module is ``su.<module>``, and the list
+    of modules in ``__init__`` is the package's files."""
+    import importlib
+
+    import starunet as su
+
+    names = [n for n in su.__all__ if n != "__version__"]
+    assert 25 <= len(names) <= 35, len(names)
+    for name in names:
+        module = importlib.import_module(f"starunet.{su._EXPORTS[name]}")
+        assert getattr(su, name) is getattr(module, name), name
+    files = {p.stem for p in (ROOT / "starunet").glob("*.py") if not p.stem.startswith("_")}
+    assert set(su._SUBMODULES) == files
+    assert callable(su.train) and su.training.train is su.train  # the function, not the module
+    with pytest.raises(AttributeError, match="no attribute 'make_fusion'"):
+        su.make_fusion  # noqa: B018  (a module's name, reached as su.fusion.make_fusion)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from matplotlib.colors import to_hex
 
-from starunet import plots
+from starunet import plots, plots_model
 from starunet.fusion import FUSIONS
 
 matplotlib.use("Agg")
@@ -29,7 +29,7 @@ def _fusion_maps_input(fusion: int = 3) -> dict[str, torch.Tensor]:
 
 
 def test_fusion_map_titles_take_the_formula_from_the_registry():
-    fig = plots.plot_fusion_maps({"star": _fusion_maps_input(), "gated": _fusion_maps_input(),
+    fig = plots_model.plot_fusion_maps({"star": _fusion_maps_input(), "gated": _fusion_maps_input(),
                                   "my model": _fusion_maps_input()}, fusion=3)
     fused_titles = [ax.get_title() for ax in fig.axes if "fused" in ax.get_title()]
     assert fused_titles == ["star: fused = d ⊙ s", "gated: fused = d ⊙ σ(s)", "my model: fused = my model"]
@@ -58,9 +58,9 @@ def test_a_fusion_registered_in_a_test_appears_in_figures_with_no_other_edit(mon
     assert plots.fusion_color("mean_test") in F.FALLBACK_COLORS
     assert plots.fusion_color("mean_test") == F.fusion_color("mean_test")  # the same in every call
     assert F.fusion_symbol("mean_test") == "mean_test" and F.fusion_symbol("star") == "⊙"
-    style = plots._variant_style("mean_test, relu")
+    style = plots_model._variant_style("mean_test, relu")
     assert style == {"linestyle": "--", "color": plots.fusion_color("mean_test")}
-    fig = plots.plot_fusion_maps({"mean_test": _fusion_maps_input()}, fusion=3)
+    fig = plots_model.plot_fusion_maps({"mean_test": _fusion_maps_input()}, fusion=3)
     assert any(ax.get_title() == "mean_test: fused = (d + s) / 2" for ax in fig.axes)
 
 
@@ -70,7 +70,7 @@ def _statistics_rows() -> list[dict]:
 
 
 def test_feature_statistics_and_training_curves_style_a_fusion_alike():
-    stats = plots.plot_feature_statistics({"concat, none": _statistics_rows(), "star, relu": _statistics_rows(),
+    stats = plots_model.plot_feature_statistics({"concat, none": _statistics_rows(), "star, relu": _statistics_rows(),
                                            "star, gelu": _statistics_rows(), "other": _statistics_rows()})
     styles = [(line.get_label(), to_hex(line.get_color()), line.get_linestyle()) for line in stats.axes[0].lines]
     assert styles[:3] == [("concat, none", "#009e73", "-"), ("star, relu", "#d55e00", "--"),

@@ -337,18 +337,18 @@ def test_sign_symmetry_of_the_product():
 def test_theory_figures_build():
     import matplotlib.pyplot as plt
 
-    from starunet import plots
+    from starunet import plots_theory
 
     results = th.run_toy_grid(["moons", "xor"], ["stack", "star"], ["none"], seeds=(0, 1), steps=3, n_test=32)
     summary = th.summarize_toy_grid(results)
     ts = np.linspace(-1, 1, 5)
     figures = {
-        "dimension": (plots.plot_implicit_dimension([2, 8, 32], [1, 2]), 1),
-        "lines": (plots.plot_line_responses([("a", ts, ts), ("b", ts, ts**2)]), 2),
-        "scales": (plots.plot_star_scales((0.5, 1), np.ones((2, 3)), np.ones((2, 3))), 2),
-        "boundary": (plots.plot_decision_boundary(results[0], resolution=20), 1),
-        "grid": (plots.plot_toy_grid(results, resolution=20), 4),
-        "bars": (plots.plot_toy_accuracies(summary), 1),
+        "dimension": (plots_theory.plot_implicit_dimension([2, 8, 32], [1, 2]), 1),
+        "lines": (plots_theory.plot_line_responses([("a", ts, ts), ("b", ts, ts**2)]), 2),
+        "scales": (plots_theory.plot_star_scales((0.5, 1), np.ones((2, 3)), np.ones((2, 3))), 2),
+        "boundary": (plots_theory.plot_decision_boundary(results[0], resolution=20), 1),
+        "grid": (plots_theory.plot_toy_grid(results, resolution=20), 4),
+        "bars": (plots_theory.plot_toy_accuracies(summary), 1),
     }
     for name, (fig, n_axes) in figures.items():
         assert len(fig.axes) == n_axes, name
