@@ -79,7 +79,7 @@ _EXPORTS = {
 _SUBMODULES = frozenset({"alt_text", "bench", "cli", "config", "course", "curves", "data", "device", "evaluate",
                          "fanout", "fusion", "gpu_session", "grid", "inference", "io", "listing", "metrics", "model",
                          "plots", "plots_data", "plots_model", "plots_theory", "preflight", "presets", "probe",
-                         "report", "results", "runs", "source", "stats", "theory", "training", "widgets"})
+                         "report", "results", "runs", "source", "stats", "theory", "toys", "training", "widgets"})
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

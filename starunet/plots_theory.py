@@ -65,7 +65,7 @@ def plot_star_scales(input_scales, raw, normalized) -> plt.Figure:
 
 def _draw_toy_boundary(ax, result, resolution: int = 150) -> None:
     """Probability shading, the P = 0.5 line and a sample of test points, on ``ax``."""
-    from starunet.theory import decision_surface
+    from starunet.toys import decision_surface
 
     data = result.data
     xx, yy, prob = decision_surface(result.net, (-2.6, 2.6, -2.6, 2.6), resolution)

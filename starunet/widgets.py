@@ -151,7 +151,7 @@ def toy_playground(dataset: str = "moons", fusion: str = "star", activation: str
                    depth: int = 2, width: int = 8, seed: int = 0, steps: int = 250):
     """Train a toy 2-D network with any dataset, fusion, depth, width and activation.
 
-    On every change :func:`starunet.theory.run_toy_experiment` trains a fresh
+    On every change :func:`starunet.toys.run_toy_experiment` trains a fresh
     network (about a second on a CPU) and :func:`starunet.plots_theory.plot_decision_boundary`
     shows its boundary and accuracies. The arguments are the initial settings;
     ``steps`` is the number of full-batch Adam steps.
@@ -161,7 +161,7 @@ def toy_playground(dataset: str = "moons", fusion: str = "star", activation: str
     from IPython.display import display
 
     from starunet.plots_theory import plot_decision_boundary
-    from starunet.theory import TOY_ACTIVATIONS, TOY_DATASETS, TOY_FUSIONS, run_toy_experiment
+    from starunet.toys import TOY_ACTIVATIONS, TOY_DATASETS, TOY_FUSIONS, run_toy_experiment
 
     # continuous_update=False: retrain once the slider is released, not on every tick
     controls = {

@@ -1,4 +1,4 @@
-"""Tests of starunet.theory: the star-operation algebra, the (non-)linearity
+"""Tests of starunet.theory and starunet.toys: the star-operation algebra, the (non-)linearity
 probes, the toy 2-D experiments, and the 02 sections of plots and widgets."""
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from starunet import theory as th
+from starunet import toys
 
 matplotlib.use("Agg")
 
@@ -97,9 +98,9 @@ def test_a_skip_product_chain_gains_one_degree_per_product(n_products):
 
 
 def test_toy_net_function_is_the_net_in_double_precision():
-    net = th.make_toy_net("star", "none", depth=2, width=4, seed=0)
+    net = toys.make_toy_net("star", "none", depth=2, width=4, seed=0)
     x = np.random.default_rng(0).normal(size=(16, 2))
-    fn = th.toy_net_function(net)
+    fn = toys.toy_net_function(net)
     with torch.no_grad():
         expected = net(torch.as_tensor(x, dtype=torch.float32)).numpy()
     assert fn(x).dtype == np.float64
@@ -153,34 +154,34 @@ def test_polynomial_degree_needs_enough_points():
 # ---------------------------------------------------------------- toy data and networks
 
 def test_toy_data_is_balanced_standardised_and_seeded():
-    for name in th.TOY_DATASETS:
-        data = th.make_toy_data(name, n_train=200, n_test=100, seed=3)
+    for name in toys.TOY_DATASETS:
+        data = toys.make_toy_data(name, n_train=200, n_test=100, seed=3)
         assert data.x_train.shape == (200, 2) and data.x_test.shape == (100, 2)
         assert data.x_train.dtype == torch.float32
         assert data.y_train.sum().item() == 100  # balanced
         np.testing.assert_allclose(data.x_train.mean(0).numpy(), 0, atol=1e-5)
         np.testing.assert_allclose(data.x_train.std(0, unbiased=False).numpy(), 1, atol=1e-5)
-        again = th.make_toy_data(name, n_train=200, n_test=100, seed=3)
+        again = toys.make_toy_data(name, n_train=200, n_test=100, seed=3)
         assert torch.equal(data.x_train, again.x_train) and torch.equal(data.x_test, again.x_test)
-        other = th.make_toy_data(name, n_train=200, n_test=100, seed=4)
+        other = toys.make_toy_data(name, n_train=200, n_test=100, seed=4)
         assert not torch.equal(data.x_train, other.x_train)
         assert not torch.equal(data.x_train[:100], data.x_test)  # train and test are separate draws
 
 
 def test_unknown_names_list_the_valid_choices():
     with pytest.raises(ValueError, match="valid: moons, circles, xor, spirals"):
-        th.make_toy_data("mooons")
+        toys.make_toy_data("mooons")
     with pytest.raises(ValueError, match="valid: stack, sum, star"):
-        th.ToyNet(fusion="product")
+        toys.ToyNet(fusion="product")
     with pytest.raises(ValueError, match="valid: none, relu, gelu"):
-        th.ToyNet(activation="tanh")
+        toys.ToyNet(activation="tanh")
     with pytest.raises(ValueError, match="depth and width"):
-        th.ToyNet(depth=0)
+        toys.ToyNet(depth=0)
 
 
 @pytest.mark.parametrize("depth,width", [(1, 4), (2, 8), (3, 5)])
 def test_parameter_budgets_are_matched(depth, width):
-    counts = {th.ToyNet(f, a, depth, width).n_params for f in th.TOY_FUSIONS for a in th.TOY_ACTIVATIONS}
+    counts = {toys.ToyNet(f, a, depth, width).n_params for f in toys.TOY_FUSIONS for a in toys.TOY_ACTIVATIONS}
     assert counts == {3 * width + depth * 2 * (width**2 + width) + width + 1}
 
 
@@ -188,19 +189,19 @@ def test_make_toy_net_is_seeded_and_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     expected = torch.rand(1)
     torch.manual_seed(123)
-    a, b = th.make_toy_net(seed=7), th.make_toy_net(seed=7)
+    a, b = toys.make_toy_net(seed=7), toys.make_toy_net(seed=7)
     assert torch.rand(1).item() == expected.item()
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
-    c = th.make_toy_net(seed=8)
+    c = toys.make_toy_net(seed=8)
     assert not torch.equal(a.stem.weight, c.stem.weight)
 
 
 @pytest.mark.parametrize("fusion", ["stack", "sum"])
 def test_linear_networks_collapse_to_one_affine_map(fusion):
-    net = th.make_toy_net(fusion, "none", depth=3, width=6, seed=1)
-    w, b = th.collapse_to_affine(net)
+    net = toys.make_toy_net(fusion, "none", depth=3, width=6, seed=1)
+    w, b = toys.collapse_to_affine(net)
     assert w.shape == (1, 2) and b.shape == (1,)
-    x = th.make_toy_data("moons", n_train=64, n_test=2).x_train
+    x = toys.make_toy_data("moons", n_train=64, n_test=2).x_train
     with torch.no_grad():
         np.testing.assert_allclose(net(x).numpy(), (x @ w.T + b).squeeze(1).numpy(), rtol=1e-5, atol=1e-6)
 
@@ -208,13 +209,13 @@ def test_linear_networks_collapse_to_one_affine_map(fusion):
 @pytest.mark.parametrize("fusion,activation", [("star", "none"), ("stack", "relu"), ("sum", "gelu")])
 def test_collapse_refuses_non_affine_networks(fusion, activation):
     with pytest.raises(ValueError, match="not affine"):
-        th.collapse_to_affine(th.ToyNet(fusion, activation))
+        toys.collapse_to_affine(toys.ToyNet(fusion, activation))
 
 
 def test_training_is_deterministic_and_learns():
     threads = torch.get_num_threads()
-    a = th.run_toy_experiment("xor", "star", "none", depth=1, width=4, seed=5, steps=60, n_train=64, n_test=64)
-    b = th.run_toy_experiment("xor", "star", "none", depth=1, width=4, seed=5, steps=60, n_train=64, n_test=64)
+    a = toys.run_toy_experiment("xor", "star", "none", depth=1, width=4, seed=5, steps=60, n_train=64, n_test=64)
+    b = toys.run_toy_experiment("xor", "star", "none", depth=1, width=4, seed=5, steps=60, n_train=64, n_test=64)
     assert a.losses == b.losses and a.test_acc == b.test_acc
     assert a.losses[-1] < a.losses[0]
     assert torch.get_num_threads() == threads  # training runs single-threaded, then restores it
@@ -224,8 +225,8 @@ def test_star_network_without_activation_beats_the_linear_stack():
     """The acceptance check of notebook 02, with its default settings: on moons and
     circles, the star network without any activation classifies clearly better than
     the linear stack without activation (a straight line), averaged over 3 seeds."""
-    results = th.run_toy_grid(["moons", "circles"], ["stack", "star"], ["none"], seeds=(0, 1, 2))
-    mean = {(r["dataset"], r["fusion"]): r["mean"] for r in th.summarize_toy_grid(results)}
+    results = toys.run_toy_grid(["moons", "circles"], ["stack", "star"], ["none"], seeds=(0, 1, 2))
+    mean = {(r["dataset"], r["fusion"]): r["mean"] for r in toys.summarize_toy_grid(results)}
     # moons: a line already gets most points right, the margin is the curved ends
     assert mean["moons", "star"] - mean["moons", "stack"] >= 0.07
     assert mean["moons", "star"] >= 0.95
@@ -235,13 +236,13 @@ def test_star_network_without_activation_beats_the_linear_stack():
 
 
 def test_summary_and_table_are_computed_from_the_results():
-    results = th.run_toy_grid(["circles"], ["sum", "star"], ["none"], seeds=(0, 1), steps=5, n_test=64)
-    summary = th.summarize_toy_grid(results)
+    results = toys.run_toy_grid(["circles"], ["sum", "star"], ["none"], seeds=(0, 1), steps=5, n_test=64)
+    summary = toys.summarize_toy_grid(results)
     assert [r["model"] for r in summary] == ["sum/none", "star/none"]
     star = [r.test_acc for r in results if r.fusion == "star"]
     assert summary[1]["mean"] == pytest.approx(np.mean(star))
     assert summary[1]["std"] == pytest.approx(np.std(star, ddof=1))
-    table = th.format_toy_table(summary)
+    table = toys.format_toy_table(summary)
     assert table.splitlines()[0] == "| model (fusion/activation) | params | circles |"
     assert f"| star/none | {results[-1].n_params} | {100 * summary[1]['mean']:.1f} ± " in table
 
@@ -255,56 +256,56 @@ def _summary_row(dataset: str, model: str, mean: float, n_seeds: int = 3) -> dic
 def test_accuracy_differences_subtract_the_means_per_dataset():
     summary = [_summary_row("moons", "stack/none", 0.85), _summary_row("moons", "star/none", 0.96),
                _summary_row("circles", "stack/none", 0.52), _summary_row("circles", "star/none", 0.5)]
-    diffs = th.accuracy_differences(summary)
+    diffs = toys.accuracy_differences(summary)
     assert list(diffs) == ["moons", "circles"]
     assert diffs["moons"] == pytest.approx(0.11) and diffs["circles"] == pytest.approx(-0.02)
-    assert th.format_accuracy_differences(summary).splitlines() == [
+    assert toys.format_accuracy_differences(summary).splitlines() == [
         "star/none minus stack/none, mean over 3 seed(s), in accuracy points:",
         "  moons     +11.0",
         "  circles    -2.0"]
-    assert th.accuracy_differences(summary, a="stack/none", b="star/none")["circles"] == pytest.approx(0.02)
+    assert toys.accuracy_differences(summary, a="stack/none", b="star/none")["circles"] == pytest.approx(0.02)
 
 
 def test_accuracy_differences_name_the_missing_model_and_the_fix():
     summary = [_summary_row("moons", "stack/none", 0.85), _summary_row("moons", "star/none", 0.96),
                _summary_row("xor", "stack/none", 0.5)]
     with pytest.raises(ValueError, match=r"no 'star/none' row for xor \(models in it: stack/none, star/none\); run"):
-        th.accuracy_differences(summary)
+        toys.accuracy_differences(summary)
     with pytest.raises(ValueError, match="summary is empty"):
-        th.accuracy_differences([])
+        toys.accuracy_differences([])
 
 
-@pytest.mark.parametrize("fusion", th.TOY_FUSIONS)
+@pytest.mark.parametrize("fusion", toys.TOY_FUSIONS)
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_toy_net_degree_is_the_measured_degree(fusion, depth):
-    net = th.make_toy_net(fusion, "none", depth=depth, width=3, seed=depth)
-    ts, values = _line(th.toy_net_function(net), d=2)
-    assert th.toy_net_degree(fusion, "none", depth) == th.polynomial_degree(ts, values)
-    assert th.toy_net_degree(fusion, "relu", depth) is None  # piecewise: no polynomial
+    net = toys.make_toy_net(fusion, "none", depth=depth, width=3, seed=depth)
+    ts, values = _line(toys.toy_net_function(net), d=2)
+    assert toys.toy_net_degree(fusion, "none", depth) == th.polynomial_degree(ts, values)
+    assert toys.toy_net_degree(fusion, "relu", depth) is None  # piecewise: no polynomial
     with pytest.raises(ValueError, match="valid: none, relu, gelu"):
-        th.toy_net_degree(fusion, "tanh", depth)
+        toys.toy_net_degree(fusion, "tanh", depth)
 
 
 def test_depth_sweep_summarises_each_depth_over_the_seeds():
     settings = dict(width=4, steps=3, n_train=32, n_test=32)
-    rows = th.run_depth_sweep((1, 2), "xor", "star", "none", seeds=(0, 1), **settings)
+    rows = toys.run_depth_sweep((1, 2), "xor", "star", "none", seeds=(0, 1), **settings)
     assert [(r["depth"], r["degree"], r["width"], r["n_seeds"]) for r in rows] == [(1, 2, 4, 2), (2, 4, 4, 2)]
-    accs = [th.run_toy_experiment("xor", "star", "none", depth=2, seed=s, **settings).test_acc for s in (0, 1)]
+    accs = [toys.run_toy_experiment("xor", "star", "none", depth=2, seed=s, **settings).test_acc for s in (0, 1)]
     assert rows[1]["mean"] == pytest.approx(np.mean(accs)) and rows[1]["std"] == pytest.approx(np.std(accs, ddof=1))
-    assert rows[1]["n_params"] == th.ToyNet("star", "none", 2, 4).n_params == 97  # 3w + depth*2(w^2 + w) + w + 1
-    text = th.format_depth_sweep(rows).splitlines()
+    assert rows[1]["n_params"] == toys.ToyNet("star", "none", 2, 4).n_params == 97  # 3w + depth*2(w^2 + w) + w + 1
+    text = toys.format_depth_sweep(rows).splitlines()
     assert text[0] == "star/none on xor, width 4, test accuracy over 2 seed(s):"
     mean, std = 100 * np.mean(accs), 100 * np.std(accs, ddof=1)
     assert text[2] == f"  depth 2 (degree  4,   97 params): {mean:5.1f} ± {std:4.1f} %"
-    relu = th.run_depth_sweep((1,), "xor", "star", "relu", seeds=(0,), **settings)
-    assert th.format_depth_sweep(relu).splitlines()[1].startswith("  depth 1 (degree  –,   57 params): ")
+    relu = toys.run_depth_sweep((1,), "xor", "star", "relu", seeds=(0,), **settings)
+    assert toys.format_depth_sweep(relu).splitlines()[1].startswith("  depth 1 (degree  –,   57 params): ")
     with pytest.raises(ValueError, match="at least one depth"):
-        th.run_depth_sweep(())
+        toys.run_depth_sweep(())
 
 
 def test_decision_surface_is_a_probability_grid():
-    net = th.make_toy_net(seed=0)
-    xx, yy, prob = th.decision_surface(net, (-1, 1, -2, 2), resolution=20)
+    net = toys.make_toy_net(seed=0)
+    xx, yy, prob = toys.decision_surface(net, (-1, 1, -2, 2), resolution=20)
     assert xx.shape == yy.shape == prob.shape == (20, 20)
     assert xx.min() == -1 and yy.max() == 2
     assert ((prob >= 0) & (prob <= 1)).all()
@@ -339,8 +340,8 @@ def test_theory_figures_build():
 
     from starunet import plots_theory
 
-    results = th.run_toy_grid(["moons", "xor"], ["stack", "star"], ["none"], seeds=(0, 1), steps=3, n_test=32)
-    summary = th.summarize_toy_grid(results)
+    results = toys.run_toy_grid(["moons", "xor"], ["stack", "star"], ["none"], seeds=(0, 1), steps=3, n_test=32)
+    summary = toys.summarize_toy_grid(results)
     ts = np.linspace(-1, 1, 5)
     figures = {
         "dimension": (plots_theory.plot_implicit_dimension([2, 8, 32], [1, 2]), 1),
@@ -360,13 +361,13 @@ def test_toy_playground_retrains_when_a_control_changes(monkeypatch):
     from starunet import widgets
 
     calls = []
-    real = th.run_toy_experiment
+    real = toys.run_toy_experiment
 
     def spy(**kwargs):
         calls.append(kwargs)
         return real(**{**kwargs, "n_train": 32, "n_test": 32})
 
-    monkeypatch.setattr(th, "run_toy_experiment", spy)
+    monkeypatch.setattr(toys, "run_toy_experiment", spy)
     box = widgets.toy_playground(steps=2)
     dataset = box.children[0].children[0]
     dataset.value = "circles"

@@ -134,9 +134,9 @@ def test_interrupt_with_nothing_running_calls_the_previous_handler():
 
 
 def test_playground_shows_that_it_is_training_and_locks_its_controls(monkeypatch):
-    import starunet.theory as th
+    import starunet.toys as toys
 
-    seen, real, box = [], th.run_toy_experiment, None
+    seen, real, box = [], toys.run_toy_experiment, None
 
     def spy(**kwargs):
         if box is not None:  # the first call builds the initial figure, before the box exists
@@ -144,7 +144,7 @@ def test_playground_shows_that_it_is_training_and_locks_its_controls(monkeypatch
             seen.append(([c.disabled for c in controls], status.value))
         return real(**{**kwargs, "n_train": 32, "n_test": 32})
 
-    monkeypatch.setattr(th, "run_toy_experiment", spy)
+    monkeypatch.setattr(toys, "run_toy_experiment", spy)
     box = widgets.toy_playground(steps=2)
     *controls, status = box.children[0].children
     controls[1].value = "sum"  # the fusion op
