@@ -10,7 +10,8 @@ the data path (each imports only modules above it; docs/ARCHITECTURE.md is the m
 ``starunet.config``      environment switches (smoke mode), folders, git commit
 ``starunet.io``          atomic writes, CSV
 ``starunet.device``      device choice and description, memory layout, autocast
-``starunet.data``        STARE download/verify/cache, FOV masks, splits, patches
+``starunet.stare``       STARE download/verify/cache, decoding, FOV masks
+``starunet.data``        splits, image tensors, training patches
 ``starunet.metrics``     segmentation metrics inside the FOV, ROC/PR curve points
 ``starunet.theory``      the algebra of the star operation and 2-D toy experiments
 ``starunet.fusion``      the registry of skip-fusion ops (``FUSIONS``)
@@ -45,8 +46,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "smoke_mode": "config",
     "display_path": "config",
-    "load_stare": "data",
-    "StareRecord": "data",
+    "load_stare": "stare",
+    "StareRecord": "stare",
     "split_ids": "data",
     "image_to_tensor": "data",
     "PatchDataset": "data",
@@ -79,7 +80,7 @@ _EXPORTS = {
 _SUBMODULES = frozenset({"alt_text", "bench", "cli", "config", "course", "curves", "data", "device", "evaluate",
                          "fanout", "fusion", "gpu_session", "grid", "inference", "io", "listing", "metrics", "model",
                          "plots", "plots_data", "plots_model", "plots_theory", "preflight", "presets", "probe",
-                         "report", "results", "runs", "source", "stats", "theory", "toys", "training", "widgets"})
+                         "report", "results", "runs", "source", "stare", "stats", "theory", "toys", "training", "widgets"})
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -10,7 +10,7 @@ import sys
 
 # command -> (module, one-line help). Each module defines ``cli(argv) -> int``.
 COMMANDS = {
-    "fetch": ("starunet.data", "download (or copy from a mirror), verify and cache STARE"),
+    "fetch": ("starunet.stare", "download (or copy from a mirror), verify and cache STARE"),
     "train": ("starunet.training", "train one configuration into a run directory"),
     "reproduce": ("starunet.grid", "train/reuse the sum|star x none|relu grid over seeds and evaluate it"),
     "curves": ("starunet.curves", "train the learning-curve runs (snapshots at every doubling of patches)"),

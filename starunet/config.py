@@ -6,7 +6,7 @@ variable, read here and nowhere else:
 * ``STARUNET_SMOKE=1`` -- smoke mode: notebooks and presets shrink to seconds
   (tiny data subsets, a few iterations). CI and nbval use it; readers never need it.
 * ``STARUNET_STARE_SOURCE`` -- where STARE comes from (URL, mirror directory or
-  extracted folder); see :func:`starunet.data.load_stare`.
+  extracted folder); see :func:`starunet.stare.load_stare`.
 * ``STARUNET_DATA`` -- the data cache directory.
 * ``STARUNET_RUNS`` -- where training runs (checkpoints, histories) are written.
 """
@@ -69,7 +69,7 @@ def _user_cache() -> Path:
 
 def stare_source() -> str | None:
     """``$STARUNET_STARE_SOURCE`` (a URL, a mirror folder or an extracted folder), or
-    None when unset: :func:`starunet.data.load_stare` then uses the official site."""
+    None when unset: :func:`starunet.stare.load_stare` then uses the official site."""
     return os.environ.get("STARUNET_STARE_SOURCE") or None
 
 

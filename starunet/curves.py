@@ -193,7 +193,7 @@ def evaluate_curves(runs_dir: str | Path | None = None, out: str | Path = CURVES
     ``runs.csv`` (swing, plateau, time), ``history/<run>.csv`` (validation per epoch),
     ``provenance.json`` and a generated ``README.md``. Unstarted runs are skipped and
     unfinished ones contribute the points they have: rerun it as training goes on."""
-    from starunet.data import load_stare
+    from starunet.stare import load_stare
 
     log = log or (lambda message: print(message, flush=True))
     out = Path(out)

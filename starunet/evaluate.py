@@ -138,7 +138,7 @@ def evaluate_run(run_dir: str | Path, records: Sequence, ids: Iterable[str] | No
     ``run_dir`` is a run directory written by :func:`starunet.train.train`;
     ``ids`` the test image ids (default: the test split of the run's config);
     ``which`` the checkpoint (``"best"`` or ``"last"``); ``records`` the loaded STARE
-    records (:func:`starunet.data.load_stare`) that contain those ids and, with
+    records (:func:`starunet.stare.load_stare`) that contain those ids and, with
     ``tune_threshold``, the run's validation ids too: the test images are then also
     scored at the threshold that maximises F1 on the validation images
     (:meth:`RunEvaluation.score_at_threshold`).

@@ -326,7 +326,7 @@ def _submit(config, run_dir: Path, device: str, fan: FanOut, threads: int, gpus:
 def _prepare_data() -> None:
     """Verify and extract STARE into the cache once, here, so that parallel jobs only
     read it (instead of all extracting it at once)."""
-    from starunet.data import STARE_IDS, load_stare
+    from starunet.stare import STARE_IDS, load_stare
 
     load_stare(ids=STARE_IDS[:1])
 

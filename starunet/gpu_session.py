@@ -261,7 +261,7 @@ def probe(preset: str, device_name: str, steps: int = 10, warmup: int = 3) -> Ti
     inference of the preset's model on the device: the engine's own step functions."""
     import torch
 
-    from starunet.data import load_stare
+    from starunet.stare import load_stare
     from starunet.inference import predict_images
     from starunet.metrics import segmentation_metrics
     from starunet.device import autocast_bf16, select_device, to_device

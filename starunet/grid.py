@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from starunet.config import default_runs_dir, display_path, git_commit, smoke_mode
-from starunet.data import load_stare, select_records
+from starunet.data import select_records
+from starunet.stare import load_stare
 from starunet.device import DEVICE_CHOICES, hardware_record, select_device
 from starunet.evaluate import EVALUATION_VERSION, RunEvaluation, evaluate_run
 from starunet.fanout import CLUSTERS, FanOut, GridRunError, RunFailure, SlurmOptions, job_threads, train_runs

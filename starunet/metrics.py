@@ -183,7 +183,7 @@ def f1_optimal_threshold(prob, target, mask=None) -> float:
 def human_baseline(records: Sequence, ids: Sequence[str] | None = None) -> dict[str, float]:
     """The second observer as a "model": annotator vk scored against ah inside the FOV.
 
-    ``records`` are :class:`starunet.data.StareRecord` s; ``ids`` defaults to the test
+    ``records`` are :class:`starunet.stare.StareRecord` s; ``ids`` defaults to the test
     ids of :func:`starunet.data.split_ids`. vk's labels are binary, so its ROC curve has
     a single operating point (``roc_auc = (se + sp) / 2``) -- compare models with it on
     f1/se/sp/pre, where it is the usual "human performance" reference.

@@ -36,11 +36,11 @@ def plot_stare_records(records, ids=None) -> plt.Figure:
 
 
 def plot_fov_method(record, threshold: float | None = None) -> plt.Figure:
-    """How :func:`starunet.data.compute_fov` works on one image: the red channel, the
+    """How :func:`starunet.stare.compute_fov` works on one image: the red channel, the
     histogram of its smoothed values with the threshold, and the cleaned mask."""
     from scipy import ndimage
 
-    from starunet.data import FOV_RED_THRESHOLD
+    from starunet.stare import FOV_RED_THRESHOLD
 
     threshold = FOV_RED_THRESHOLD if threshold is None else threshold
     red = ndimage.uniform_filter(record.image[..., 0].astype(np.float32), size=5)

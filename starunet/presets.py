@@ -14,7 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from starunet.data import STARE_IDS, split_ids
+from starunet.data import split_ids
+from starunet.stare import STARE_IDS
 from starunet.fusion import FUSIONS
 from starunet.model import ACTIVATIONS
 from starunet.preflight import seed_problem

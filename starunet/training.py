@@ -51,7 +51,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from starunet.config import display_path, smoke_mode
-from starunet.data import PatchDataset, image_to_tensor, load_stare
+from starunet.data import PatchDataset, image_to_tensor
+from starunet.stare import load_stare
 from starunet.device import DEVICE_CHOICES, autocast_bf16, device_description, select_device, to_device
 from starunet.inference import inference_model, predict_logits
 from starunet.metrics import segmentation_metrics

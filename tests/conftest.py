@@ -38,7 +38,7 @@ def stare_source() -> str | None:
 @pytest.fixture(scope="session")
 def stare_records(stare_source, tmp_path_factory):
     """All 20 STARE records, loaded once per test session into a private cache."""
-    from starunet.data import load_stare
+    from starunet.stare import load_stare
 
     return load_stare(source=stare_source, root=tmp_path_factory.mktemp("stare-cache"))
 

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import starunet.results as RS
-from starunet.data import StareRecord
+from starunet.stare import StareRecord
 from starunet.metrics import METRIC_NAMES
 
 

@@ -1,5 +1,5 @@
-"""Tests of starunet.data: fetching/verification/extraction on small synthetic archives
-(bad-archive cases included), strict decoding, FOV, splits, patches, tiling, and the
+"""Tests of starunet.stare and starunet.data: loading and verifying STARE
+(bad-archive cases included), strict decoding, FOV, splits, patches, and the
 real STARE data through the ``stare_records`` fixture."""
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 import torch
 
-from starunet import data
-from starunet.data import (ARCHIVE_MEMBERS, IMAGE_SHAPE, PatchDataset, STARE_IDS, Split, StareDataError, StareRecord,
-                           compute_fov, image_to_tensor, load_stare, patch_vessel_fraction, read_pnm, split_ids,
-                           vessel_fraction)
+from starunet import data, stare
+from starunet.data import PatchDataset, Split, image_to_tensor, patch_vessel_fraction, split_ids, vessel_fraction
+from starunet.stare import (ARCHIVE_MEMBERS, IMAGE_SHAPE, STARE_IDS, StareDataError, StareRecord, compute_fov,
+                            load_stare, read_pnm)
 
 H, W = IMAGE_SHAPE
 
@@ -176,7 +176,7 @@ def test_unsafe_members_are_refused(tmp_path, member, reason):
     archive = tmp_path / "labels-ah.tar"
     write_tar(archive, {"im0001.ah.ppm.gz": b"ok"}, [member])
     with pytest.raises(StareDataError, match=reason):
-        data._safe_extract(archive, tmp_path / "out")
+        stare._safe_extract(archive, tmp_path / "out")
 
 
 def test_wrong_checksum_is_refused_and_not_cached(tmp_path):
@@ -228,7 +228,7 @@ def test_truncated_tar_is_reported(tmp_path):
     write_tar(archive, {"im0001.ppm.gz": fake_files()["im0001.ppm.gz"]})
     archive.write_bytes(archive.read_bytes()[:2000])
     with pytest.raises(StareDataError, match=r"cannot read the archive .*stare-images\.tar.*truncated or corrupt"):
-        data._safe_extract(archive, tmp_path)
+        stare._safe_extract(archive, tmp_path)
 
 
 def test_bad_source_and_ids(tmp_path):
@@ -262,7 +262,7 @@ def test_download_with_wrong_official_hash_leaves_no_file(http_mirror, tmp_path)
 
 def test_download_verifies_and_caches(http_mirror, mirror, tmp_path, monkeypatch):
     sums = dict(reversed(line.split()) for line in (mirror / "SHA256SUMS").read_text().splitlines())
-    monkeypatch.setattr(data, "OFFICIAL_SHA256", {k: sums[k] for k in ARCHIVE_MEMBERS})
+    monkeypatch.setattr(stare, "OFFICIAL_SHA256", {k: sums[k] for k in ARCHIVE_MEMBERS})
     records = load_stare(source=http_mirror, root=tmp_path, ids=["im0082"])
     assert records[0].id == "im0082"
     assert sorted(p.name for p in (tmp_path / "downloads").iterdir()) == sorted(ARCHIVE_MEMBERS)
@@ -455,10 +455,10 @@ def test_patch_vessel_fraction_counts_the_pixels_of_the_first_patches():
 # ------------------------------------------------------------------ command line
 
 def test_fetch_cli(mirror, tmp_path, capsys):
-    assert data.cli(["--source", str(mirror), "--root", str(tmp_path)]) == 0
+    assert stare.cli(["--source", str(mirror), "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 21 and out[0].startswith("im0001  ok") and "20 records verified" in out[-1]
-    assert data.cli(["--source", str(tmp_path / "nope"), "--root", str(tmp_path)]) == 1
+    assert stare.cli(["--source", str(tmp_path / "nope"), "--root", str(tmp_path)]) == 1
     assert "is not a URL or an existing folder" in capsys.readouterr().err
 
 

@@ -10,7 +10,8 @@ import torch
 from sklearn import metrics as skm
 
 from fakes import fake_records
-from starunet.data import StareRecord, split_ids
+from starunet.data import split_ids
+from starunet.stare import StareRecord
 from starunet.metrics import (METRIC_NAMES, confusion_counts, downsample_curve, f1_optimal_threshold, human_baseline,
                               rates_from_counts, roc_pr_curves, segmentation_metrics)
 
