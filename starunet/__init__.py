@@ -13,7 +13,8 @@ the data path (each imports only modules above it; docs/ARCHITECTURE.md is the m
 ``starunet.stare``       STARE download/verify/cache, decoding, FOV masks
 ``starunet.data``        splits, image tensors, training patches
 ``starunet.metrics``     segmentation metrics inside the FOV, ROC/PR curve points
-``starunet.theory``      the algebra of the star operation and 2-D toy experiments
+``starunet.theory``      the algebra of the star operation, probes of (non-)linearity
+``starunet.toys``        the 2-D toy playground of notebook 02
 ``starunet.fusion``      the registry of skip-fusion ops (``FUSIONS``)
 ``starunet.model``       the ReLU-free U-Net
 ``starunet.probe``       looking inside the U-Net (notebook 03)
@@ -80,7 +81,8 @@ _EXPORTS = {
 _SUBMODULES = frozenset({"alt_text", "bench", "cli", "config", "course", "curves", "data", "device", "evaluate",
                          "fanout", "fusion", "gpu_session", "grid", "inference", "io", "listing", "metrics", "model",
                          "plots", "plots_data", "plots_model", "plots_theory", "preflight", "presets", "probe",
-                         "report", "results", "runs", "source", "stare", "stats", "theory", "toys", "training", "widgets"})
+                         "report", "results", "runs", "session_plan", "source", "stare", "stats", "theory", "toys",
+                         "training", "widgets"})
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -10,31 +10,32 @@ from pathlib import Path
 import pytest
 
 from starunet import gpu_session as G
+from starunet import session_plan
 
-TIMING = G.Timing(step_seconds=0.01, val_seconds=1.0, image_seconds=0.5)
-ASSUME = G.Assumptions(epochs=30, efficiency=0.5, startup_seconds=20.0, tests_minutes=1.0, bench_minutes=3.0)
-WORK = G.Work(steps_per_epoch=250, seeds=(2024, 2025, 2026, 2027, 2028), jobs=4, curve_runs=8,
+TIMING = session_plan.Timing(step_seconds=0.01, val_seconds=1.0, image_seconds=0.5)
+ASSUME = session_plan.Assumptions(epochs=30, efficiency=0.5, startup_seconds=20.0, tests_minutes=1.0, bench_minutes=3.0)
+WORK = session_plan.Work(steps_per_epoch=250, seeds=(2024, 2025, 2026, 2027, 2028), jobs=4, curve_runs=8,
               curve_steps=8192, curve_validations=128, curve_snapshots=7)
 
 
 def test_parallel_speedup_adds_a_fraction_per_extra_job():
-    assert G.parallel_speedup(1, 0.5) == 1
-    assert G.parallel_speedup(3, 0.5) == 1 + 2 * 0.5
-    assert G.parallel_speedup(4, 1.0) == 4
+    assert session_plan.parallel_speedup(1, 0.5) == 1
+    assert session_plan.parallel_speedup(3, 0.5) == 1 + 2 * 0.5
+    assert session_plan.parallel_speedup(4, 1.0) == 4
 
 
 def test_grid_estimate_grows_with_seeds_and_shrinks_with_jobs():
-    one, five = G.grid_minutes(1, WORK, TIMING, ASSUME), G.grid_minutes(5, WORK, TIMING, ASSUME)
+    one, five = session_plan.grid_minutes(1, WORK, TIMING, ASSUME), session_plan.grid_minutes(5, WORK, TIMING, ASSUME)
     assert 0 < one < five
-    alone = G.grid_minutes(5, G.Work(250, WORK.seeds, jobs=1), TIMING, ASSUME)
+    alone = session_plan.grid_minutes(5, session_plan.Work(250, WORK.seeds, jobs=1), TIMING, ASSUME)
     assert five < alone
-    run = G.run_seconds(ASSUME.epochs * WORK.steps_per_epoch, ASSUME.epochs, TIMING, ASSUME)
+    run = session_plan.run_seconds(ASSUME.epochs * WORK.steps_per_epoch, ASSUME.epochs, TIMING, ASSUME)
     last_eval = ASSUME.test_images * TIMING.image_seconds
     assert alone == pytest.approx((5 * WORK.runs_per_seed * run + last_eval) / 60)
 
 
 def test_a_large_budget_keeps_everything():
-    plan = G.plan_session(10_000, WORK, TIMING, ASSUME)
+    plan = session_plan.plan_session(10_000, WORK, TIMING, ASSUME)
     assert [s.name for s in plan.steps] == ["tests", "bench", "grid", "curves"]
     assert plan.seeds == WORK.seeds and plan.notes == []
     assert plan.minutes == pytest.approx(sum(s.minutes for s in plan.steps))
@@ -42,8 +43,8 @@ def test_a_large_budget_keeps_everything():
 
 def test_the_grid_loses_seeds_until_it_fits_and_the_curves_go_first():
     fixed = ASSUME.tests_minutes + ASSUME.bench_minutes
-    budget = fixed + G.grid_minutes(3, WORK, TIMING, ASSUME) + 0.01  # room for 3 seeds, not 4
-    plan = G.plan_session(budget, WORK, TIMING, ASSUME)
+    budget = fixed + session_plan.grid_minutes(3, WORK, TIMING, ASSUME) + 0.01  # room for 3 seeds, not 4
+    plan = session_plan.plan_session(budget, WORK, TIMING, ASSUME)
     assert plan.seeds == WORK.seeds[:3]
     assert [s.name for s in plan.steps] == ["tests", "bench", "grid"]
     assert plan.minutes <= budget
@@ -51,14 +52,14 @@ def test_the_grid_loses_seeds_until_it_fits_and_the_curves_go_first():
 
 
 def test_a_plan_over_budget_keeps_one_seed_and_says_so():
-    plan = G.plan_session(ASSUME.tests_minutes + ASSUME.bench_minutes, WORK, TIMING, ASSUME)
+    plan = session_plan.plan_session(ASSUME.tests_minutes + ASSUME.bench_minutes, WORK, TIMING, ASSUME)
     assert plan.seeds == WORK.seeds[:1]
     assert plan.minutes > plan.budget_minutes
     assert any("over the budget" in n for n in plan.notes)
 
 
 def test_skipped_steps_are_not_planned_and_free_their_time():
-    plan = G.plan_session(10_000, WORK, TIMING, ASSUME, skip=["bench", "curves"])
+    plan = session_plan.plan_session(10_000, WORK, TIMING, ASSUME, skip=["bench", "curves"])
     assert [s.name for s in plan.steps] == ["tests", "grid"]
     assert plan.step("bench") is None and plan.step("grid").minutes > 0
     assert "grid" in plan.describe() and "bench" not in plan.describe()

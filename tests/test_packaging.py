@@ -181,3 +181,10 @@ def test_the_public_api_is_small_and_every_module_is_one_attribute_away():
     assert callable(su.train) and su.training.train is su.train  # the function, not the module
     with pytest.raises(AttributeError, match="no attribute 'make_fusion'"):
         su.make_fusion  # noqa: B018  (a module's name, reached as su.fusion.make_fusion)
+
+
+def test_no_module_outgrows_one_concept():
+    """A module holds one concept (docs/ARCHITECTURE.md): about 500 lines at most, so
+    a reader can hold it in mind. One that grows past this is split, not the limit raised."""
+    sizes = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in (ROOT / "starunet").glob("*.py")}
+    assert {name: n for name, n in sizes.items() if n > 550} == {}
