@@ -32,7 +32,7 @@ from starunet.results import parse_row
 from starunet.io import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
 from starunet.metrics import METRIC_NAMES
 from starunet.stats import (HEADLINE_METRICS, METRIC_LABELS, PairedDifference, TUNED_METRICS, config_differences,
-                            config_order)
+                            config_order, run_key)
 from starunet.presets import TrainConfig, preset_config
 from starunet.runs import LAST_CHECKPOINT, read_history, run_dir_for, snapshot_name
 from starunet.training import train
@@ -50,7 +50,7 @@ class CurveRun:
 
     @property
     def key(self) -> str:
-        return f"{self.fusion}-{self.activation}-seed{self.seed}"
+        return run_key(self.fusion, self.activation, self.seed)
 
 
 # Seed 2024 for every configuration, a second seed where the study's question lies

@@ -42,9 +42,9 @@ from starunet.model import ACTIVATIONS
 from starunet.preflight import cli_message, reproduce_problem
 from starunet.report import budget_verdicts_markdown, provenance_readme, reference_comparison_markdown, results_markdown
 from starunet.results import (REFERENCE_DIR, Results, budget_grids, find_results, is_committed_grid, load_results,
-                              own_results_dir, run_key)
+                              own_results_dir)
 from starunet.stats import (ACTIVATIONS_COMPARED, FUSIONS_COMPARED, HEADLINE_METRICS, TUNED_COLUMNS, TUNED_METRICS,
-                            budget_differences)
+                            budget_differences, run_key)
 from starunet.presets import PRESETS, preset_config
 from starunet.runs import RESULT_FILE, load_model, run_dir_for
 from starunet.training import train
@@ -240,7 +240,7 @@ def check_output_folder(out: Path, configs: Sequence, method: str) -> None:
                 for r in read_csv(out / "metrics.csv")]
     dropped = [e for e in existing if e not in planned]
     if dropped:
-        names = ", ".join(f"{f}-{a}-seed{s} ({p}, {m})" for f, a, s, p, m in dropped[:4])
+        names = ", ".join(f"{run_key(f, a, s)} ({p}, {m})" for f, a, s, p, m in dropped[:4])
         more = f" and {len(dropped) - 4} more" if len(dropped) > 4 else ""
         raise GridConflictError(
             f"{display_path(out)} already holds results that this grid would drop: {names}{more}. "

@@ -228,7 +228,8 @@ def plot_budget_differences(diffs_by_grid):
     groups: dict[str, list] = {}
     for name, diffs in diffs_by_grid.items():
         for d in diffs:
-            label = f"{name}: star/none - sum/relu" if "/" in d.b else f"{name}, activation {d.activation}"
+            label = (f"{name}: {d.config_b} - {d.config_a}" if d.config_a.activation != d.config_b.activation
+                     else f"{name}, activation {d.activation}")
             groups.setdefault(label, []).append(d)
     return _forest_plot(groups, {g: palette[i % len(palette)] for i, g in enumerate(groups)})
 

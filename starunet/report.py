@@ -15,11 +15,11 @@ import numpy as np
 from starunet.config import display_path
 from starunet.metrics import MAX_CURVE_POINTS, METRIC_NAMES
 from starunet.presets import PRESETS
-from starunet.results import Results, run_key
+from starunet.results import Results
 from starunet.runs import RunResult
 from starunet.source import format_points, improvement_points
 from starunet.stats import (ACTIVATIONS_COMPARED, ACTIVATION_LABELS, FUSIONS_COMPARED, HEADLINE_METRICS, METRIC_LABELS,
-                            OLDER_EVALUATION, PairedDifference, budget_differences, verdict_sentence)
+                            OLDER_EVALUATION, PairedDifference, budget_differences, run_key, verdict_sentence)
 
 
 def format_value(mean: float, std: float | None = None, digits: int = 4) -> str:
@@ -188,15 +188,6 @@ def _training_length(results: Results, fusion: str, activation: str) -> str:
     return f"{epochs:.1f} ({best:.1f}), {epochs * per_epoch:,.0f}"
 
 
-def _compared_configs(d: PairedDifference) -> tuple[tuple[str, str], tuple[str, str]]:
-    """The ``(fusion, activation)`` pairs a difference compares: ``a``/``b`` are fusions
-    with ``d.activation``, or ``"fusion/activation"`` for :func:`replacement_differences`."""
-    def config(name: str) -> tuple[str, str]:
-        fusion, _, activation = name.partition("/")
-        return fusion, activation or d.activation
-    return config(d.a), config(d.b)
-
-
 def training_budget_table(grids: Mapping[str, Results], diffs: Mapping[str, Sequence[PairedDifference]]) -> str:
     """Markdown: per grid, activation and headline metric, sum and star (mean ± std
     over seeds), the paired difference star − sum with its CI and verdict, and how
@@ -209,7 +200,7 @@ def training_budget_table(grids: Mapping[str, Results], diffs: Mapping[str, Sequ
     for name, chosen in diffs.items():
         summary = grids[name].summary()
         for d in chosen:
-            config_a, config_b = _compared_configs(d)
+            config_a, config_b = d.config_a, d.config_b
             sums, stars = summary[config_a], summary[config_b]
             rows.append([name, d.activation, METRIC_LABELS.get(d.metric, d.metric),
                          format_value(sums["mean"][d.metric], sums["std"][d.metric]),

@@ -19,7 +19,7 @@ from starunet.config import PROJECT_ROOT, default_runs_dir, display_path
 from starunet.io import read_csv
 from starunet.metrics import METRIC_NAMES
 from starunet.stats import (ACTIVATIONS_COMPARED, FUSIONS_COMPARED, PairedDifference, TUNED_COLUMNS, paired_differences,
-                            summarize_over_seeds)
+                            run_key, summarize_over_seeds)
 
 REFERENCE_DIR = PROJECT_ROOT / "results" / "reference"  # the quick CPU grid
 # the same grid with 4x the training (preset "long"): notebook 05 §9
@@ -28,11 +28,6 @@ LONG_REFERENCE_DIR = PROJECT_ROOT / "results" / "long"
 # lent GPU: when present, the grid the course shows first (the CPU grids are what a laptop reproduces)
 FULL_REFERENCE_DIR = PROJECT_ROOT / "results" / "full"
 BUDGET_ORDER = ("smoke", "quick", "long", "full")  # presets by training budget, for the budget tables
-
-
-def run_key(fusion: str, activation: str, seed: int | str) -> str:
-    """The name of one run of the grid in result files, e.g. ``star-none-seed2024``."""
-    return f"{fusion}-{activation}-seed{seed}"
 
 
 # Columns of the result CSVs read back as numbers; every other one stays a string

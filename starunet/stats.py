@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -66,10 +66,32 @@ def summarize_over_seeds(rows: Iterable[Mapping]) -> dict[tuple[str, str], dict]
     return summary
 
 
+class Config(NamedTuple):
+    """One configuration of the grid: a fusion op and an activation (a tuple, so it
+    compares equal to ``("star", "none")``); printed ``star/none``."""
+    fusion: str
+    activation: str
+
+    def __str__(self) -> str:
+        return f"{self.fusion}/{self.activation}"
+
+    def run_key(self, seed: int | str) -> str:
+        """The name of this configuration's run with ``seed`` in result files (:func:`run_key`)."""
+        return run_key(self.fusion, self.activation, seed)
+
+
+def run_key(fusion: str, activation: str, seed: int | str) -> str:
+    """The one name of a grid run in result files (metrics rows, curves, prediction
+    PNGs), e.g. ``star-none-seed2024``. (Run folders add the preset and the config
+    hash: :func:`starunet.runs.run_dir_for`.)"""
+    return f"{fusion}-{activation}-seed{seed}"
+
+
 @dataclass(frozen=True)
 class PairedDifference:
-    """Mean paired difference ``b - a`` of a per-image metric for one activation,
-    with a bootstrap confidence interval ``[low, high]``."""
+    """Mean paired difference ``b - a`` of a per-image metric, configuration
+    ``config_b`` minus ``config_a``, with a bootstrap confidence interval ``[low, high]``.
+    ``activation`` is the shared activation, or ``"<b's> vs <a's>"``."""
     activation: str
     metric: str
     mean: float
@@ -78,8 +100,19 @@ class PairedDifference:
     n_seeds: int
     n_images: int
     level: float = 0.95
-    a: str = "sum"
-    b: str = "star"
+    config_a: Config = Config("sum", "none")
+    config_b: Config = Config("star", "none")
+    by_fusion: bool = True  # named by the fusions alone (paired_differences: one activation)
+
+    @property
+    def a(self) -> str:
+        """How ``config_a`` is named in tables and verdicts: ``sum`` (``by_fusion``)
+        or ``sum/relu``."""
+        return self.config_a.fusion if self.by_fusion else str(self.config_a)
+
+    @property
+    def b(self) -> str:
+        return self.config_b.fusion if self.by_fusion else str(self.config_b)
 
     @property
     def verdict(self) -> str:
@@ -129,15 +162,15 @@ def config_differences(per_image_rows: Sequence[Mapping], a: tuple[str, str], b:
                        metrics: Sequence[str] = HEADLINE_METRICS, n_boot: int = 4000, level: float = 0.95,
                        seed: int = 0) -> list[PairedDifference]:
     """Configuration ``b`` minus configuration ``a`` (each ``(fusion, activation)``),
-    paired by seed and test image, with bootstrap CIs. The results' ``a`` and ``b``
-    read ``"fusion/activation"``; ``activation`` is the shared one, or ``"<b's> vs <a's>"``."""
+    paired by seed and test image, with bootstrap CIs; ``activation`` of the results is
+    the shared one, or ``"<b's> vs <a's>"``."""
     activation = a[1] if a[1] == b[1] else f"{b[1]} vs {a[1]}"
     out = []
     for m in metrics:
         d = _config_matrix(per_image_rows, m, a, b)
         mean, low, high = paired_bootstrap(d, n_boot=n_boot, level=level, seed=seed)
         out.append(PairedDifference(activation, m, mean, low, high, d.shape[0], d.shape[1], level,
-                                    a="/".join(a), b="/".join(b)))
+                                    Config(*a), Config(*b), by_fusion=False))
     return out
 
 
@@ -145,8 +178,7 @@ def replacement_differences(per_image_rows: Sequence[Mapping], metrics: Sequence
                             n_boot: int = 4000, level: float = 0.95, seed: int = 0) -> list[PairedDifference]:
     """The course's question asked directly: the ReLU-free star network (star/none)
     minus the additive network WITH ReLU (sum/relu), paired by seed and test image,
-    with bootstrap CIs. ``activation`` of the results is ``"none vs relu"``, ``a`` is
-    ``"sum/relu"``, ``b`` is ``"star/none"``."""
+    with bootstrap CIs. ``activation`` of the results is ``"none vs relu"``."""
     return config_differences(per_image_rows, ("sum", "relu"), ("star", "none"), metrics, n_boot, level, seed)
 
 
@@ -179,7 +211,8 @@ def paired_differences(per_image_rows: Sequence[Mapping], activations: Sequence[
         for m in metrics:
             d = _paired_matrix(per_image_rows, act, m, a, b)
             mean, low, high = paired_bootstrap(d, n_boot=n_boot, level=level, seed=seed)
-            out.append(PairedDifference(act, m, mean, low, high, d.shape[0], d.shape[1], level, a, b))
+            out.append(PairedDifference(act, m, mean, low, high, d.shape[0], d.shape[1], level,
+                                        Config(a, act), Config(b, act)))
     return out
 
 

@@ -207,7 +207,7 @@ def test_figures_of_notebook_05(per_image_rows, grid_rows):
     from starunet import plots
 
     curve = {"roc": {"fpr": [0, 0.1, 1], "tpr": [0, 0.8, 1]}, "pr": {"recall": [0, 0.8, 1], "precision": [1, 0.7, 0.1]}}
-    curves = {RS.run_key(f, "none", s): curve for f in ("sum", "star") for s in (1, 2)}
+    curves = {S.run_key(f, "none", s): curve for f in ("sum", "star") for s in (1, 2)}
     fig = plots.plot_roc_pr(curves, markers={"observer": {"se": 0.8, "sp": 0.95, "pre": 0.7}})
     labels = fig.axes[1].get_legend_handles_labels()[1]
     assert labels == ["sum / none", "star / none", "observer"]  # one entry per configuration

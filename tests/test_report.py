@@ -57,7 +57,8 @@ def test_training_budget_comparison(tmp_path):
         ["quick, activation none", "long, activation none"]
     assert fig.axes[0].get_xlabel().startswith("star - sum (")
     mixed = S.budget_differences(grids, activations=["none"], replacement=True)
-    mixed["long"] = mixed["long"] + [dataclasses.replace(d, a="sum/relu", b="star/none") for d in mixed["long"]]
+    replacement = {"config_a": S.Config("sum", "relu"), "config_b": S.Config("star", "none"), "by_fusion": False}
+    mixed["long"] = mixed["long"] + [dataclasses.replace(d, **replacement) for d in mixed["long"]]
     fig = plots.plot_budget_differences(mixed)
     assert fig.axes[0].get_xlabel().startswith("difference as in the legend (")
     assert "long: star/none - sum/relu" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]

@@ -61,3 +61,16 @@ def test_one_seed_verdict_does_not_claim_run_to_run_noise(per_image_rows):
                              "(one seed: run-to-run noise not measured).")
     assert "run-to-run noise not measured" in S.verdict_sentence(diffs, "relu")
     assert "within test-image sampling noise" in S.verdict_sentence(diffs, "relu")
+
+
+def test_differences_carry_typed_configurations(per_image_rows):
+    """A difference knows which two configurations it compares (no "sum/relu" string to
+    parse back); star − sum under one activation is named by the fusions alone."""
+    rows = per_image_rows({"none": 0.05, "relu": 0.0})
+    same = S.paired_differences(rows, activations=["none"], metrics=["f1"], n_boot=50)[0]
+    assert (same.config_a, same.config_b) == (("sum", "none"), ("star", "none"))
+    assert (same.a, same.b) == ("sum", "star")
+    across = S.replacement_differences(rows, metrics=["f1"], n_boot=50)[0]
+    assert across.config_a == S.Config("sum", "relu") and str(across.config_b) == "star/none"
+    assert (across.a, across.b, across.activation) == ("sum/relu", "star/none", "none vs relu")
+    assert S.Config("star", "none").run_key(2024) == S.run_key("star", "none", 2024) == "star-none-seed2024"
