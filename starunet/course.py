@@ -28,6 +28,7 @@ from nbclient import NotebookClient
 
 from starunet.config import PROJECT_ROOT, smoke_mode
 from starunet.io import read_csv, write_text_atomic
+from starunet.report import markdown_table
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 
@@ -273,8 +274,7 @@ def run_course(out: Path, only: list[str] | None = None, inplace: bool = False,
     lines = ["# starunet course run", "",
              f"Mode: {'smoke (STARUNET_SMOKE=1)' if smoke_mode() else 'normal'}; "
              f"Python {sys.version.split()[0]}; {time.strftime('%Y-%m-%d %H:%M')}.", "",
-             "| notebook | seconds |", "| --- | ---: |"]
-    lines += [f"| {name} | {sec:.0f} |" for name, sec in timings]
+             markdown_table(["notebook", "seconds"], [[name, f"{sec:.0f}"] for name, sec in timings])]
     summary = "\n".join(lines) + "\n\n" + _results_summary()
     write_text_atomic(out / "summary.md", summary)
     print(f"summary -> {out / 'summary.md'}")

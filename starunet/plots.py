@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from starunet import fusion as _fusion
+from starunet.stats import ACTIVATIONS_COMPARED, FUSIONS_COMPARED
 
 # ---------------------------------------------------------------- styles shared by the sections
 
@@ -184,7 +185,7 @@ def plot_seed_metrics(runs, metrics=("roc_auc", "pr_auc", "f1")):
     """Every run's test metric as a dot, per configuration, with the mean over seeds
     as a bar; grey lines join the sum and star runs of the same seed (the pairs the
     bootstrap compares)."""
-    configs = [(f, a) for a in ("none", "relu") for f in ("sum", "star")
+    configs = [(f, a) for a in ACTIVATIONS_COMPARED for f in FUSIONS_COMPARED
                if any(r["fusion"] == f and r["activation"] == a for r in runs)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.8), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
@@ -194,13 +195,13 @@ def plot_seed_metrics(runs, metrics=("roc_auc", "pr_auc", "f1")):
             ax.hlines(np.mean(values), x - 0.3, x + 0.3, color=style["color"], lw=2)
             ax.plot([x] * len(values), values, "o", color=style["color"], alpha=0.8,
                     mfc="none" if act == "relu" else style["color"])
-        for act in ("none", "relu"):
-            xs = [configs.index((f, act)) for f in ("sum", "star") if (f, act) in configs]
+        for act in ACTIVATIONS_COMPARED:
+            xs = [configs.index((f, act)) for f in FUSIONS_COMPARED if (f, act) in configs]
             if len(xs) < 2:
                 continue
             for seed in sorted({r["seed"] for r in runs}):
                 pair = [next((float(r[metric]) for r in runs if r["fusion"] == f and r["activation"] == act
-                              and r["seed"] == seed), np.nan) for f in ("sum", "star")]
+                              and r["seed"] == seed), np.nan) for f in FUSIONS_COMPARED]
                 ax.plot(xs, pair, color="0.6", lw=0.8, zorder=0)
         ax.set_xticks(range(len(configs)), [f"{f}\n{a}" for f, a in configs])
         ax.set_title(metric)
