@@ -26,6 +26,7 @@ from starunet.data import select_records
 from starunet.inference import DEFAULT_METHOD, predict_images
 from starunet.metrics import (METRIC_NAMES, confusion_counts, f1_optimal_threshold, rates_from_counts, roc_pr_curves,
                               segmentation_metrics)
+from starunet.runs import load_model, read_config
 
 EVALUATION_VERSION = 3  # bump when evaluation changes numbers: cached evaluations are then redone
 # 2: starunet.inference (BatchNorm folded), test metrics within 1e-6 of version 1
@@ -143,8 +144,6 @@ def evaluate_run(run_dir: str | Path, records: Sequence, ids: Iterable[str] | No
     scored at the threshold that maximises F1 on the validation images
     (:meth:`RunEvaluation.score_at_threshold`).
     """
-    from starunet.runs import load_model, read_config
-
     config = read_config(run_dir)  # FileNotFoundError naming the folder if it is no run
     split = config.split()
     ids = list(split.test if ids is None else ids)

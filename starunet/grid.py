@@ -39,7 +39,7 @@ from starunet.inference import DEFAULT_METHOD, INFERENCE_METHODS, check_inferenc
 from starunet.io import read_csv, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
 from starunet.metrics import METRIC_NAMES
 from starunet.model import ACTIVATIONS
-from starunet.preflight import cli_message, reproduce_problem
+from starunet.preflight import PreflightError, check_positive, check_seeds, check_writable_dir, cli_message
 from starunet.report import budget_verdicts_markdown, provenance_readme, reference_comparison_markdown, results_markdown
 from starunet.results import (REFERENCE_DIR, Results, budget_grids, find_results, is_committed_grid, load_results,
                               own_results_dir)
@@ -527,3 +527,17 @@ def _slurm_options(args: argparse.Namespace):
                         mem_gb=args.slurm_mem_gb, account=args.slurm_account, qos=args.slurm_qos,
                         setup=tuple(args.slurm_setup),
                         extra=tuple(tuple((e.split("=", 1) + [""])[:2]) for e in args.slurm_extra))
+
+
+def reproduce_problem(args) -> str | None:
+    """What makes ``python -m starunet reproduce`` with parsed ``args`` fail before
+    it trains anything, or None: seeds, batch size, the output and runs folders."""
+    out = args.out if args.out is not None else own_results_dir()
+    try:
+        check_seeds(args.seeds, "--seeds")
+        check_positive(args.batch_size, "--batch-size")
+        check_writable_dir(out, "results folder")
+        check_writable_dir(args.runs_dir or default_runs_dir(), "runs folder", "--runs-dir")
+    except PreflightError as err:
+        return str(err)
+    return None

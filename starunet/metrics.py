@@ -188,7 +188,7 @@ def human_baseline(records: Sequence, ids: Sequence[str] | None = None) -> dict[
     a single operating point (``roc_auc = (se + sp) / 2``) -- compare models with it on
     f1/se/sp/pre, where it is the usual "human performance" reference.
     """
-    from starunet.data import split_ids
+    from starunet.data import split_ids  # here, not at the top: metrics stays numpy-only (data needs torch)
 
     ids = split_ids().test if ids is None else tuple(ids)
     by_id = {r.id: r for r in records}

@@ -5,7 +5,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from starunet.metrics import METRIC_NAMES
 from starunet.plots import no_ticks
+from starunet.stare import FOV_RED_THRESHOLD
 
 
 SPLIT_COLORS = {"train": "#4C72B0", "val": "#DD8452", "test": "#55A868"}
@@ -39,8 +41,6 @@ def plot_fov_method(record, threshold: float | None = None) -> plt.Figure:
     """How :func:`starunet.stare.compute_fov` works on one image: the red channel, the
     histogram of its smoothed values with the threshold, and the cleaned mask."""
     from scipy import ndimage
-
-    from starunet.stare import FOV_RED_THRESHOLD
 
     threshold = FOV_RED_THRESHOLD if threshold is None else threshold
     red = ndimage.uniform_filter(record.image[..., 0].astype(np.float32), size=5)
@@ -168,8 +168,6 @@ def plot_observer_agreement(record) -> plt.Figure:
 
 def plot_human_baseline(pooled: dict[str, float], per_image: dict[str, dict[str, float]]) -> plt.Figure:
     """The second observer's metrics: pooled over the test images (bars) and per image (dots)."""
-    from starunet.metrics import METRIC_NAMES
-
     fig, axes = plt.subplots(1, 2, figsize=(12, 3.8), gridspec_kw={"width_ratios": [1.2, 1]})
     values = [pooled[m] for m in METRIC_NAMES]
     bars = axes[0].bar(METRIC_NAMES, values, color="tab:purple", alpha=0.8)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from starunet.theory import implicit_dimension, paper_implicit_dimension
+from starunet.toys import decision_surface
+
 
 _TOY_COLORS = ("#d95f02", "#1b9e77")  # class 0, class 1 (colour-blind safe pair)
 
@@ -13,8 +16,6 @@ def plot_implicit_dimension(ds, depths) -> plt.Figure:
     """Implicit feature dimension of stacked star layers vs input width d, one
     colour per depth: exact monomial count (solid) and the estimate of Ma et al.
     (dashed), on a log scale."""
-    from starunet.theory import implicit_dimension, paper_implicit_dimension
-
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for k, depth in enumerate(depths):
         color = plt.cm.viridis(k / max(len(depths) - 1, 1) * 0.85)
@@ -65,8 +66,6 @@ def plot_star_scales(input_scales, raw, normalized) -> plt.Figure:
 
 def _draw_toy_boundary(ax, result, resolution: int = 150) -> None:
     """Probability shading, the P = 0.5 line and a sample of test points, on ``ax``."""
-    from starunet.toys import decision_surface
-
     data = result.data
     xx, yy, prob = decision_surface(result.net, (-2.6, 2.6, -2.6, 2.6), resolution)
     # antialiased=False: with it, the saved notebook grows ~3x for no visible gain

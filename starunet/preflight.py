@@ -95,23 +95,6 @@ def check_writable_dir(path: str | Path, what: str, option: str = "--out") -> No
                              "or make that folder writable")
 
 
-def reproduce_problem(args) -> str | None:
-    """What makes ``python -m starunet reproduce`` with parsed ``args`` fail before
-    it trains anything, or None: seeds, batch size, the output and runs folders."""
-    from starunet.config import default_runs_dir
-    from starunet.results import own_results_dir
-
-    out = args.out if args.out is not None else own_results_dir()
-    try:
-        check_seeds(args.seeds, "--seeds")
-        check_positive(args.batch_size, "--batch-size")
-        check_writable_dir(out, "results folder")
-        check_writable_dir(args.runs_dir or default_runs_dir(), "runs folder", "--runs-dir")
-    except PreflightError as err:
-        return str(err)
-    return None
-
-
 # Python-API phrasing in shared error messages, and its command-line form.
 _CLI_WORDS = {
     "pass source= (or set STARUNET_STARE_SOURCE)": "pass --source (or set STARUNET_STARE_SOURCE)",

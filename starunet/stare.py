@@ -37,6 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from starunet.config import default_data_root, stare_source
+from starunet.preflight import PreflightError, check_writable_dir, cli_message
 
 
 STARE_IDS: tuple[str, ...] = (
@@ -431,8 +432,6 @@ def cli(argv: list[str]) -> int:
                              "folder; default $STARUNET_STARE_SOURCE or the official URL")
     parser.add_argument("--root", default=None, help="cache folder (default $STARUNET_DATA or a per-user cache)")
     args = parser.parse_args(argv)
-    from starunet.preflight import PreflightError, check_writable_dir, cli_message
-
     start = time.perf_counter()
     try:
         if _resolve_source(args.source)[0] != "extracted":  # an extracted folder is read in place
