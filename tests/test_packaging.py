@@ -2,6 +2,7 @@
 README's two commands are the ones CI and the Makefile actually run."""
 from __future__ import annotations
 
+import ast
 import os
 import re
 import tomllib
@@ -130,8 +131,6 @@ def test_license_is_an_spdx_string_with_a_build_backend_that_reads_it():
 def test_module_level_imports_of_the_package_form_no_circle():
     """The package's modules import each other at module level only downwards: walking
     those imports (not the lazy ones inside functions) finds no cycle."""
-    import ast
-
     import starunet
 
     package = Path(starunet.__file__).parent
@@ -188,3 +187,23 @@ def test_no_module_outgrows_one_concept():
     a reader can hold it in mind. One that grows past this is split, not the limit raised."""
     sizes = {p.name: len(p.read_text(encoding="utf-8").splitlines()) for p in (ROOT / "starunet").glob("*.py")}
     assert {name: n for name, n in sizes.items() if n > 550} == {}
+
+
+def test_the_architecture_map_lists_each_modules_imports():
+    """docs/ARCHITECTURE.md says, per module, which modules it imports ("Imports: ..."):
+    that list is the module's module-level imports, so the map cannot drift."""
+    doc = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    checked = 0
+    for path in sorted((ROOT / "starunet").glob("*.py")):
+        paragraph = re.search(r"\*\*`" + path.stem + r"`\*\*(.*?)(?=\n\n)", doc, re.S)
+        listed = re.search(r"Imports: (.*?)\.(?:\s|$)", paragraph.group(1), re.S) if paragraph else None
+        if listed is None or "most modules" in " ".join(listed.group(1).split()):
+            continue
+        imported = set()
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("starunet"):
+                imported.update([node.module.split(".")[1]] if "." in node.module else [a.name for a in node.names])
+        imported.discard(path.stem)
+        assert set(re.findall(r"`(\w+)`", listed.group(1).split("(")[0])) == imported, path.stem
+        checked += 1
+    assert checked >= 20
