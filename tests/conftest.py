@@ -87,9 +87,9 @@ def grid_rows():
 def tiny_preset(monkeypatch):
     """The smoke preset shrunk to seconds per run. The config travels to the job
     processes inside the pickled job, so the children train exactly this."""
+    from fakes import tiny_smoke
     from starunet.presets import PRESETS
 
-    tiny = PRESETS["smoke"].replace(narrow=0.125, samples_per_epoch=8, max_epochs=1, patience=1,
-                                          patch_size=32, val_crop=64)
+    tiny = tiny_smoke()
     monkeypatch.setitem(PRESETS, "smoke", tiny)
     return tiny

@@ -55,3 +55,12 @@ def synthetic_grid(tmp_path, preset: str, gap: float, epochs: int, seeds=(1, 2, 
                          "best_epoch": epochs - 1, **{m: float(np.mean(list(values.values()))) for m in METRIC_NAMES}})
     provenance = {"preset": preset, "preset_config": {"samples_per_epoch": 100}}
     return RS.Results(tmp_path / preset, "own", runs, per_image, {}, provenance)
+
+
+def tiny_smoke():
+    """The smoke preset shrunk to about a second per run (narrow net, 1 epoch of 8
+    patches of 32x32): what the ``tiny_preset`` fixture installs as "smoke"."""
+    from starunet.presets import PRESETS
+
+    return PRESETS["smoke"].replace(narrow=0.125, samples_per_epoch=8, max_epochs=1, patience=1,
+                                    patch_size=32, val_crop=64)
