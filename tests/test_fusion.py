@@ -186,3 +186,35 @@ def test_fused_feature_scale_at_initialisation_on_real_patches(stare_records):
     for level in levels:
         assert stats["sum_star_bn"][level]["kurtosis"] < stats["star"][level]["kurtosis"]
         assert stats["star"][level]["kurtosis"] > 3 * stats["sum"][level]["kurtosis"]
+
+
+def test_a_registered_op_reaches_every_table_widget_and_command(request, capsys):
+    """One class, one decorator and nothing else: the op is a valid TrainConfig, trains in
+    a U-Net, gets a row in notebook 03's table, a place in both widgets' menus and in the
+    choices of the train and reproduce commands (the figures: tests/test_plots.py)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from starunet import fusion, grid, probe, training, widgets
+    from starunet.model import UNet
+    from starunet.presets import TrainConfig
+
+    @fusion.register_fusion("mean_test")  # into the real registry: modules hold that dict
+    class MeanFusion(Fusion):
+        formula = "(d + s) / 2"
+
+        def combine(self, decoder, skip):
+            return 0.5 * (decoder + skip)
+    request.addfinalizer(lambda: fusion.FUSIONS.pop("mean_test", None))
+
+    TrainConfig(fusion="mean_test").validate()
+    assert UNet(fusion="mean_test", narrow=0.125)(torch.rand(1, 3, 32, 32)).shape == (1, 1, 32, 32)
+    rows = {r["fusion"]: r for r in probe.variant_parameter_counts()}
+    assert rows["mean_test"]["params"] == rows["sum"]["params"]  # no weights of its own
+    assert "(d + s) / 2" in probe.format_variant_parameter_counts(list(rows.values()))
+    launcher = widgets.training_launcher(records=[], background=False)
+    assert "mean_test" in launcher.children[0].children[0].options
+    for cli, option in ((training.cli, "--fusion"), (grid.cli, "--fusions")):
+        with pytest.raises(SystemExit):
+            cli([option, "no_such_op"])
+        assert "'mean_test'" in capsys.readouterr().err  # argparse lists the valid choices
