@@ -24,7 +24,7 @@ the data path (each imports only modules above it; docs/ARCHITECTURE.md is the m
 ``starunet.training``    the training loop (``train``)
 ``starunet.evaluate``    scoring one run on whole test images
 ``starunet.stats``       summaries over seeds, paired differences, verdicts
-``starunet.results``     grid folders read back (``Results``)
+``starunet.results``     grid folders read back (``GridResults``)
 ``starunet.report``      every Markdown table and generated README
 ``starunet.grid``        the experiment grid (``reproduce``) and its CLI
 ``starunet.plots``       figure styles; training and result figures (04-06)

@@ -431,7 +431,7 @@ def curve_table(results: CurveResults, metric: str = "pr_auc") -> str:
 
 
 def early_stopping_table(results: CurveResults, full, metric: str = "pr_auc") -> str:
-    """Markdown: the full-protocol grid ``full`` (a :class:`starunet.results.Results`
+    """Markdown: the full-protocol grid ``full`` (a :class:`starunet.results.GridResults`
     of preset ``full``: early stopping on 2,000-patch epochs) beside the curves of the
     same configurations: where early stopping stopped and which weights it kept (patches,
     means over seeds), the test ``metric`` of those weights, and the curves' test

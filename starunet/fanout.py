@@ -162,7 +162,7 @@ def least_loaded(gpus: Sequence[str], busy: Sequence[str]) -> str:
 # ---------------------------------------------------------------- the job (runs in the child)
 
 def train_job(config, run_dir: str, device: str, threads: int, cuda_visible: str | None = None):
-    """Train (or resume) one run in a job process; returns its ``RunResult``.
+    """Train (or resume) one run in a job process; returns its ``TrainingResult``.
 
     ``cuda_visible`` restricts the job to one GPU; it is set before torch starts CUDA.
     """
@@ -235,7 +235,7 @@ def _error_line(text: str) -> str:
 
 
 def _outcome(index: int, run_dir: Path, job):
-    """``RunResult`` of a finished job, or a :class:`RunFailure` naming its log."""
+    """``TrainingResult`` of a finished job, or a :class:`RunFailure` naming its log."""
     error = job.exception()
     if error is None:
         return job.result()
@@ -277,7 +277,7 @@ def _is_finished(config, run_dir: Path) -> bool:
 def train_runs(configs: Sequence, run_dirs: Sequence[Path], device: str, fan: FanOut,
                log: Callable[[str], None] = print, records: Sequence | None = None) -> Iterator[tuple[int, Any]]:
     """Train ``configs[i]`` into ``run_dirs[i]`` in parallel jobs; yield ``(i, outcome)``
-    as each ends, ``outcome`` a ``RunResult`` or a :class:`RunFailure`.
+    as each ends, ``outcome`` a ``TrainingResult`` or a :class:`RunFailure`.
 
     Finished runs are yielded first, from their folders, without a job. The caller may
     work (evaluate) between items while the other jobs train. Closing the generator

@@ -41,7 +41,7 @@ from starunet.metrics import METRIC_NAMES
 from starunet.model import ACTIVATIONS
 from starunet.preflight import PreflightError, check_positive, check_seeds, check_writable_dir, cli_message
 from starunet.report import budget_verdicts_markdown, provenance_readme, reference_comparison_markdown, results_markdown
-from starunet.results import (REFERENCE_DIR, Results, budget_grids, find_results, is_committed_grid, load_results,
+from starunet.results import (REFERENCE_DIR, GridResults, budget_grids, find_results, is_committed_grid, load_results,
                               own_results_dir)
 from starunet.stats import (ACTIVATIONS_COMPARED, FUSIONS_COMPARED, HEADLINE_METRICS, TUNED_COLUMNS, TUNED_METRICS,
                             budget_differences, run_key)
@@ -59,7 +59,7 @@ def course_check_dir() -> Path:
     return default_runs_dir() / "course-check"
 
 
-def finished_reference_seeds(reference: Results, runs_dir: str | Path | None = None) -> list[int]:
+def finished_reference_seeds(reference: GridResults, runs_dir: str | Path | None = None) -> list[int]:
     """The seeds of ``reference`` whose whole fusion x activation grid the reader has
     trained (finished runs of the same configs, e.g. by notebook 04) under ``runs_dir``."""
 
@@ -75,9 +75,9 @@ def finished_reference_seeds(reference: Results, runs_dir: str | Path | None = N
     return [int(s) for s in p.get("seeds", []) if finished(int(s))]
 
 
-def own_runs_beside_reference(reference: Results, records: Sequence | None = None,
+def own_runs_beside_reference(reference: GridResults, records: Sequence | None = None,
                               runs_dir: str | Path | None = None, out: str | Path | None = None,
-                              log=None) -> Results | None:
+                              log=None) -> GridResults | None:
     """The reader's own finished runs of the reference grid's configurations, evaluated
     like the reference (:func:`reproduce` into :func:`course_check_dir`: their training
     is reused, not redone), or None when the reader has trained none of them."""
@@ -275,7 +275,7 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
               device: str = "auto", runs_dir: str | Path | None = None, method: str = DEFAULT_METHOD,
               batch_size: int = 4, records: Sequence | None = None, command: str | None = None,
               log=None, overwrite: bool = False, jobs: int = 1, threads: int | None = None,
-              cluster: str = "local", slurm=None) -> Results:
+              cluster: str = "local", slurm=None) -> GridResults:
     """Train (or reuse) and evaluate the fusion x activation grid for every seed.
 
     Runs go to :func:`starunet.train.run_dir_for` under ``runs_dir`` (finished
@@ -325,7 +325,7 @@ def _evaluation_threads(fan) -> int | None:
 
 
 def _trained_runs(configs: Sequence, fan, runs_dir, torch_device, device: str, records: Sequence, log):
-    """``(index, RunResult | RunFailure)`` of every config: trained one after another
+    """``(index, TrainingResult | RunFailure)`` of every config: trained one after another
     here, or in parallel jobs (:func:`starunet.fanout.train_runs`), as they finish."""
 
     if fan.parallel:
@@ -342,7 +342,7 @@ def _trained_runs(configs: Sequence, fan, runs_dir, torch_device, device: str, r
 
 
 def _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_ids, panel_ids, method,
-              batch_size, log, command, preset, seeds, fusions, activations, started, start, commit) -> Results:
+              batch_size, log, command, preset, seeds, fusions, activations, started, start, commit) -> GridResults:
     """The body of :func:`reproduce`: train, evaluate each run as it finishes, write."""
 
 
@@ -350,7 +350,7 @@ def _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_i
     done: dict[int, tuple[dict, list[dict], dict]] = {}
     failures, inference_rows, reused, evaluations_reused = [], [], 0, 0
 
-    def write_provenance(ended: str | None = None) -> Results:
+    def write_provenance(ended: str | None = None) -> GridResults:
         """provenance.json and README.md of the runs evaluated so far; ``ended`` says why
         a grid stopped short (interrupted, or runs failed) and names the missing runs."""
         provenance = {
@@ -408,7 +408,7 @@ def _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_i
     return results
 
 
-def write_grid_provenance(out: Path, provenance: dict) -> Results:
+def write_grid_provenance(out: Path, provenance: dict) -> GridResults:
     """Write ``provenance`` (with the training and evaluation seconds summed from
     ``metrics.csv``) and the README generated from it into the grid folder ``out``."""
     rows = read_csv(out / "metrics.csv")

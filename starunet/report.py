@@ -2,7 +2,7 @@
 source's layout, grid summaries, budget and threshold tables, and the README that
 :func:`starunet.grid.reproduce` writes into a grid folder.
 
-Formatting only: the functions take numbers or a :class:`~starunet.results.Results`
+Formatting only: the functions take numbers or a :class:`~starunet.results.GridResults`
 and return text; nothing here trains, evaluates or writes files.
 """
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 from starunet.config import display_path
 from starunet.metrics import MAX_CURVE_POINTS, METRIC_NAMES
 from starunet.presets import PRESETS
-from starunet.results import Results
-from starunet.runs import RunResult
+from starunet.results import GridResults
+from starunet.runs import TrainingResult
 from starunet.source import format_points, improvement_points
 from starunet.stats import (ACTIVATIONS_COMPARED, ACTIVATION_LABELS, FUSIONS_COMPARED, HEADLINE_METRICS, METRIC_LABELS,
                             OLDER_EVALUATION, PairedDifference, budget_differences, run_key, verdict_sentence)
@@ -101,7 +101,7 @@ def summary_table(summary: Mapping[tuple[str, str], Mapping], metrics: Sequence[
     return markdown_table(header, rows)
 
 
-def results_markdown(results: Results, heading: str = "## Results: sum vs star skip fusion") -> str:
+def results_markdown(results: GridResults, heading: str = "## Results: sum vs star skip fusion") -> str:
     """A short markdown report of a grid: where it comes from, mean ± std per
     configuration, and the computed verdict per activation setting."""
     lines = [heading, "", f"From {results.describe()}.", "",
@@ -133,7 +133,7 @@ def inference_methods_markdown(rows: Sequence[Mapping]) -> str:
             f"of the padded whole image and changed {deltas} (tiles - pad).")
 
 
-def compare_two_runs(results: Results, key_a: str, key_b: str) -> str:
+def compare_two_runs(results: GridResults, key_a: str, key_b: str) -> str:
     """Markdown: the pooled test metrics of two runs of a grid, B's relative change
     vs A (▲/▼), and on how many test images B beats A per metric."""
     a, b = results.run(key_a), results.run(key_b)
@@ -149,7 +149,7 @@ def compare_two_runs(results: Results, key_a: str, key_b: str) -> str:
     return table + f"\n\nTest images (of {len(ids)}) on which `{key_b}` scores higher than `{key_a}`: {counts}.\n"
 
 
-def reference_comparison_markdown(own: Results, reference: Results, digits: int = 4) -> str:
+def reference_comparison_markdown(own: GridResults, reference: GridResults, digits: int = 4) -> str:
     """The reader's runs beside the same runs of the reference grid: per run and metric
     the reference value, the reader's, and the difference; then one computed sentence
     ("identical to 4 decimals on this machine" when every pooled metric agrees)."""
@@ -178,7 +178,7 @@ def reference_comparison_markdown(own: Results, reference: Results, digits: int 
     return f"{table}\n\n{verdict}\n"
 
 
-def _training_length(results: Results, fusion: str, activation: str) -> str:
+def _training_length(results: GridResults, fusion: str, activation: str) -> str:
     """'E (B), P' of a configuration's runs: epochs trained, best epoch and training
     patches seen, means over seeds."""
     runs = [r for r in results.runs if r["fusion"] == fusion and r["activation"] == activation]
@@ -188,7 +188,7 @@ def _training_length(results: Results, fusion: str, activation: str) -> str:
     return f"{epochs:.1f} ({best:.1f}), {epochs * per_epoch:,.0f}"
 
 
-def training_budget_table(grids: Mapping[str, Results], diffs: Mapping[str, Sequence[PairedDifference]]) -> str:
+def training_budget_table(grids: Mapping[str, GridResults], diffs: Mapping[str, Sequence[PairedDifference]]) -> str:
     """Markdown: per grid, activation and headline metric, sum and star (mean ± std
     over seeds), the paired difference star − sum with its CI and verdict, and how
     long each fusion trained (epochs, best epoch, patches seen; means over seeds).
@@ -210,7 +210,7 @@ def training_budget_table(grids: Mapping[str, Results], diffs: Mapping[str, Sequ
     return markdown_table(header, rows, numbers=False)
 
 
-def threshold_table(grids: Mapping[str, Results]) -> str:
+def threshold_table(grids: Mapping[str, GridResults]) -> str:
     """Markdown: per grid and configuration, the validation images' F1-optimal
     threshold and the test F1 at the fixed 0.5 next to the test F1, Se and Pre at
     that threshold (mean ± std over seeds). Grids evaluated before the tuned
@@ -228,7 +228,7 @@ def threshold_table(grids: Mapping[str, Results]) -> str:
     return markdown_table(header, rows, numbers=False)
 
 
-def threshold_report(grids: Mapping[str, Results], n_boot: int = 4000, level: float = 0.95) -> str:
+def threshold_report(grids: Mapping[str, GridResults], n_boot: int = 4000, level: float = 0.95) -> str:
     """Notebook 05's answer to "is the F1 gap only calibration?": :func:`threshold_table`
     and F1 at 0.5 next to F1 at the validation threshold, paired as in
     :func:`budget_differences`. A grid evaluated before the tuned threshold existed gets a
@@ -282,7 +282,7 @@ def _reuse_note(p: Mapping) -> str:
     return note
 
 
-def provenance_readme(results: Results) -> str:
+def provenance_readme(results: GridResults) -> str:
     """The README of a grid output folder, generated from its provenance and results
     (written by :func:`reproduce`; never edited by hand)."""
     p = results.provenance
@@ -340,8 +340,8 @@ def presets_markdown() -> str:
     return markdown_table(header, rows)
 
 
-def run_results_markdown(results: Mapping[str, RunResult]) -> str:
-    """A Markdown table of finished training runs (``{label: RunResult}``): length, best
+def run_results_markdown(results: Mapping[str, TrainingResult]) -> str:
+    """A Markdown table of finished training runs (``{label: TrainingResult}``): length, best
     validation epoch and metrics, time."""
     header = ["run", "epochs", "stopped by", "best epoch", "val ROC-AUC", "val PR-AUC", "val F1", "train time", ""]
     rows = [[label, r.epochs, r.stop_reason.replace("_", " "), r.best_epoch, f"{r.best_val['roc_auc']:.4f}",

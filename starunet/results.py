@@ -1,4 +1,4 @@
-"""Grid results on disk, read back: :class:`Results`, where the course finds them, and
+"""Grid results on disk, read back: :class:`GridResults`, where the course finds them, and
 the committed grids of every training budget.
 
 A grid folder (written by :func:`starunet.grid.reproduce`) holds ``metrics.csv``,
@@ -49,7 +49,7 @@ def parse_row(row: Mapping[str, str]) -> dict:
 
 
 @dataclass
-class Results:
+class GridResults:
     """The output folder of one ``reproduce`` grid, read back.
 
     ``runs``: rows of ``metrics.csv`` (numbers parsed); ``per_image``: rows of
@@ -121,8 +121,8 @@ class Results:
                 f"{len(p.get('test_ids', []))} test images, {p.get('method', '?')} inference")
 
 
-def load_results(directory: str | Path, kind: str = "own") -> Results:
-    """Read a ``reproduce`` output folder (see :class:`Results`)."""
+def load_results(directory: str | Path, kind: str = "own") -> GridResults:
+    """Read a ``reproduce`` output folder (see :class:`GridResults`)."""
     directory = Path(directory)
     if not (directory / "metrics.csv").is_file():
         raise FileNotFoundError(f"no metrics.csv in {display_path(directory)}: run `python -m starunet "
@@ -139,7 +139,7 @@ def load_results(directory: str | Path, kind: str = "own") -> Results:
     runs, curves = rows("metrics.csv"), json_file("curves.json")
     order = [run_key(r["fusion"], r["activation"], r["seed"]) for r in runs]  # the grid's order, not JSON's
     curves = {k: curves[k] for k in order if k in curves} | {k: v for k, v in curves.items() if k not in order}
-    return Results(directory=directory, kind=kind, runs=runs, per_image=rows("per_image.csv"),
+    return GridResults(directory=directory, kind=kind, runs=runs, per_image=rows("per_image.csv"),
                    curves=curves, provenance=json_file("provenance.json"),
                    inference_methods=rows("inference_methods.csv"))
 
@@ -150,7 +150,7 @@ def own_results_dir() -> Path:
     return default_runs_dir() / "reproduce"
 
 
-def find_results(directory: str | Path | None = None) -> Results:
+def find_results(directory: str | Path | None = None) -> GridResults:
     """The results the course shows: ``directory`` if given, else the reader's own
     ``reproduce`` output (:func:`own_results_dir`) if it has one, else the committed
     full-protocol grid ``results/full/`` (GPU) when present, else the committed
@@ -171,7 +171,7 @@ def is_committed_grid(directory: str | Path) -> bool:
     return Path(directory).resolve().parent == (PROJECT_ROOT / "results").resolve()
 
 
-def budget_grids(results: Results, others: Sequence[str | Path] | None = None) -> dict[str, Results]:
+def budget_grids(results: GridResults, others: Sequence[str | Path] | None = None) -> dict[str, GridResults]:
     """The grids that notebook 05 compares across training budgets, keyed by preset
     and ordered by budget (:data:`BUDGET_ORDER`): ``results`` and each folder of
     ``others`` (default: the committed quick, long and full grids) that has a

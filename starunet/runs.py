@@ -105,7 +105,7 @@ def read_history(run_dir: str | Path) -> list[dict[str, float]]:
 
 
 @dataclass
-class RunResult:
+class TrainingResult:
     """What :func:`train` returns (and ``result.json`` holds)."""
     run_dir: Path
     config: TrainConfig
@@ -134,7 +134,7 @@ class RunResult:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], run_dir: Path, reused: bool = True) -> "RunResult":
+    def from_dict(cls, data: dict[str, Any], run_dir: Path, reused: bool = True) -> "TrainingResult":
         fields = {k: data[k] for k in ("best_epoch", "best_val", "epochs", "stop_reason",
                                        "train_seconds", "device")}
         return cls(run_dir=run_dir, config=TrainConfig.from_dict(data["config"]), reused=reused, **fields)
@@ -232,10 +232,10 @@ def save_checkpoints(run_dir: Path, model: nn.Module, optimizer, stopper,
     write_csv_atomic(run_dir / HISTORY_FILE, history, _history_fields())
 
 
-def cached_result(run_dir: Path, config: TrainConfig) -> RunResult | None:
+def cached_result(run_dir: Path, config: TrainConfig) -> TrainingResult | None:
     result_path, config_path = run_dir / RESULT_FILE, run_dir / CONFIG_FILE
     if result_path.is_file() and config_path.is_file() and read_config(run_dir).config_hash == config.config_hash:
-        return RunResult.from_dict(json.loads(result_path.read_text()), run_dir)
+        return TrainingResult.from_dict(json.loads(result_path.read_text()), run_dir)
     return None
 
 

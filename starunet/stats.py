@@ -251,7 +251,7 @@ def verdict_sentence(diffs: Sequence[PairedDifference], activation: str,
 def budget_differences(grids: Mapping, activations: Sequence[str] = ACTIVATIONS_COMPARED,
                        metrics: Sequence[str] = HEADLINE_METRICS, n_boot: int = 4000,
                        level: float = 0.95, replacement: bool = True) -> dict[str, list[PairedDifference]]:
-    """Star − sum per grid (``{preset: starunet.results.Results}``, one per training
+    """Star − sum per grid (``{preset: starunet.results.GridResults}``, one per training
     budget), for each of ``activations`` that the grid has both fusions for, as :func:`paired_differences` computes it, and (with
     ``replacement``) star/none − sum/relu (:func:`replacement_differences`) where
     the grid has both; grids with none of them are left out."""

@@ -62,7 +62,7 @@ from starunet.model import ACTIVATIONS, probabilities_from_logits
 from starunet.preflight import (LOCK_FILE, RunDirLock, RunDirLockedError, check_seeds, check_writable_dir, cli_message,
                                 python_command)
 from starunet.presets import PRESETS, TrainConfig, is_int, preset_config
-from starunet.runs import (CONFIG_FILE, HISTORY_FILE, LAST_CHECKPOINT, RESULT_FILE, RunDirConflictError, RunResult,
+from starunet.runs import (CONFIG_FILE, HISTORY_FILE, LAST_CHECKPOINT, RESULT_FILE, RunDirConflictError, TrainingResult,
                            build_model, cached_result, prepare_run_dir, read_history, restore_checkpoint, run_dir_for,
                            save_checkpoints)
 
@@ -276,7 +276,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
           force: bool = False, device: str = "auto", compile: bool = False,
           records: Sequence | None = None, callback: EpochCallback | None = None,
           progress: bool | None = None, snapshots: Sequence[int] = (),
-          stop: threading.Event | StopFlag | None = None) -> RunResult:
+          stop: threading.Event | StopFlag | None = None) -> TrainingResult:
     """Train ``config`` into ``out_dir`` (default :func:`run_dir_for`) and return its result.
 
     * A finished run of the same config in ``out_dir`` is reused (``force=True``
@@ -337,7 +337,7 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
 
     stop_reason = "early_stopping" if stopper.should_stop else "max_epochs"
     best = history[stopper.best_epoch - 1]
-    result = RunResult(run_dir=run_dir, config=config, best_epoch=stopper.best_epoch,
+    result = TrainingResult(run_dir=run_dir, config=config, best_epoch=stopper.best_epoch,
                        best_val={k[4:]: v for k, v in best.items() if k.startswith("val_")},
                        epochs=len(history), stop_reason=stop_reason,
                        train_seconds=round(sum(epoch_seconds), 2),

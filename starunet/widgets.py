@@ -481,7 +481,7 @@ def missing_panels_message(results, missing: list[str], image_id: str) -> str:
 def run_comparison(results, records_by_id=None, key_a: str | None = None, key_b: str | None = None):
     """Pick any two finished runs of a grid (any fusion, activation, seed) and compare them.
 
-    ``results``: :class:`starunet.results.Results`; ``records_by_id``: ``{id: StareRecord}``
+    ``results``: :class:`starunet.results.GridResults`; ``records_by_id``: ``{id: StareRecord}``
     of the test images, for the prediction panels (runs whose PNGs were saved:
     the first seed's). Defaults: the first two runs.
     """

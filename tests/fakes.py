@@ -42,7 +42,7 @@ def crop(record, size: int = 96):
                        record.fov[window])
 
 
-def synthetic_grid(tmp_path, preset: str, gap: float, epochs: int, seeds=(1, 2, 3)) -> RS.Results:
+def synthetic_grid(tmp_path, preset: str, gap: float, epochs: int, seeds=(1, 2, 3)) -> RS.GridResults:
     """A grid whose star runs score ``gap`` more than the sum runs on every image."""
     rng = np.random.default_rng(0)
     runs, per_image = [], []
@@ -54,7 +54,7 @@ def synthetic_grid(tmp_path, preset: str, gap: float, epochs: int, seeds=(1, 2, 
             runs.append({"fusion": fusion, "activation": "none", "seed": seed, "epochs": epochs,
                          "best_epoch": epochs - 1, **{m: float(np.mean(list(values.values()))) for m in METRIC_NAMES}})
     provenance = {"preset": preset, "preset_config": {"samples_per_epoch": 100}}
-    return RS.Results(tmp_path / preset, "own", runs, per_image, {}, provenance)
+    return RS.GridResults(tmp_path / preset, "own", runs, per_image, {}, provenance)
 
 
 def tiny_smoke():

@@ -151,7 +151,7 @@ def test_own_runs_are_shown_beside_the_reference(stare_records, tiny_preset, tmp
     assert "**identical to 4 decimals**" in text
     own.runs[0]["f1"] = float(own.runs[0]["f1"]) + 0.01
     assert "differ from the reference by up to 0.0100" in R.reference_comparison_markdown(own, reference)
-    other = RS.Results(tmp_path, "own", [], [], {}, {})
+    other = RS.GridResults(tmp_path, "own", [], [], {}, {})
     assert "nothing to compare" in R.reference_comparison_markdown(other, reference)
 
 
@@ -207,7 +207,7 @@ def test_two_run_comparison_and_inference_table(small_grid, tmp_path):
     assert list(image.options) == res.provenance["panel_ids"] and not image.disabled
     second.value = "sum-none-seed1"  # any pair, even a run with itself, redraws without error
     with pytest.raises(ValueError, match="at least two runs"):
-        widgets.run_comparison(RS.Results(tmp_path, "own", res.runs[:1], [], {}, {}))
+        widgets.run_comparison(RS.GridResults(tmp_path, "own", res.runs[:1], [], {}, {}))
 
 
 def test_figures_of_notebook_05(per_image_rows, grid_rows):
