@@ -2,6 +2,11 @@
 
 Each command lives in the module of its concept; this file only dispatches, so
 ``--help`` of a command is owned by the code that implements it.
+
+Every command exits with the same codes: 0 done; 2 the input is wrong (one line
+naming the problem and the fix, before any work); 1 the work failed (a run, a
+download's checksum, a notebook cell; what finished is kept); 130 interrupted by
+Ctrl-C (one line saying how to go on).
 """
 from __future__ import annotations
 

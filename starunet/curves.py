@@ -25,16 +25,17 @@ import numpy as np
 import torch
 
 from starunet.config import PROJECT_ROOT, default_runs_dir, display_path, git_commit, smoke_mode
-from starunet.device import hardware_record
+from starunet.device import DEVICE_CHOICES, hardware_record
 from starunet.evaluate import EVALUATION_VERSION, RunEvaluation, evaluate_run
-from starunet.report import markdown_table
-from starunet.results import parse_row
 from starunet.io import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
 from starunet.metrics import METRIC_NAMES
+from starunet.preflight import cli_message
+from starunet.presets import TrainConfig, preset_config
+from starunet.report import markdown_table
+from starunet.results import parse_row
+from starunet.runs import LAST_CHECKPOINT, read_history, run_dir_for, snapshot_name
 from starunet.stats import (HEADLINE_METRICS, METRIC_LABELS, PairedDifference, TUNED_METRICS, config_differences,
                             config_order, run_key)
-from starunet.presets import TrainConfig, preset_config
-from starunet.runs import LAST_CHECKPOINT, read_history, run_dir_for, snapshot_name
 from starunet.training import train
 
 CURVES_DIR = PROJECT_ROOT / "results" / "curves"  # the committed curves
@@ -521,7 +522,7 @@ def cli(argv: Sequence[str]) -> int:
                         help="where the run folders go (default: $STARUNET_RUNS or runs/)")
     parser.add_argument("--shard", default="0/1", help="I/N: train runs I, I+N, ... (for N parallel workers)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of this worker")
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", choices=list(DEVICE_CHOICES), default="auto")
     parser.add_argument("--preset", default=None, help="default: curves (smoke in smoke mode)")
     parser.add_argument("--out", type=Path, default=None,
                         help="evaluate: output folder (default: results/curves, or runs/curves-smoke in smoke mode)")
@@ -540,6 +541,10 @@ def cli(argv: Sequence[str]) -> int:
             command = "python -m starunet curves evaluate" + (f" --out {display_path(out)}" if args.out else "")
             evaluate_curves(runs_dir, out, preset=args.preset, device=device, command=command)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {cli_message(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to go on (finished epochs, snapshots and evaluations "
+              "are kept)", file=sys.stderr)
+        return 130
     return 0

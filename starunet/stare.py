@@ -433,11 +433,15 @@ def cli(argv: list[str]) -> int:
     parser.add_argument("--root", default=None, help="cache folder (default $STARUNET_DATA or a per-user cache)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    try:
+    try:  # what was passed: exit code 2, before anything is downloaded
         if _resolve_source(args.source)[0] != "extracted":  # an extracted folder is read in place
             check_writable_dir(args.root or default_data_root(), "data cache folder", "--root (or STARUNET_DATA)")
-        records = load_stare(source=args.source, root=args.root)
     except (StareDataError, PreflightError) as err:
+        print(f"error: {cli_message(err)}", file=sys.stderr)
+        return 2
+    try:  # the data itself (a failed download, a checksum or decoding error): exit code 1
+        records = load_stare(source=args.source, root=args.root)
+    except StareDataError as err:
         print(f"error: {cli_message(err)}", file=sys.stderr)
         return 1
     for row in dataset_summary(records):

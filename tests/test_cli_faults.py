@@ -82,8 +82,7 @@ def test_unwritable_output_folder_is_refused_before_any_work(command, env, block
 
 def test_fetch_refuses_an_unwritable_cache_before_downloading(env, blocked):
     proc = starunet(["fetch", "--root", str(blocked)], env)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.startswith("error: cannot write the data cache folder") and "--root" in proc.stderr
+    refused(proc, "cannot write the data cache folder", "--root")
 
 
 def test_reproduce_checks_every_argument_before_training(env, tmp_path):

@@ -458,7 +458,7 @@ def test_fetch_cli(mirror, tmp_path, capsys):
     assert stare.cli(["--source", str(mirror), "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 21 and out[0].startswith("im0001  ok") and "20 records verified" in out[-1]
-    assert stare.cli(["--source", str(tmp_path / "nope"), "--root", str(tmp_path)]) == 1
+    assert stare.cli(["--source", str(tmp_path / "nope"), "--root", str(tmp_path)]) == 2  # bad input
     assert "is not a URL or an existing folder" in capsys.readouterr().err
 
 
