@@ -204,7 +204,7 @@ def metrics_seconds(n_images: int = 10, height: int = 605, width: int = 700) -> 
 def recorded_grid_seconds(preset: str = "quick", seeds: tuple[int, ...] = (2024, 2025, 2026),
                           runs_dir: Path | None = None) -> dict[int, dict[str, float]]:
     """Training seconds of each finished (fusion, activation) run of ``preset``, per
-    seed, read from the runs' ``result.json`` (written by :func:`starunet.train.train`)."""
+    seed, read from the runs' ``result.json`` (written by :func:`starunet.training.train`)."""
     from starunet.presets import preset_config
     from starunet.runs import run_dir_for
 

@@ -136,7 +136,7 @@ def evaluate_run(run_dir: str | Path, records: Sequence, ids: Iterable[str] | No
                  device: str | None = None, tune_threshold: bool = True) -> RunEvaluation:
     """Evaluate a finished training run on whole images.
 
-    ``run_dir`` is a run directory written by :func:`starunet.train.train`;
+    ``run_dir`` is a run directory written by :func:`starunet.training.train`;
     ``ids`` the test image ids (default: the test split of the run's config);
     ``which`` the checkpoint (``"best"`` or ``"last"``); ``records`` the loaded STARE
     records (:func:`starunet.stare.load_stare`) that contain those ids and, with

@@ -18,7 +18,7 @@ job gets and watches the jobs:
   stop the others;
 * an interrupt (Ctrl-C), or the caller closing the generator, cancels the jobs in
   flight and waits for them to end;
-* finished runs are not submitted again: :func:`starunet.train.train` returns
+* finished runs are not submitted again: :func:`starunet.training.train` returns
   them from their folder, and resumes unfinished ones (``resume=True``).
 
 Importing this module imports neither torch nor submitit: a child process must be

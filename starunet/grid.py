@@ -2,7 +2,7 @@
 written to one folder that says how it was made.
 
 :func:`reproduce` (``python -m starunet reproduce``) trains every run of the grid
-through :func:`starunet.train.train` (one after another, or several at once through
+through :func:`starunet.training.train` (one after another, or several at once through
 :mod:`starunet.fanout`), scores it with :func:`starunet.evaluate.evaluate_run` and
 writes, atomically, ``metrics.csv`` (one row per run), ``per_image.csv``,
 ``curves.json``, small prediction PNGs, ``provenance.json`` and a ``README.md``
@@ -129,7 +129,7 @@ INFERENCE_COLUMNS = ["run", "method", "seconds", "seconds_per_image", *METRIC_NA
 
 def grid_configs(preset: str, seeds: Sequence[int], fusions: Sequence[str] = FUSIONS_COMPARED,
                  activations: Sequence[str] = ACTIVATIONS_COMPARED) -> list:
-    """The :class:`~starunet.train.TrainConfig` of every run of the grid, seed by seed
+    """The :class:`~starunet.presets.TrainConfig` of every run of the grid, seed by seed
     (so an interrupted grid has whole seeds done), validated."""
 
     seeds = list(seeds)
@@ -278,7 +278,7 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
               cluster: str = "local", slurm=None) -> GridResults:
     """Train (or reuse) and evaluate the fusion x activation grid for every seed.
 
-    Runs go to :func:`starunet.train.run_dir_for` under ``runs_dir`` (finished
+    Runs go to :func:`starunet.runs.run_dir_for` under ``runs_dir`` (finished
     runs are reused, interrupted ones resumed); results to ``out`` (default
     :func:`own_results_dir`): ``metrics.csv``, ``per_image.csv``, ``curves.json``,
     ``inference_methods.csv``, ``predictions/*.png``, ``provenance.json`` and a

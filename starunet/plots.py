@@ -56,7 +56,7 @@ def plot_training_curves(histories, metrics=("train_loss", "val_loss", "val_pr_a
     ``metrics``, one line per run, a ring at each run's best (selected) epoch.
 
     ``histories``: ``{label: rows}``, rows as returned by
-    :func:`starunet.train.read_history`. Labels starting ``fusion-activation``
+    :func:`starunet.runs.read_history`. Labels starting ``fusion-activation``
     get notebook 05's style (colour = fusion, dashed = ReLU).
     """
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)

@@ -10,7 +10,7 @@ from starunet.plots import ACTIVATION_STYLES, as_image, fusion_color
 
 
 def plot_unet_architecture(rows: list[dict], input_size: int = 96) -> plt.Figure:
-    """Draw the U-Net from its :func:`starunet.model.parameter_table` ``rows``: encoder
+    """Draw the U-Net from its :func:`starunet.probe.parameter_table` ``rows``: encoder
     blocks down the left, decoder blocks up the right, a fusion node where each skip
     arrives; every box shows channels, resolution and parameters."""
     blocks = {r["block"].split(" ")[0]: r for r in rows}
@@ -122,7 +122,7 @@ def plot_softmax_pitfall(logits) -> plt.Figure:
 
 def plot_fusion_maps(features: dict[str, dict], fusion: int, channel: int = 0, sample: int = 0) -> plt.Figure:
     """Feature maps around fusion number ``fusion`` (1 = deepest) for several models:
-    one row per model (``features``: name -> :func:`starunet.model.capture_features`;
+    one row per model (``features``: name -> :func:`starunet.probe.capture_features`;
     names that are fusion names get their formula from :data:`starunet.FUSIONS`),
     columns skip s, upsampled decoder d and the fused output, all for one
     ``channel`` of one ``sample``."""
@@ -162,7 +162,7 @@ def plot_feature_statistics(statistics: dict[str, list[dict]], keys=("std", "kur
                             title: str = "") -> plt.Figure:
     """Activation statistics through depth, one line per model.
 
-    ``statistics``: name -> :func:`starunet.model.feature_statistics` rows; names
+    ``statistics``: name -> :func:`starunet.probe.feature_statistics` rows; names
     ``"fusion, activation"`` (e.g. ``"star, relu"``) get the course's colours.
     Fused layers are shaded; ``std``, ``kurtosis`` and ``max_abs`` use a log scale."""
     fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 4.0), squeeze=False)
@@ -190,7 +190,7 @@ def plot_feature_statistics(statistics: dict[str, list[dict]], keys=("std", "kur
 
 
 def plot_variant(image, label, variant: dict, title: str = "", sample: int = 0) -> plt.Figure:
-    """What :func:`starunet.model.inspect_variant` found: the patch, its label, the
+    """What :func:`starunet.probe.inspect_variant` found: the patch, its label, the
     (untrained) variant's logits on it, and its activation statistics through depth."""
     fig, axes = plt.subplots(1, 4, figsize=(15, 3.6), gridspec_kw=dict(width_ratios=[1, 1, 1, 1.8]))
     axes[0].imshow(as_image(image))

@@ -197,7 +197,7 @@ def model_variant_explorer(patches, labels, sample: int = 0, seed: int = 0, fusi
                            activation: str = "none", narrow: float = 0.5):
     """Build any (fusion, activation, width) U-Net variant and look at it.
 
-    On every change, :func:`starunet.model.inspect_variant` builds the variant
+    On every change, :func:`starunet.probe.inspect_variant` builds the variant
     (weights from ``seed``) and runs it on the batch ``patches`` (N, 3, p, p) with
     batch statistics; :func:`starunet.plots_model.plot_variant` shows its parameter count,
     its logits on ``patches[sample]`` and its activation statistics through depth.
@@ -238,7 +238,7 @@ def model_variant_explorer(patches, labels, sample: int = 0, seed: int = 0, fusi
 # ---------------------------------------------------------------- 04 training
 
 def live_training_plot(label: str, out=None):
-    """A :func:`starunet.train.train` callback that redraws the run's curves after
+    """A :func:`starunet.training.train` callback that redraws the run's curves after
     every epoch, in place: in ``out`` (an ``ipywidgets.Output``) if given, else in
     the cell's output. After the run, the last drawing stays as a static figure."""
     import matplotlib.pyplot as plt
@@ -382,7 +382,7 @@ def training_launcher(records=None, preset: str = "quick", fusion: str = "star",
                       seed: int = 2024, device: str = "auto", background: bool | None = None):
     """Pick fusion, activation, preset and seed, and train that run with a live plot.
 
-    The train button calls :func:`starunet.train.train` with ``resume=True``: a
+    The train button calls :func:`starunet.training.train` with ``resume=True``: a
     finished run with the same config is reused at once, an interrupted one
     continues. The stop button (or Kernel > Interrupt) stops it between two steps,
     keeping the last finished epoch. ``records``: the STARE records already loaded

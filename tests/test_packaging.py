@@ -207,3 +207,24 @@ def test_the_architecture_map_lists_each_modules_imports():
         assert set(re.findall(r"`(\w+)`", listed.group(1).split("(")[0])) == imported, path.stem
         checked += 1
     assert checked >= 20
+
+
+def test_every_starunet_reference_in_docs_docstrings_and_notebooks_resolves():
+    """``starunet.<module>.<name>`` written anywhere (docstrings, README, docs, notebook
+    text) names something that exists: moving code cannot leave stale pointers behind."""
+    import importlib
+
+    import starunet
+
+    texts = [*(ROOT / "starunet").glob("*.py"), ROOT / "README.md", *(ROOT / "docs").glob("*.md"),
+             *(ROOT / "notebooks").glob("*.ipynb")]
+    stale = set()
+    for path in texts:
+        for match in re.finditer(r"(?<![\w/])starunet\.(\w+)(?:\.(\w+))?", path.read_text(encoding="utf-8")):
+            module, name = match.groups()
+            if module not in starunet._SUBMODULES:
+                if not hasattr(starunet, module) and module != "plots_":  # "starunet.plots_*" in a table
+                    stale.add(f"{path.name}: {match.group(0)}")
+            elif name and not hasattr(importlib.import_module(f"starunet.{module}"), name):
+                stale.add(f"{path.name}: {match.group(0)}")
+    assert not stale, sorted(stale)

@@ -182,7 +182,7 @@ def test_one_epoch_curves_have_an_integer_epoch_tick():
 
 
 class _Results:
-    """What show_run_comparison reads of :class:`starunet.evaluate.GridResults`."""
+    """What show_run_comparison reads of :class:`starunet.results.GridResults`."""
     curves = {}
 
     def saved_predictions(self):
