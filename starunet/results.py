@@ -140,8 +140,8 @@ def load_results(directory: str | Path, kind: str = "own") -> GridResults:
     order = [run_key(r["fusion"], r["activation"], r["seed"]) for r in runs]  # the grid's order, not JSON's
     curves = {k: curves[k] for k in order if k in curves} | {k: v for k, v in curves.items() if k not in order}
     return GridResults(directory=directory, kind=kind, runs=runs, per_image=rows("per_image.csv"),
-                   curves=curves, provenance=json_file("provenance.json"),
-                   inference_methods=rows("inference_methods.csv"))
+                       curves=curves, provenance=json_file("provenance.json"),
+                       inference_methods=rows("inference_methods.csv"))
 
 
 def own_results_dir() -> Path:

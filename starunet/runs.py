@@ -210,12 +210,13 @@ def snapshot_name(patches: int) -> str:
 
 
 def save_checkpoints(run_dir: Path, model: nn.Module, optimizer, stopper,
-                      history: list[dict], epoch_seconds: list[float], is_best: bool,
-                      snapshot_patches: int | None = None) -> None:
+                     history: list[dict], epoch_seconds: list[float], is_best: bool,
+                     snapshot_patches: int | None = None) -> None:
     """Best weights (if improved), a snapshot of them (if asked), then the full resume
-    state (``stopper``: the run's :class:`~starunet.training.EarlyStopping`), then the CSV view of it. Each write is atomic; ``checkpoint_last.pt`` is the
-    truth, history.csv a view. The snapshot is written before the resume state, so a
-    kill between the two redoes the epoch and rewrites the same snapshot."""
+    state (``stopper``: the run's :class:`~starunet.training.EarlyStopping`), then the
+    CSV view of it. Each write is atomic; ``checkpoint_last.pt`` is the truth,
+    history.csv a view. The snapshot is written before the resume state, so a kill
+    between the two redoes the epoch and rewrites the same snapshot."""
     weights = model.state_dict()
     epoch = int(history[-1]["epoch"])
     if is_best:

@@ -252,9 +252,10 @@ def budget_differences(grids: Mapping, activations: Sequence[str] = ACTIVATIONS_
                        metrics: Sequence[str] = HEADLINE_METRICS, n_boot: int = 4000,
                        level: float = 0.95, replacement: bool = True) -> dict[str, list[PairedDifference]]:
     """Star − sum per grid (``{preset: starunet.results.GridResults}``, one per training
-    budget), for each of ``activations`` that the grid has both fusions for, as :func:`paired_differences` computes it, and (with
-    ``replacement``) star/none − sum/relu (:func:`replacement_differences`) where
-    the grid has both; grids with none of them are left out."""
+    budget), for each of ``activations`` that the grid has both fusions for, as
+    :func:`paired_differences` computes it, and (with ``replacement``) star/none −
+    sum/relu (:func:`replacement_differences`) where the grid has both; grids with none
+    of them are left out."""
     out = {}
     for name, results in grids.items():
         acts = [a for a in activations if a in results.paired_activations]

@@ -338,12 +338,12 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
     stop_reason = "early_stopping" if stopper.should_stop else "max_epochs"
     best = history[stopper.best_epoch - 1]
     result = TrainingResult(run_dir=run_dir, config=config, best_epoch=stopper.best_epoch,
-                       best_val={k[4:]: v for k, v in best.items() if k.startswith("val_")},
-                       epochs=len(history), stop_reason=stop_reason,
-                       train_seconds=round(sum(epoch_seconds), 2),
-                       device=device_description(torch_device))
+                            best_val={k[4:]: v for k, v in best.items() if k.startswith("val_")},
+                            epochs=len(history), stop_reason=stop_reason,
+                            train_seconds=round(sum(epoch_seconds), 2),
+                            device=device_description(torch_device))
     write_json_atomic(run_dir / RESULT_FILE, {**result.to_dict(), "run_dir": run_dir.name,
-                                               "epoch_seconds": epoch_seconds})
+                                              "epoch_seconds": epoch_seconds})
     return result
 
 
@@ -394,7 +394,7 @@ def _run_epochs(config, run_dir, model, forward_model, optimizer, stopper, loade
         epoch_seconds.append(round(time.perf_counter() - start, 3))
         patches = epoch * config.samples_per_epoch
         save_checkpoints(run_dir, model, optimizer, stopper, history, epoch_seconds, is_best,
-                          patches if patches in snapshots else None)
+                         patches if patches in snapshots else None)
         bar.set_postfix({"loss": f"{train_loss:.4f}", f"val_{config.monitor}": f"{val[config.monitor]:.4f}"})
         if callback is not None:
             callback(history)

@@ -15,7 +15,7 @@ from starunet import session_plan
 TIMING = session_plan.Timing(step_seconds=0.01, val_seconds=1.0, image_seconds=0.5)
 ASSUME = session_plan.Assumptions(epochs=30, efficiency=0.5, startup_seconds=20.0, tests_minutes=1.0, bench_minutes=3.0)
 WORK = session_plan.Work(steps_per_epoch=250, seeds=(2024, 2025, 2026, 2027, 2028), jobs=4, curve_runs=8,
-              curve_steps=8192, curve_validations=128, curve_snapshots=7)
+                         curve_steps=8192, curve_validations=128, curve_snapshots=7)
 
 
 def test_parallel_speedup_adds_a_fraction_per_extra_job():

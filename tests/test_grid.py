@@ -285,7 +285,7 @@ def test_grid_conflict_hint_fits_what_differs(tmp_path):
 
 
 def test_an_interrupted_grid_describes_the_runs_it_finished_and_names_the_missing(stare_records, tiny_preset,
-                                                                                 tmp_path, monkeypatch):
+                                                                                  tmp_path, monkeypatch):
     """Ctrl-C (or a lease's end) after the first run: the folder is a consistent, smaller
     grid whose README says it is partial and which runs are missing; a re-run completes it."""
     records = [crop(r) for r in stare_records]

@@ -30,7 +30,7 @@ def _fusion_maps_input(fusion: int = 3) -> dict[str, torch.Tensor]:
 
 def test_fusion_map_titles_take_the_formula_from_the_registry():
     fig = plots_model.plot_fusion_maps({"star": _fusion_maps_input(), "gated": _fusion_maps_input(),
-                                  "my model": _fusion_maps_input()}, fusion=3)
+                                        "my model": _fusion_maps_input()}, fusion=3)
     fused_titles = [ax.get_title() for ax in fig.axes if "fused" in ax.get_title()]
     assert fused_titles == ["star: fused = d ⊙ s", "gated: fused = d ⊙ σ(s)", "my model: fused = my model"]
 
@@ -71,7 +71,7 @@ def _statistics_rows() -> list[dict]:
 
 def test_feature_statistics_and_training_curves_style_a_fusion_alike():
     stats = plots_model.plot_feature_statistics({"concat, none": _statistics_rows(), "star, relu": _statistics_rows(),
-                                           "star, gelu": _statistics_rows(), "other": _statistics_rows()})
+                                                 "star, gelu": _statistics_rows(), "other": _statistics_rows()})
     styles = [(line.get_label(), to_hex(line.get_color()), line.get_linestyle()) for line in stats.axes[0].lines]
     assert styles[:3] == [("concat, none", "#009e73", "-"), ("star, relu", "#d55e00", "--"),
                           ("star, gelu", "#d55e00", ":")]

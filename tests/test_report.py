@@ -99,7 +99,8 @@ def test_replacement_differences_pair_star_without_relu_with_sum_with_relu(tmp_p
     diffs = S.replacement_differences(rows, n_boot=100)
     assert [d.metric for d in diffs] == list(S.HEADLINE_METRICS)
     assert all(d.mean == pytest.approx(-0.02) and d.verdict == "star/none worse" for d in diffs)
-    grid = RS.GridResults(tmp_path, "own", runs, rows, {}, {"preset": "quick", "preset_config": {"samples_per_epoch": 10}})
+    grid = RS.GridResults(tmp_path, "own", runs, rows, {},
+                          {"preset": "quick", "preset_config": {"samples_per_epoch": 10}})
     budget = S.budget_differences({"quick": grid}, n_boot=100)
     assert [d.activation for d in budget["quick"]] == ["none"] * 3 + ["none vs relu"] * 3  # no star/relu runs
     table = R.training_budget_table({"quick": grid}, budget)
