@@ -28,7 +28,12 @@ from nbclient import NotebookClient
 
 from starunet.config import PROJECT_ROOT, smoke_mode
 from starunet.io import read_csv, write_text_atomic
-from starunet.report import markdown_table
+from starunet.report import (budget_verdicts_markdown, markdown_table, reference_comparison_markdown,
+                             results_markdown)
+from starunet.results import (REFERENCE_DIR, budget_grids, course_check_dir, find_results, load_results,
+                              own_results_dir)
+from starunet.stats import budget_differences
+from starunet.widgets import STATIC_TEXT, WIDGET_VIEW
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 
@@ -38,18 +43,23 @@ def list_notebooks(directory: Path = NOTEBOOKS_DIR) -> list[Path]:
     return sorted(p for p in directory.glob("[0-9][0-9]_*.ipynb") if p.is_file())
 
 
-def clean_notebook(nb) -> None:
+def clean_notebook(nb) -> int:
     """Drop what stops GitHub from rendering a notebook: saved widget state.
 
-    Widget outputs keep only their ``text/plain`` fallback (see
-    :func:`starunet.widgets.drop_widget_views`: a view without its state shows
-    "Error displaying widget: model not found" in JupyterLab); every widget in the
-    course is preceded by a static figure, so nothing is lost for readers.
-    """
-    from starunet.widgets import drop_widget_views
-
+    Every live-widget output keeps only :data:`starunet.widgets.STATIC_TEXT` (a view
+    without its state shows "Error displaying widget: model not found" in
+    JupyterLab); every widget in the course is preceded by a static figure, so nothing
+    is lost for readers. Returns how many widget outputs were replaced."""
     nb.metadata.pop("widgets", None)
-    drop_widget_views(nb)
+    count = 0
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            data = output.get("data", {})
+            if WIDGET_VIEW in data:
+                del data[WIDGET_VIEW]
+                data["text/plain"] = STATIC_TEXT
+                count += 1
+    return count
 
 
 @contextlib.contextmanager
@@ -236,13 +246,27 @@ def check_course_folders(out: Path, inplace: bool) -> None:
         check_writable_dir(default_data_root(), "data cache folder", "STARUNET_DATA")
 
 
-def _results_summary() -> str:
-    """The results part of summary.md, from the package's evaluation if present."""
+def course_summary_markdown() -> str:
+    """The results section of the course's ``summary.md``: the grid notebook 05 shows,
+    the reader's own runs beside the reference when there are any, and, when a longer-trained grid exists
+    (:func:`budget_grids`), the verdicts of notebook 05 section 9 for every budget."""
     try:
-        from starunet.grid import course_summary_markdown
-    except ImportError:
-        return ""
-    return course_summary_markdown()
+        results = find_results()
+    except FileNotFoundError as err:
+        return f"## Results: sum vs star skip fusion\n\nNo grid results found: {err}\n"
+    text = results_markdown(results)
+    own_dir = own_results_dir() if results.kind == "own" else course_check_dir()
+    if (own_dir / "metrics.csv").is_file():
+        own, reference = load_results(own_dir), load_results(REFERENCE_DIR, kind="reference")
+        text += ("\n## Your runs beside the reference (notebook 05, section 1)\n\n"
+                 f"{reference_comparison_markdown(own, reference)}")
+    grids = budget_grids(results)
+    diffs = budget_differences(grids) if len(grids) > 1 else {}
+    if len(diffs) > 1:
+        sources = "\n".join(f"- `{name}`: {grid.describe()}." for name, grid in grids.items())
+        text += (f"\n## Across training budgets (notebook 05, section 9)\n\n{sources}\n\n"
+                 f"{budget_verdicts_markdown(diffs)}\n")
+    return text
 
 
 def run_course(out: Path, only: list[str] | None = None, inplace: bool = False,
@@ -275,7 +299,7 @@ def run_course(out: Path, only: list[str] | None = None, inplace: bool = False,
              f"Mode: {'smoke (STARUNET_SMOKE=1)' if smoke_mode() else 'normal'}; "
              f"Python {sys.version.split()[0]}; {time.strftime('%Y-%m-%d %H:%M')}.", "",
              markdown_table(["notebook", "seconds"], [[name, f"{sec:.0f}"] for name, sec in timings])]
-    summary = "\n".join(lines) + "\n\n" + _results_summary()
+    summary = "\n".join(lines) + "\n\n" + course_summary_markdown()
     write_text_atomic(out / "summary.md", summary)
     print(f"summary -> {out / 'summary.md'}")
     return timings

@@ -24,21 +24,19 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from starunet.config import PROJECT_ROOT, default_runs_dir, display_path, git_commit, smoke_mode
+from starunet.config import default_runs_dir, display_path, git_commit, smoke_mode
 from starunet.device import DEVICE_CHOICES, hardware_record
 from starunet.evaluate import EVALUATION_VERSION, RunEvaluation, evaluate_run
-from starunet.io import read_csv, write_csv_atomic, write_json_atomic, write_text_atomic
+from starunet.io import write_csv_atomic, write_json_atomic, write_text_atomic
 from starunet.metrics import METRIC_NAMES
 from starunet.preflight import cli_message
 from starunet.presets import TrainConfig, preset_config
-from starunet.report import markdown_table
-from starunet.results import parse_row
+from starunet.report import curves_readme, format_patches
+from starunet.results import CURVES_DIR, CurveResults, load_curves
 from starunet.runs import LAST_CHECKPOINT, read_history, run_dir_for, snapshot_name
-from starunet.stats import (HEADLINE_METRICS, METRIC_LABELS, PairedDifference, TUNED_METRICS, config_differences,
-                            config_order, run_key)
+from starunet.stats import HEADLINE_METRICS, PairedDifference, TUNED_METRICS, config_differences, run_key
 from starunet.training import train
 
-CURVES_DIR = PROJECT_ROOT / "results" / "curves"  # the committed curves
 PLATEAU_GAIN = 0.005  # test PR-AUC gained over one doubling below which a curve counts as flat
 
 
@@ -180,11 +178,6 @@ def plateau(points: Sequence[Mapping], final_patches: int, gain: float = PLATEAU
     return f"flat from {format_patches(flat_from)}"
 
 
-def format_patches(n: int) -> str:
-    """1024 -> "1k", 65536 -> "64k" (powers of two read better in binary k)."""
-    return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else str(n)
-
-
 def evaluate_curves(runs_dir: str | Path | None = None, out: str | Path = CURVES_DIR,
                     runs: Sequence[CurveRun] = CURVE_RUNS, preset: str | None = None,
                     records: Sequence | None = None, device: str = "cpu", command: str | None = None,
@@ -260,72 +253,9 @@ def evaluate_curves(runs_dir: str | Path | None = None, out: str | Path = CURVES
     }
     write_json_atomic(out / "provenance.json", provenance)
     results = load_curves(out)
-    write_text_atomic(out / "README.md", curves_readme(results))
+    write_text_atomic(out / "README.md", curves_readme(results, budget_differences(results)))
     log(f"curves -> {display_path(out)}")
     return results
-
-
-# ---------------------------------------------------------------- reading them back
-
-@dataclass
-class CurveResults:
-    """The files of :func:`evaluate_curves`, read back (numbers parsed)."""
-    directory: Path
-    points: list[dict]
-    per_image: list[dict]
-    runs: list[dict]
-    provenance: dict
-
-    def keys(self) -> list[str]:
-        return [CurveRun(r["fusion"], r["activation"], int(r["seed"])).key for r in self.runs]
-
-    def history(self, key: str) -> list[dict[str, float]]:
-        return read_history_csv(self.directory / "history" / f"{key}.csv")
-
-    def largest_common_budget(self, keys: Sequence[tuple[str, str]]) -> int:
-        """The largest budget that every configuration in ``keys`` reached with one shared
-        seed. Seeds that have not reached it (a second seed still training) are left out
-        of a comparison there instead of pulling it back to their first points."""
-        reached: dict[tuple[str, str], dict[int, int]] = {}
-        for r in self.points:
-            if (r["fusion"], r["activation"]) in keys:
-                seeds = reached.setdefault((r["fusion"], r["activation"]), {})
-                seeds[r["seed"]] = max(seeds.get(r["seed"], 0), r["patches"])
-        if len(reached) < len(set(keys)):
-            raise ValueError(f"no scored points for {keys} in {display_path(self.directory)}")
-        shared = set.intersection(*(set(seeds) for seeds in reached.values()))
-        if not shared:
-            raise ValueError(f"{keys} share no seed in {display_path(self.directory)}")
-        return max(min(seeds[s] for seeds in reached.values()) for s in shared)
-
-
-def read_history_csv(path: Path) -> list[dict[str, float]]:
-    return [{k: float(v) for k, v in row.items()} for row in read_csv(path)]
-
-
-_CURVE_INTS = {"patches", "epoch", "best_epoch", "epochs", "finished", "seed"}
-
-
-def _parse(row: Mapping[str, str]) -> dict:
-    parsed = parse_row(row)  # metrics, seed
-    for key in _CURVE_INTS & set(row):
-        parsed[key] = int(row[key]) if row[key] != "" else ""
-    for key in ("val_pr_auc", "train_seconds", "val_pr_auc_swing", "val_pr_auc_max_drop"):
-        if row.get(key, "") != "":
-            parsed[key] = float(row[key])
-    return parsed
-
-
-def load_curves(directory: str | Path = CURVES_DIR) -> CurveResults:
-    """Read the output folder of :func:`evaluate_curves`."""
-    directory = Path(directory)
-    if not (directory / "points.csv").is_file():
-        raise FileNotFoundError(f"no points.csv in {display_path(directory)}: run `python -m starunet curves "
-                                "train` and then `python -m starunet curves evaluate --out DIR` first")
-    def rows(name: str) -> list[dict]:
-        return [_parse(r) for r in read_csv(directory / name)]
-    provenance = json.loads((directory / "provenance.json").read_text(encoding="utf-8"))
-    return CurveResults(directory, rows("points.csv"), rows("per_image.csv"), rows("runs.csv"), provenance)
 
 
 # ---------------------------------------------------------------- what they say
@@ -359,157 +289,6 @@ def budget_differences(results: CurveResults, comparisons=COMPARISONS, n_boot: i
             continue  # one of the two has no run at this budget with a shared seed
         out += [(budget, d) for d in diffs]
     return out
-
-
-def differences_table(diffs: Sequence[tuple[int, PairedDifference]]) -> str:
-    """Markdown: one row per comparison and metric, the mean difference with its CI."""
-    rows = [[f"{d.b} − {d.a}", format_patches(budget), f"{d.n_seeds} × {d.n_images}",
-             METRIC_LABELS.get(d.metric, d.metric), f"{d.mean:+.4f}",
-             f"[{d.low:+.4f}, {d.high:+.4f}]", d.verdict] for budget, d in diffs]
-    header = ["comparison", "budget", "seeds × images", "metric", "difference",
-              f"{100 * diffs[0][1].level:.0f}% CI" if diffs else "CI", "verdict"]
-    return markdown_table(header, rows, numbers=False)
-
-
-def verdict_lines(diffs: Sequence[tuple[int, PairedDifference]]) -> list[str]:
-    """One computed sentence per compared pair: its headline differences and what the
-    CIs say together (with one seed, the CI covers test-image noise only)."""
-    pairs: dict[tuple[str, str], list] = {}
-    for budget, d in diffs:
-        pairs.setdefault((d.b, d.a), []).append((budget, d))
-    lines = []
-    for (b, a), group in pairs.items():
-        budget, first = group[0]
-        verdicts = {d.verdict for _, d in group}
-        overall = (f"{b} better on every headline metric" if verdicts == {f"{b} better"} else
-                   f"{b} worse on every headline metric" if verdicts == {f"{b} worse"} else
-                   "within noise on every headline metric" if verdicts == {"within noise"} else
-                   "; ".join(f"{METRIC_LABELS[d.metric]}: {d.verdict}" for _, d in group))
-        noise = ("seeds and test images" if first.n_seeds > 1 else
-                 "test images only (one seed: run-to-run noise not measured)")
-        numbers = ", ".join(f"{METRIC_LABELS[d.metric]} {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]" for _, d in group)
-        lines.append(f"**{b} − {a}** at {format_patches(budget)} patches ({first.n_seeds} seed(s) × "
-                     f"{first.n_images} images, CI over {noise}): {numbers}. Verdict: {overall}.")
-    return lines
-
-
-def source_comparison_table(results: CurveResults, source: Mapping[str, Mapping[str, Mapping[str, float]]],
-                            metrics: Sequence[str] = METRIC_NAMES) -> str:
-    """The source's 提升 rows (star − sum, percentage points) beside ours at the largest
-    budget both of our runs reached (means over the seeds both have): the absolute
-    numbers are not comparable (another set of pixels, notebook 05), the differences may be."""
-    from starunet.source import format_points, improvement_points
-
-    rows = []
-    for activation, published in source.items():
-        pair = [("sum", activation), ("star", activation)]
-        try:
-            budget = results.largest_common_budget(pair)
-        except ValueError:
-            continue
-        ours = {}
-        for fusion, act in pair:
-            chosen = [r for r in results.points if (r["fusion"], r["activation"]) == (fusion, act)
-                      and r["patches"] == budget]
-            ours[fusion] = {m: float(np.mean([r[m] for r in chosen])) for m in metrics}
-            seeds = len(chosen)
-        src = improvement_points(published["sum"], published["star"])
-        mine = improvement_points(ours["sum"], ours["star"])
-        rows.append([f"提升 star − sum, {activation}, source", *(format_points(src[m]) for m in metrics)])
-        rows.append([f"提升 star − sum, {activation}, ours at {format_patches(budget)} ({seeds} seed(s))",
-                     *(format_points(mine[m]) for m in metrics)])
-    return markdown_table(["(percentage points)", *(METRIC_LABELS[m] for m in metrics)], rows)
-
-
-def curve_table(results: CurveResults, metric: str = "pr_auc") -> str:
-    """Markdown: one row per run, one column per budget, the test ``metric``."""
-    budgets = sorted({r["patches"] for r in results.points})
-    values = {(CurveRun(r["fusion"], r["activation"], r["seed"]).key, r["patches"]): r[metric]
-              for r in results.points}
-    rows = [[key, *(f"{values[(key, b)]:.4f}" if (key, b) in values else "" for b in budgets)]
-            for key in results.keys()]
-    return markdown_table([f"test {METRIC_LABELS.get(metric, metric)}", *map(format_patches, budgets)], rows)
-
-
-def early_stopping_table(results: CurveResults, full, metric: str = "pr_auc") -> str:
-    """Markdown: the full-protocol grid ``full`` (a :class:`starunet.results.GridResults`
-    of preset ``full``: early stopping on 2,000-patch epochs) beside the curves of the
-    same configurations: where early stopping stopped and which weights it kept (patches,
-    means over seeds), the test ``metric`` of those weights, and the curves' test
-    ``metric`` at the budgets around them and at their largest. Did early stopping stop
-    where the curves flatten?"""
-    label = METRIC_LABELS.get(metric, metric)
-    epoch = int(full.provenance["preset_config"]["samples_per_epoch"])
-    rows = []
-    for fusion, activation in sorted({(r["fusion"], r["activation"]) for r in full.runs},
-                                      key=lambda config: config_order(*config)):
-        runs = [r for r in full.runs if (r["fusion"], r["activation"]) == (fusion, activation)]
-        curve = {}
-        for r in results.points:
-            if (r["fusion"], r["activation"]) == (fusion, activation):
-                curve.setdefault(r["patches"], []).append(r[metric])
-        if not curve:
-            continue
-        best = float(np.mean([int(r["best_epoch"]) * epoch for r in runs]))
-        below = max((b for b in curve if b <= best), default=min(curve))
-        above = min((b for b in curve if b >= best), default=max(curve))
-        values = [float(r[metric]) for r in runs]
-        spread = f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else ""
-        at = dict.fromkeys([below, above, max(curve)])
-        rows.append([f"{fusion}/{activation}", str(len(runs)),
-                     f"{np.mean([int(r['epochs']) * epoch for r in runs]):,.0f}", f"{best:,.0f}",
-                     f"{np.mean(values):.4f}{spread}",
-                     ", ".join(f"{np.mean(curve[b]):.4f} at {format_patches(b)}" for b in at)])
-    header = ["configuration", "full: seeds", "full: stopped after (patches)", "full: kept weights of (patches)",
-              f"full: test {label}", f"curves: test {label} (budgets around the kept weights, and the largest)"]
-    return markdown_table(header, rows)
-
-
-def runs_table(results: CurveResults) -> str:
-    """Markdown: per run, how far it trained, how long, where its curve flattened and
-    how much its validation PR-AUC swung between epochs."""
-    rows = [[key, f"{r['patches']:,}", "yes" if r["finished"] else "no", f"{r['train_seconds'] / 60:.0f} min",
-             r["plateau"], f"{r['val_pr_auc_swing']:.4f}", f"{r['val_pr_auc_max_drop']:.4f}"]
-            for key, r in zip(results.keys(), results.runs)]
-    header = ["run", "patches trained", "finished", "training time", "plateau (test PR-AUC)",
-              "val PR-AUC swing (median)", "largest drop"]
-    return markdown_table(header, rows)
-
-
-def curves_readme(results: CurveResults) -> str:
-    """The generated README of a curves folder: how it was made, then what it holds."""
-    p = results.provenance
-    config = p["preset_config"]
-    lines = [
-        "# Learning curves: test quality against training patches seen", "",
-        "Generated by `starunet.curves.evaluate_curves` -- do not edit by hand.", "",
-        f"- **Recipe**: preset `{p['preset']}`: Adam lr {config['lr']}, batch {config['batch_size']}, "
-        f"{config['patch_size']}x{config['patch_size']} patches, {config['samples_per_epoch']} patches per "
-        f"epoch, validated after each epoch on the split's validation images, up to "
-        f"{config['samples_per_epoch'] * config['max_epochs']:,} patches, no early stopping: the best "
-        "validation (PR-AUC) weights so far are kept and snapshotted at every doubling of patches seen.",
-        f"- **Points**: {', '.join(f'{n:,}' for n in p['points'])} patches; every snapshot scored on the "
-        f"test images {' '.join(p['test_ids'])} (whole images, pooled inside the FOV, threshold 0.5, and "
-        "again at the validation images' F1-optimal threshold).",
-        "- **Commands**: `python -m starunet curves train --shard 0/2 --threads 1` and `--shard 1/2` "
-        "side by side (two workers of one torch thread each), then "
-        f"`{p['command']}`.",
-        f"- **Trained on**: {'; '.join(p['trained_on'])}. Training times were measured while the two workers "
-        "shared the machine with other work: read them as upper bounds, not benchmarks.",
-        f"- **Evaluated on**: {p['evaluated_on']}, torch {p['torch']}, Python {p['python']}, commit "
-        f"{p['git_commit']}, {p['finished']}.",
-        f"- **Plateau rule**: {p['plateau_rule']} for every later doubling.", "",
-        "## Runs", "", runs_table(results), "",
-        "## Test PR-AUC per budget", "", curve_table(results, "pr_auc"), "",
-        "## Test ROC-AUC per budget", "", curve_table(results, "roc_auc"), "",
-        "## Test F1 (threshold 0.5) per budget", "", curve_table(results, "f1"), "",
-    ]
-    diffs = budget_differences(results)
-    if diffs:
-        lines += ["## Paired differences at the largest budget reached", "",
-                  "Per test image, paired by seed; 95 % bootstrap CI over seeds and images (with one seed, "
-                  "over test images only: run-to-run noise is not in it).", "", differences_table(diffs), ""]
-    return "\n".join(lines)
 
 
 def cli(argv: Sequence[str]) -> int:

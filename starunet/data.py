@@ -16,11 +16,7 @@ import torch
 from starunet.stare import STARE_IDS, StareRecord, check_ids
 
 
-# ------------------------------------------------------------------ decoding
-
-
-# ------------------------------------------------------------------ field of view
-
+# ------------------------------------------------------------------ class balance
 
 def vessel_fraction(records: Sequence[StareRecord], within_fov: bool = True) -> float:
     """Vessel pixels (ah) over the pixels of all ``records``, pooled -- the class
@@ -202,11 +198,7 @@ def patch_vessel_fraction(dataset: PatchDataset, n: int, within_fov: bool = True
                                    within_fov)
 
 
-# ------------------------------------------------------------------ tiling
-
-
-# ------------------------------------------------------------------ command line
-
+# ------------------------------------------------------------------ selecting records
 
 def select_records(records: Sequence, ids: Iterable[str] | None) -> list:
     """The records with the given ids, in that order (all records when ``ids`` is None)."""

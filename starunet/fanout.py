@@ -26,6 +26,7 @@ able to set ``CUDA_VISIBLE_DEVICES`` before CUDA starts (:func:`train_job`).
 """
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -124,6 +125,53 @@ class FanOut:
     def parallel(self) -> bool:
         """False for the plain in-process loop (one local job at a time)."""
         return self.jobs > 1 or self.cluster != "local"
+
+
+# ---------------------------------------------------------------- command-line options
+
+def add_fanout_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--jobs``, ``--threads``, ``--cluster`` and the ``--slurm-*`` options to a
+    command (``python -m starunet reproduce``)."""
+
+    group = parser.add_argument_group("parallel runs", "train several runs at once through submitit: child "
+                                      "processes here (--cluster local) or SLURM jobs (--cluster slurm)")
+    group.add_argument("--jobs", type=int, default=1,
+                       help="runs in flight at once (default 1: one after another, in this process); on one "
+                            "machine each gets cores/jobs torch threads, or a share of the GPUs")
+    group.add_argument("--threads", type=int, default=None,
+                       help="torch threads per run (default: unchanged for --jobs 1, else cores/jobs)")
+    group.add_argument("--cluster", choices=CLUSTERS, default="local",
+                       help="where the jobs run (default local; slurm submits each run with sbatch)")
+    group.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES",
+                       help="time limit of each run's job (required with --cluster slurm)")
+    group.add_argument("--slurm-partition", default=None)
+    group.add_argument("--slurm-gpus-per-job", type=int, default=0, metavar="N", help="GPUs per run (default 0)")
+    group.add_argument("--slurm-cpus-per-job", type=int, default=None, metavar="N",
+                       help="CPUs per run, also its torch threads (default 1)")
+    group.add_argument("--slurm-mem-gb", type=float, default=None, metavar="GB")
+    group.add_argument("--slurm-account", default=None)
+    group.add_argument("--slurm-qos", default=None)
+    group.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                       help="a shell line run before each job, e.g. 'source .venv/bin/activate' (repeatable)")
+    group.add_argument("--slurm-extra", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="other sbatch options, e.g. gres=gpu:a100:1 constraint=h100")
+
+
+def slurm_options_from_args(args: argparse.Namespace) -> SlurmOptions | None:
+    """The :class:`SlurmOptions` of the flags of :func:`add_fanout_arguments`; None when no
+    ``--slurm-*`` flag was given and the cluster is local (reproduce then refuses
+    ``--slurm-*`` flags without ``--cluster slurm``)."""
+
+    given = (args.slurm_time, args.slurm_partition, args.slurm_cpus_per_job, args.slurm_mem_gb,
+             args.slurm_account, args.slurm_qos)
+    if args.cluster == "local" and all(v is None for v in given) and not (
+            args.slurm_gpus_per_job or args.slurm_setup or args.slurm_extra):
+        return None
+    return SlurmOptions(time_min=args.slurm_time, partition=args.slurm_partition,
+                        gpus_per_job=args.slurm_gpus_per_job, cpus_per_job=args.slurm_cpus_per_job,
+                        mem_gb=args.slurm_mem_gb, account=args.slurm_account, qos=args.slurm_qos,
+                        setup=tuple(args.slurm_setup),
+                        extra=tuple(tuple((e.split("=", 1) + [""])[:2]) for e in args.slurm_extra))
 
 
 def threads_per_job(jobs: int, cores: int | None = None) -> int:

@@ -33,30 +33,24 @@ from starunet.data import select_records
 from starunet.stare import load_stare
 from starunet.device import DEVICE_CHOICES, hardware_record, select_device
 from starunet.evaluate import EVALUATION_VERSION, RunEvaluation, evaluate_run
-from starunet.fanout import CLUSTERS, FanOut, GridRunError, RunFailure, SlurmOptions, job_threads, train_runs
+from starunet.fanout import (FanOut, GridRunError, RunFailure, add_fanout_arguments, job_threads,
+                             slurm_options_from_args, train_runs)
 from starunet.fusion import FUSIONS
 from starunet.inference import DEFAULT_METHOD, INFERENCE_METHODS, check_inference_method, compare_inference_methods
 from starunet.io import read_csv, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
 from starunet.metrics import METRIC_NAMES
 from starunet.model import ACTIVATIONS
 from starunet.preflight import PreflightError, check_positive, check_seeds, check_writable_dir, cli_message
-from starunet.report import budget_verdicts_markdown, provenance_readme, reference_comparison_markdown, results_markdown
-from starunet.results import (REFERENCE_DIR, GridResults, budget_grids, find_results, is_committed_grid, load_results,
-                              own_results_dir)
+from starunet.report import provenance_readme
+from starunet.results import GridResults, course_check_dir, is_committed_grid, load_results, own_results_dir
 from starunet.stats import (ACTIVATIONS_COMPARED, FUSIONS_COMPARED, HEADLINE_METRICS, TUNED_COLUMNS, TUNED_METRICS,
-                            budget_differences, run_key)
+                            run_key)
 from starunet.presets import PRESETS, preset_config
 from starunet.runs import RESULT_FILE, load_model, run_dir_for
 from starunet.training import train
 
 METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
 PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels
-
-
-def course_check_dir() -> Path:
-    """Where the course evaluates the reader's notebook-04 runs for the comparison
-    with the reference grid: ``<runs dir>/course-check``."""
-    return default_runs_dir() / "course-check"
 
 
 def finished_reference_seeds(reference: GridResults, runs_dir: str | Path | None = None) -> list[int]:
@@ -90,29 +84,6 @@ def own_runs_beside_reference(reference: GridResults, records: Sequence | None =
                      records=records, log=log or (lambda message: None), overwrite=True,
                      command=f"python -m starunet reproduce --preset {p['preset']} --seeds "
                              f"{' '.join(map(str, seeds))}")
-
-
-def course_summary_markdown() -> str:
-    """The results section of the course's ``summary.md`` (see :mod:`starunet.course`):
-    the grid notebook 05 shows and, when a longer-trained grid exists
-    (:func:`budget_grids`), the verdicts of notebook 05 section 9 for every budget."""
-    try:
-        results = find_results()
-    except FileNotFoundError as err:
-        return f"## Results: sum vs star skip fusion\n\nNo grid results found: {err}\n"
-    text = results_markdown(results)
-    own_dir = own_results_dir() if results.kind == "own" else course_check_dir()
-    if (own_dir / "metrics.csv").is_file():
-        own, reference = load_results(own_dir), load_results(REFERENCE_DIR, kind="reference")
-        text += ("\n## Your runs beside the reference (notebook 05, section 1)\n\n"
-                 f"{reference_comparison_markdown(own, reference)}")
-    grids = budget_grids(results)
-    diffs = budget_differences(grids) if len(grids) > 1 else {}
-    if len(diffs) > 1:
-        sources = "\n".join(f"- `{name}`: {grid.describe()}." for name, grid in grids.items())
-        text += (f"\n## Across training budgets (notebook 05, section 9)\n\n{sources}\n\n"
-                 f"{budget_verdicts_markdown(diffs)}\n")
-    return text
 
 
 # 2: starunet.inference (BatchNorm folded), test metrics within 1e-6 of version 1
@@ -458,7 +429,7 @@ def cli(argv: Sequence[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=4, help="images (or tiles) per inference batch")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace results in --out that this grid does not contain (default: refuse)")
-    _add_fanout_arguments(parser)
+    add_fanout_arguments(parser)
     args = parser.parse_args(list(argv))
 
     problem = reproduce_problem(args)  # before anything is trained or downloaded
@@ -471,7 +442,7 @@ def cli(argv: Sequence[str]) -> int:
         reproduce(args.preset, args.seeds, args.out, fusions=args.fusions, activations=args.activations,
                   device=args.device, runs_dir=args.runs_dir, method=args.method, batch_size=args.batch_size,
                   command=command, overwrite=args.overwrite, jobs=args.jobs, threads=args.threads,
-                  cluster=args.cluster, slurm=_slurm_options(args))
+                  cluster=args.cluster, slurm=slurm_options_from_args(args))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {cli_message(err)}", file=sys.stderr)
         return 2
@@ -483,50 +454,6 @@ def cli(argv: Sequence[str]) -> int:
               "runs and evaluations are reused, unfinished runs resume from their last epoch.", file=sys.stderr)
         return 130
     return 0
-
-
-def _add_fanout_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--jobs``, ``--threads``, ``--cluster`` and the ``--slurm-*`` options (:mod:`starunet.fanout`)."""
-
-    group = parser.add_argument_group("parallel runs", "train several runs at once through submitit: child "
-                                      "processes here (--cluster local) or SLURM jobs (--cluster slurm)")
-    group.add_argument("--jobs", type=int, default=1,
-                       help="runs in flight at once (default 1: one after another, in this process); on one "
-                            "machine each gets cores/jobs torch threads, or a share of the GPUs")
-    group.add_argument("--threads", type=int, default=None,
-                       help="torch threads per run (default: unchanged for --jobs 1, else cores/jobs)")
-    group.add_argument("--cluster", choices=CLUSTERS, default="local",
-                       help="where the jobs run (default local; slurm submits each run with sbatch)")
-    group.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES",
-                       help="time limit of each run's job (required with --cluster slurm)")
-    group.add_argument("--slurm-partition", default=None)
-    group.add_argument("--slurm-gpus-per-job", type=int, default=0, metavar="N", help="GPUs per run (default 0)")
-    group.add_argument("--slurm-cpus-per-job", type=int, default=None, metavar="N",
-                       help="CPUs per run, also its torch threads (default 1)")
-    group.add_argument("--slurm-mem-gb", type=float, default=None, metavar="GB")
-    group.add_argument("--slurm-account", default=None)
-    group.add_argument("--slurm-qos", default=None)
-    group.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
-                       help="a shell line run before each job, e.g. 'source .venv/bin/activate' (repeatable)")
-    group.add_argument("--slurm-extra", nargs="+", default=[], metavar="KEY=VALUE",
-                       help="other sbatch options, e.g. gres=gpu:a100:1 constraint=h100")
-
-
-def _slurm_options(args: argparse.Namespace):
-    """The :class:`~starunet.fanout.SlurmOptions` of the parsed flags; None when no
-    ``--slurm-*`` flag was given and the cluster is local (reproduce then refuses
-    ``--slurm-*`` flags without ``--cluster slurm``)."""
-
-    given = (args.slurm_time, args.slurm_partition, args.slurm_cpus_per_job, args.slurm_mem_gb,
-             args.slurm_account, args.slurm_qos)
-    if args.cluster == "local" and all(v is None for v in given) and not (
-            args.slurm_gpus_per_job or args.slurm_setup or args.slurm_extra):
-        return None
-    return SlurmOptions(time_min=args.slurm_time, partition=args.slurm_partition,
-                        gpus_per_job=args.slurm_gpus_per_job, cpus_per_job=args.slurm_cpus_per_job,
-                        mem_gb=args.slurm_mem_gb, account=args.slurm_account, qos=args.slurm_qos,
-                        setup=tuple(args.slurm_setup),
-                        extra=tuple(tuple((e.split("=", 1) + [""])[:2]) for e in args.slurm_extra))
 
 
 def reproduce_problem(args) -> str | None:

@@ -271,7 +271,7 @@ def plot_learning_curves(points, metrics=("roc_auc", "pr_auc", "f1"), human=None
     """Test metrics against training patches seen (log axis), one line per run.
 
     ``points``: rows with ``fusion, activation, seed, patches`` and the metrics (e.g.
-    :class:`starunet.curves.CurveResults` ``.points``); colour = fusion, line style =
+    :class:`starunet.results.CurveResults` ``.points``); colour = fusion, line style =
     activation, the first seed of a configuration drawn solid, later seeds fainter.
     ``human``: the second observer's metrics, a black dashed line; ``source``: the
     source's published rows (``{activation: {fusion: metrics}}``), dotted lines in the

@@ -1,8 +1,8 @@
 """Every Markdown table and generated text of the course: metric tables in the
-source's layout, grid summaries, budget and threshold tables, and the README that
-:func:`starunet.grid.reproduce` writes into a grid folder.
-
-Formatting only: the functions take numbers or a :class:`~starunet.results.GridResults`
+source's layout, grid summaries, budget and threshold tables, the README that
+:func:`starunet.grid.reproduce` writes into a grid folder, and the learning-curve
+tables and README of notebook 06. Formatting only: the functions take numbers, a
+:class:`~starunet.results.GridResults` or a :class:`~starunet.results.CurveResults`
 and return text; nothing here trains, evaluates or writes files.
 """
 from __future__ import annotations
@@ -15,18 +15,18 @@ import numpy as np
 from starunet.config import display_path
 from starunet.metrics import MAX_CURVE_POINTS, METRIC_NAMES
 from starunet.presets import PRESETS
-from starunet.results import GridResults
+from starunet.results import CurveResults, GridResults
 from starunet.runs import TrainingResult
 from starunet.source import format_points, improvement_points
 from starunet.stats import (ACTIVATIONS_COMPARED, ACTIVATION_LABELS, FUSIONS_COMPARED, HEADLINE_METRICS, METRIC_LABELS,
-                            OLDER_EVALUATION, PairedDifference, budget_differences, run_key, verdict_sentence)
+                            OLDER_EVALUATION, PairedDifference, budget_differences, config_order, run_key,
+                            verdict_sentence)
 
 
 def format_value(mean: float, std: float | None = None, digits: int = 4) -> str:
     """``0.9512 ± 0.0031`` (or just the mean when there is no spread to show)."""
-    if std is None or math.isnan(std):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    spread = "" if std is None or math.isnan(std) else f" ± {std:.{digits}f}"
+    return f"{mean:.{digits}f}{spread}"
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]], numbers: bool = True) -> str:
@@ -200,13 +200,12 @@ def training_budget_table(grids: Mapping[str, GridResults], diffs: Mapping[str, 
     for name, chosen in diffs.items():
         summary = grids[name].summary()
         for d in chosen:
-            config_a, config_b = d.config_a, d.config_b
-            sums, stars = summary[config_a], summary[config_b]
+            sums, stars = summary[d.config_a], summary[d.config_b]
             rows.append([name, d.activation, METRIC_LABELS.get(d.metric, d.metric),
                          format_value(sums["mean"][d.metric], sums["std"][d.metric]),
                          format_value(stars["mean"][d.metric], stars["std"][d.metric]),
                          f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]", d.verdict,
-                         _training_length(grids[name], *config_a), _training_length(grids[name], *config_b)])
+                         _training_length(grids[name], *d.config_a), _training_length(grids[name], *d.config_b)])
     return markdown_table(header, rows, numbers=False)
 
 
@@ -258,7 +257,7 @@ def _parallel_note(p: Mapping) -> str:
             "each)") if fan else ""
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float) -> str:  # "1 h 05 min", "3 min 07 s"
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
@@ -269,9 +268,8 @@ def _partial_note(p: Mapping) -> str:
     partial = p.get("partial")
     if not partial:
         return ""
-    missing = partial["missing"]
-    return (f"; **partial: {partial['ended']}, {len(missing)} run(s) missing: {', '.join(missing)}** "
-            "(re-run the command to finish them)")
+    return (f"; **partial: {partial['ended']}, {len(partial['missing'])} run(s) missing: "
+            f"{', '.join(partial['missing'])}** (re-run the command to finish them)")
 
 
 def _reuse_note(p: Mapping) -> str:
@@ -348,3 +346,155 @@ def run_results_markdown(results: Mapping[str, TrainingResult]) -> str:
              f"{r.best_val['pr_auc']:.4f}", f"{r.best_val['f1']:.4f}", f"{r.train_seconds / 60:.1f} min",
              "reused" if r.reused else "trained now"] for label, r in results.items()]
     return markdown_table(header, rows)
+
+
+# ---------------------------------------------------------------- learning curves (notebook 06)
+
+def format_patches(n: int) -> str:
+    """1024 -> "1k", 65536 -> "64k" (powers of two read better in binary k)."""
+    return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else str(n)
+
+
+def differences_table(diffs: Sequence[tuple[int, PairedDifference]]) -> str:
+    """Markdown: one row per comparison and metric, the mean difference with its CI."""
+    rows = [[f"{d.b} − {d.a}", format_patches(budget), f"{d.n_seeds} × {d.n_images}",
+             METRIC_LABELS.get(d.metric, d.metric), f"{d.mean:+.4f}",
+             f"[{d.low:+.4f}, {d.high:+.4f}]", d.verdict] for budget, d in diffs]
+    header = ["comparison", "budget", "seeds × images", "metric", "difference",
+              f"{100 * diffs[0][1].level:.0f}% CI" if diffs else "CI", "verdict"]
+    return markdown_table(header, rows, numbers=False)
+
+
+def verdict_lines(diffs: Sequence[tuple[int, PairedDifference]]) -> list[str]:
+    """One computed sentence per compared pair: its headline differences and what the
+    CIs say together (with one seed, the CI covers test-image noise only)."""
+    pairs: dict[tuple[str, str], list] = {}
+    for budget, d in diffs:
+        pairs.setdefault((d.b, d.a), []).append((budget, d))
+    lines = []
+    for (b, a), group in pairs.items():
+        budget, first = group[0]
+        verdicts = {d.verdict for _, d in group}  # "<b> better", "<b> worse" or "within noise"
+        overall = (f"{verdicts.pop()} on every headline metric" if len(verdicts) == 1 else
+                   "; ".join(f"{METRIC_LABELS[d.metric]}: {d.verdict}" for _, d in group))
+        noise = ("seeds and test images" if first.n_seeds > 1 else
+                 "test images only (one seed: run-to-run noise not measured)")
+        numbers = ", ".join(f"{METRIC_LABELS[d.metric]} {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]" for _, d in group)
+        lines.append(f"**{b} − {a}** at {format_patches(budget)} patches ({first.n_seeds} seed(s) × "
+                     f"{first.n_images} images, CI over {noise}): {numbers}. Verdict: {overall}.")
+    return lines
+
+
+def source_comparison_table(results: CurveResults, source: Mapping[str, Mapping[str, Mapping[str, float]]],
+                            metrics: Sequence[str] = METRIC_NAMES) -> str:
+    """The source's 提升 rows (star − sum, percentage points) beside ours at the largest
+    budget both of our runs reached (means over the seeds both have): the absolute
+    numbers are not comparable (another set of pixels, notebook 05), the differences may be."""
+    rows = []
+    for activation, published in source.items():
+        pair = [("sum", activation), ("star", activation)]
+        try:
+            budget = results.largest_common_budget(pair)
+        except ValueError:
+            continue
+        ours = {}
+        for fusion, act in pair:
+            chosen = [r for r in results.points if (r["fusion"], r["activation"]) == (fusion, act)
+                      and r["patches"] == budget]
+            ours[fusion] = {m: float(np.mean([r[m] for r in chosen])) for m in metrics}
+            seeds = len(chosen)
+        src = improvement_points(published["sum"], published["star"])
+        mine = improvement_points(ours["sum"], ours["star"])
+        rows.append([f"提升 star − sum, {activation}, source", *(format_points(src[m]) for m in metrics)])
+        rows.append([f"提升 star − sum, {activation}, ours at {format_patches(budget)} ({seeds} seed(s))",
+                     *(format_points(mine[m]) for m in metrics)])
+    return markdown_table(["(percentage points)", *(METRIC_LABELS[m] for m in metrics)], rows)
+
+
+def curve_table(results: CurveResults, metric: str = "pr_auc") -> str:
+    """Markdown: one row per run, one column per budget, the test ``metric``."""
+    budgets = sorted({r["patches"] for r in results.points})
+    values = {(run_key(r["fusion"], r["activation"], r["seed"]), r["patches"]): r[metric]
+              for r in results.points}
+    rows = [[key, *(f"{values[(key, b)]:.4f}" if (key, b) in values else "" for b in budgets)]
+            for key in results.keys()]
+    return markdown_table([f"test {METRIC_LABELS.get(metric, metric)}", *map(format_patches, budgets)], rows)
+
+
+def early_stopping_table(results: CurveResults, full: GridResults, metric: str = "pr_auc") -> str:
+    """Did early stopping stop where the curves flatten? Markdown: per configuration of
+    the grid ``full`` (preset ``full``), where early stopping stopped and which weights it
+    kept (patches, means over seeds), their test ``metric``, and the curves' test
+    ``metric`` at the budgets around them and at their largest."""
+    label = METRIC_LABELS.get(metric, metric)
+    epoch = int(full.provenance["preset_config"]["samples_per_epoch"])
+    rows = []
+    for fusion, activation in sorted({(r["fusion"], r["activation"]) for r in full.runs},
+                                     key=lambda config: config_order(*config)):
+        runs = [r for r in full.runs if (r["fusion"], r["activation"]) == (fusion, activation)]
+        curve = {}
+        for r in results.points:
+            if (r["fusion"], r["activation"]) == (fusion, activation):
+                curve.setdefault(r["patches"], []).append(r[metric])
+        if not curve:
+            continue
+        best = float(np.mean([int(r["best_epoch"]) * epoch for r in runs]))
+        below = max((b for b in curve if b <= best), default=min(curve))
+        above = min((b for b in curve if b >= best), default=max(curve))
+        values = [float(r[metric]) for r in runs]
+        spread = f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else ""
+        at = dict.fromkeys([below, above, max(curve)])
+        rows.append([f"{fusion}/{activation}", str(len(runs)),
+                     f"{np.mean([int(r['epochs']) * epoch for r in runs]):,.0f}", f"{best:,.0f}",
+                     f"{np.mean(values):.4f}{spread}",
+                     ", ".join(f"{np.mean(curve[b]):.4f} at {format_patches(b)}" for b in at)])
+    header = ["configuration", "full: seeds", "full: stopped after (patches)", "full: kept weights of (patches)",
+              f"full: test {label}", f"curves: test {label} (budgets around the kept weights, and the largest)"]
+    return markdown_table(header, rows)
+
+
+def runs_table(results: CurveResults) -> str:
+    """Markdown: per run, how far it trained, how long, where its curve flattened and
+    how much its validation PR-AUC swung between epochs."""
+    rows = [[key, f"{r['patches']:,}", "yes" if r["finished"] else "no", f"{r['train_seconds'] / 60:.0f} min",
+             r["plateau"], f"{r['val_pr_auc_swing']:.4f}", f"{r['val_pr_auc_max_drop']:.4f}"]
+            for key, r in zip(results.keys(), results.runs)]
+    header = ["run", "patches trained", "finished", "training time", "plateau (test PR-AUC)",
+              "val PR-AUC swing (median)", "largest drop"]
+    return markdown_table(header, rows)
+
+
+def curves_readme(results: CurveResults, diffs: Sequence[tuple[int, PairedDifference]]) -> str:
+    """The generated README of a curves folder: how it was made, then what it holds, and
+    ``diffs`` (:func:`starunet.curves.budget_differences`) as its last table."""
+    p = results.provenance
+    config = p["preset_config"]
+    lines = [
+        "# Learning curves: test quality against training patches seen", "",
+        "Generated by `starunet.curves.evaluate_curves` -- do not edit by hand.", "",
+        f"- **Recipe**: preset `{p['preset']}`: Adam lr {config['lr']}, batch {config['batch_size']}, "
+        f"{config['patch_size']}x{config['patch_size']} patches, {config['samples_per_epoch']} patches per "
+        f"epoch, validated after each epoch on the split's validation images, up to "
+        f"{config['samples_per_epoch'] * config['max_epochs']:,} patches, no early stopping: the best "
+        "validation (PR-AUC) weights so far are kept and snapshotted at every doubling of patches seen.",
+        f"- **Points**: {', '.join(f'{n:,}' for n in p['points'])} patches; every snapshot scored on the "
+        f"test images {' '.join(p['test_ids'])} (whole images, pooled inside the FOV, threshold 0.5, and "
+        "again at the validation images' F1-optimal threshold).",
+        "- **Commands**: `python -m starunet curves train --shard 0/2 --threads 1` and `--shard 1/2` "
+        "side by side (two workers of one torch thread each), then "
+        f"`{p['command']}`.",
+        f"- **Trained on**: {'; '.join(p['trained_on'])}. Training times were measured while the two workers "
+        "shared the machine with other work: read them as upper bounds, not benchmarks.",
+        f"- **Evaluated on**: {p['evaluated_on']}, torch {p['torch']}, Python {p['python']}, commit "
+        f"{p['git_commit']}, {p['finished']}.",
+        f"- **Plateau rule**: {p['plateau_rule']} for every later doubling.", "",
+        "## Runs", "", runs_table(results), "",
+        "## Test PR-AUC per budget", "", curve_table(results, "pr_auc"), "",
+        "## Test ROC-AUC per budget", "", curve_table(results, "roc_auc"), "",
+        "## Test F1 (threshold 0.5) per budget", "", curve_table(results, "f1"), "",
+    ]
+    if diffs:
+        lines += ["## Paired differences at the largest budget reached", "",
+                  "Per test image, paired by seed; 95 % bootstrap CI over seeds and images (with one seed, "
+                  "over test images only: run-to-run noise is not in it).", "", differences_table(diffs), ""]
+    return "\n".join(lines)

@@ -1,5 +1,6 @@
 """Grid results on disk, read back: :class:`GridResults`, where the course finds them, and
-the committed grids of every training budget.
+the committed grids of every training budget; and the learning curves of
+:mod:`starunet.curves`, read back as :class:`CurveResults`.
 
 A grid folder (written by :func:`starunet.grid.reproduce`) holds ``metrics.csv``,
 ``per_image.csv``, ``curves.json``, ``inference_methods.csv``, prediction PNGs and
@@ -27,6 +28,7 @@ LONG_REFERENCE_DIR = PROJECT_ROOT / "results" / "long"
 # the source's protocol (preset "full": early stopping on 2,000-patch epochs), trained on a
 # lent GPU: when present, the grid the course shows first (the CPU grids are what a laptop reproduces)
 FULL_REFERENCE_DIR = PROJECT_ROOT / "results" / "full"
+CURVES_DIR = PROJECT_ROOT / "results" / "curves"  # the learning curves (notebook 06)
 BUDGET_ORDER = ("smoke", "quick", "long", "full")  # presets by training budget, for the budget tables
 
 
@@ -150,6 +152,12 @@ def own_results_dir() -> Path:
     return default_runs_dir() / "reproduce"
 
 
+def course_check_dir() -> Path:
+    """Where the course evaluates the reader's notebook-04 runs for the comparison
+    with the reference grid: ``<runs dir>/course-check``."""
+    return default_runs_dir() / "course-check"
+
+
 def find_results(directory: str | Path | None = None) -> GridResults:
     """The results the course shows: ``directory`` if given, else the reader's own
     ``reproduce`` output (:func:`own_results_dir`) if it has one, else the committed
@@ -184,3 +192,66 @@ def budget_grids(results: GridResults, others: Sequence[str | Path] | None = Non
             grids.setdefault(str(other.provenance.get("preset", folder.name)), other)
     rank = {name: i for i, name in enumerate(BUDGET_ORDER)}
     return dict(sorted(grids.items(), key=lambda item: rank.get(item[0], len(rank))))
+
+
+# ---------------------------------------------------------------- learning curves
+
+@dataclass
+class CurveResults:
+    """The files of :func:`starunet.curves.evaluate_curves`, read back (numbers parsed)."""
+    directory: Path
+    points: list[dict]
+    per_image: list[dict]
+    runs: list[dict]
+    provenance: dict
+
+    def keys(self) -> list[str]:
+        return [run_key(r["fusion"], r["activation"], int(r["seed"])) for r in self.runs]
+
+    def history(self, key: str) -> list[dict[str, float]]:
+        return read_history_csv(self.directory / "history" / f"{key}.csv")
+
+    def largest_common_budget(self, keys: Sequence[tuple[str, str]]) -> int:
+        """The largest budget that every configuration in ``keys`` reached with one shared
+        seed. Seeds that have not reached it (a second seed still training) are left out
+        of a comparison there instead of pulling it back to their first points."""
+        reached: dict[tuple[str, str], dict[int, int]] = {}
+        for r in self.points:
+            if (r["fusion"], r["activation"]) in keys:
+                seeds = reached.setdefault((r["fusion"], r["activation"]), {})
+                seeds[r["seed"]] = max(seeds.get(r["seed"], 0), r["patches"])
+        if len(reached) < len(set(keys)):
+            raise ValueError(f"no scored points for {keys} in {display_path(self.directory)}")
+        shared = set.intersection(*(set(seeds) for seeds in reached.values()))
+        if not shared:
+            raise ValueError(f"{keys} share no seed in {display_path(self.directory)}")
+        return max(min(seeds[s] for seeds in reached.values()) for s in shared)
+
+
+def read_history_csv(path: Path) -> list[dict[str, float]]:
+    return [{k: float(v) for k, v in row.items()} for row in read_csv(path)]
+
+
+_CURVE_INTS = {"patches", "epoch", "best_epoch", "epochs", "finished", "seed"}
+
+
+def _parse_curve_row(row: Mapping[str, str]) -> dict:
+    parsed = parse_row(row)  # metrics, seed
+    for key in _CURVE_INTS & set(row):
+        parsed[key] = int(row[key]) if row[key] != "" else ""
+    for key in ("val_pr_auc", "train_seconds", "val_pr_auc_swing", "val_pr_auc_max_drop"):
+        if row.get(key, "") != "":
+            parsed[key] = float(row[key])
+    return parsed
+
+
+def load_curves(directory: str | Path = CURVES_DIR) -> CurveResults:
+    """Read the output folder of :func:`starunet.curves.evaluate_curves` (default: the committed curves)."""
+    directory = Path(directory)
+    if not (directory / "points.csv").is_file():
+        raise FileNotFoundError(f"no points.csv in {display_path(directory)}: run `python -m starunet curves "
+                                "train` and then `python -m starunet curves evaluate --out DIR` first")
+    def rows(name: str) -> list[dict]:
+        return [_parse_curve_row(r) for r in read_csv(directory / name)]
+    provenance = json.loads((directory / "provenance.json").read_text(encoding="utf-8"))
+    return CurveResults(directory, rows("points.csv"), rows("per_image.csv"), rows("runs.csv"), provenance)

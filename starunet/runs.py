@@ -10,6 +10,7 @@ they load with ``torch.load(..., weights_only=True)``.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import random
@@ -27,7 +28,7 @@ from starunet.device import to_device
 from starunet.io import read_csv, torch_save_atomic, write_csv_atomic, write_json_atomic
 from starunet.metrics import METRIC_NAMES
 from starunet.model import UNet
-from starunet.preflight import RunDirLock
+from starunet.preflight import LOCK_FILE, RunDirLock
 from starunet.presets import ENGINE_VERSION, TrainConfig, is_int
 
 
@@ -259,6 +260,23 @@ def restore_checkpoint(run_dir: Path, model: nn.Module, optimizer, stopper):
     # history.csv may be one epoch behind if a kill hit between the two writes
     write_csv_atomic(run_dir / HISTORY_FILE, history, _history_fields())
     return history, list(state["epoch_seconds"])
+
+
+def saved_epochs(run_dir: Path | None) -> int:
+    """Epochs in the run folder's resume state (the truth; history.csv may lag by one)."""
+    last = None if run_dir is None else run_dir / LAST_CHECKPOINT
+    return torch.load(last, map_location="cpu", weights_only=True)["epoch"] if last and last.is_file() else 0
+
+
+def remove_unstarted_run_dir(run_dir: Path | None, existed: bool) -> None:
+    """Remove a run folder that did not exist before (``existed`` False) when no epoch
+    was saved in it: a failed or interrupted start leaves nothing half-written behind."""
+    if run_dir is None or existed or saved_epochs(run_dir):
+        return
+    for name in (CONFIG_FILE, HISTORY_FILE, LOCK_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: something else is in it, keep it
+        run_dir.rmdir()
 
 
 def describe_run_dir(run_dir: str | Path) -> str:

@@ -59,12 +59,12 @@ from starunet.metrics import segmentation_metrics
 from starunet.fusion import FUSIONS
 from starunet.io import write_json_atomic
 from starunet.model import ACTIVATIONS, probabilities_from_logits
-from starunet.preflight import (LOCK_FILE, RunDirLock, RunDirLockedError, check_seeds, check_writable_dir, cli_message,
+from starunet.preflight import (RunDirLock, RunDirLockedError, check_seeds, check_writable_dir, cli_message,
                                 python_command)
 from starunet.presets import PRESETS, TrainConfig, is_int, preset_config
-from starunet.runs import (CONFIG_FILE, HISTORY_FILE, LAST_CHECKPOINT, RESULT_FILE, RunDirConflictError, TrainingResult,
-                           build_model, cached_result, prepare_run_dir, read_history, restore_checkpoint, run_dir_for,
-                           save_checkpoints)
+from starunet.runs import (HISTORY_FILE, LAST_CHECKPOINT, RESULT_FILE, RunDirConflictError, TrainingResult, build_model,
+                           cached_result, prepare_run_dir, read_history, remove_unstarted_run_dir, restore_checkpoint,
+                           run_dir_for, save_checkpoints, saved_epochs)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -92,12 +92,6 @@ def _stop_flag(stop: "threading.Event | StopFlag | None") -> StopFlag:
     if stop is None:
         return lambda: False
     return stop.is_set if hasattr(stop, "is_set") else stop
-
-
-# ---------------------------------------------------------------- configuration
-
-
-# ---------------------------------------------------------------- model and inference
 
 
 # ---------------------------------------------------------------- data
@@ -262,9 +256,6 @@ class EarlyStopping:
     @property
     def should_stop(self) -> bool:
         return self.bad_epochs >= self.patience
-
-
-# ---------------------------------------------------------------- the run directory
 
 
 # ---------------------------------------------------------------- train
@@ -444,9 +435,6 @@ def kill_and_resume_check(config: TrainConfig, records: Sequence, kill_after_epo
                            same_history)
 
 
-# ---------------------------------------------------------------- reporting
-
-
 # ---------------------------------------------------------------- command line
 
 def cli(argv: Sequence[str]) -> int:
@@ -481,7 +469,7 @@ def cli(argv: Sequence[str]) -> int:
                        compile=args.compile)
     except (ValueError, FileNotFoundError, RunDirConflictError, NonFiniteLossError) as err:
         if not isinstance(err, RunDirLockedError):  # another writer's folder is not ours to tidy
-            _remove_unstarted(run_dir, existed)
+            remove_unstarted_run_dir(run_dir, existed)
         print(f"error: {cli_message(err)}", file=sys.stderr)
         return 1 if isinstance(err, NonFiniteLossError) else 2
     except KeyboardInterrupt:
@@ -491,28 +479,11 @@ def cli(argv: Sequence[str]) -> int:
     return 0
 
 
-def _saved_epochs(run_dir: Path | None) -> int:
-    """Epochs in the run folder's resume state (the truth; history.csv may lag by one)."""
-    last = None if run_dir is None else run_dir / LAST_CHECKPOINT
-    return torch.load(last, map_location="cpu", weights_only=True)["epoch"] if last and last.is_file() else 0
-
-
-def _remove_unstarted(run_dir: Path | None, existed: bool) -> None:
-    """Remove a run folder this command created when no epoch was saved in it: a
-    failed or interrupted start leaves nothing half-written behind."""
-    if run_dir is None or existed or _saved_epochs(run_dir):
-        return
-    for name in (CONFIG_FILE, HISTORY_FILE, LOCK_FILE):
-        (run_dir / name).unlink(missing_ok=True)
-    with contextlib.suppress(OSError):  # not empty: something else is in it, keep it
-        run_dir.rmdir()
-
-
 def _interrupted_message(args: argparse.Namespace, run_dir: Path | None, existed: bool) -> str:
     """One line after Ctrl-C: what is saved, and the command that continues from it."""
-    epochs = _saved_epochs(run_dir)
+    epochs = saved_epochs(run_dir)
     if not epochs:
-        _remove_unstarted(run_dir, existed)
+        remove_unstarted_run_dir(run_dir, existed)
         return "no epoch had finished, so nothing was saved; run the same command again to start over"
     command = [python_command(), "-m", "starunet", "train", "--preset", args.preset, "--fusion", args.fusion,
                "--activation", args.activation, "--seed", str(args.seed)]

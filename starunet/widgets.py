@@ -18,8 +18,8 @@ from typing import Any, Iterator
 # shows the text/plain next to it. Saving the widget state instead would double the
 # notebooks (every Output widget keeps its figures) and show controls that do
 # nothing; every widget here follows a static figure, so a line of text is enough.
-# :func:`drop_widget_views` keeps only this text in a saved notebook (the course
-# runner calls it on every notebook it writes).
+# :func:`starunet.course.clean_notebook` keeps only this text in every notebook the
+# course runner writes.
 STATIC_TEXT = "(interactive widget: run the notebook to use it)"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
@@ -40,21 +40,6 @@ def _box_class(kind: str) -> type:
 def _interactive(kind: str, children: list) -> Any:
     """The widget a function here returns: a box with :data:`STATIC_TEXT` as fallback."""
     return _box_class(kind)(children)
-
-
-def drop_widget_views(nb) -> int:
-    """Replace every live-widget output of notebook ``nb`` (nbformat or a dict) by
-    :data:`STATIC_TEXT`, for a notebook that is saved to be read without a kernel;
-    returns how many were replaced."""
-    count = 0
-    for cell in nb["cells"]:
-        for output in cell.get("outputs", []) if cell["cell_type"] == "code" else []:
-            data = output.get("data", {})
-            if WIDGET_VIEW in data:
-                del data[WIDGET_VIEW]
-                data["text/plain"] = STATIC_TEXT
-                count += 1
-    return count
 
 
 def _status_line():
@@ -399,6 +384,7 @@ def training_launcher(records=None, preset: str = "quick", fusion: str = "star",
     from starunet.fusion import FUSIONS
     from starunet.model import ACTIVATIONS
     from starunet.presets import PRESETS, preset_config
+    from starunet.stats import run_key
 
     fusion = w.Dropdown(options=sorted(FUSIONS), value=fusion, description="fusion")
     activation = w.Dropdown(options=list(ACTIVATIONS), value=activation, description="activation")
@@ -419,7 +405,7 @@ def training_launcher(records=None, preset: str = "quick", fusion: str = "star",
     def run(_=None) -> None:
         nonlocal flag
         config = preset_config(preset.value, fusion=fusion.value, activation=activation.value, seed=seed.value)
-        label = f"{config.fusion}-{config.activation}-s{config.seed} ({config.preset})"
+        label = f"{run_key(config.fusion, config.activation, config.seed)} ({config.preset})"
         flag = threading.Event()
         _RUNNING.add(flag)
         view.started(label, config.max_epochs)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import nbformat
 
+import starunet.results as RS
+from fakes import synthetic_grid
 from starunet import course
 
 
@@ -105,3 +107,48 @@ def test_a_hung_cell_is_stopped_and_named(tmp_path):
                                                  r"than 3 s.*--timeout SECONDS \(0: no limit\)"):
         course.execute_notebook(src, tmp_path / "out.ipynb", timeout=3)
     assert course.DEFAULT_CELL_TIMEOUT >= 600
+
+
+def test_course_summary_without_any_results(monkeypatch, tmp_path):
+    monkeypatch.setattr(RS, "REFERENCE_DIR", tmp_path / "reference")
+    monkeypatch.setattr(RS, "FULL_REFERENCE_DIR", tmp_path / "full")
+    monkeypatch.setattr(RS, "own_results_dir", lambda: tmp_path / "own")
+    text = course.course_summary_markdown()
+    assert "No grid results found" in text and "python -m starunet reproduce" in text
+
+
+def test_course_summary_adds_the_budget_verdicts_when_a_longer_grid_exists(monkeypatch, tmp_path):
+    quick, long = synthetic_grid(tmp_path, "quick", -0.05, 12), synthetic_grid(tmp_path, "long", 0.0, 40)
+    monkeypatch.setattr(course, "own_results_dir", lambda: tmp_path / "no-own-grid")
+    monkeypatch.setattr(course, "course_check_dir", lambda: tmp_path / "no-course-check")
+    monkeypatch.setattr(course, "find_results", lambda: quick)
+    monkeypatch.setattr(course, "budget_grids", lambda results: {"quick": results, "long": long})
+    text = course.course_summary_markdown()
+    assert text.startswith("## Results: sum vs star skip fusion")
+    budget = text.split("## Across training budgets (notebook 05, section 9)")[1]
+    assert "* Preset `quick`: Without ReLU" in budget and "* Preset `long`: Without ReLU" in budget
+    monkeypatch.setattr(course, "budget_grids", lambda results: {"quick": results})
+    assert "Across training budgets" not in course.course_summary_markdown()
+
+
+def test_saved_listings_show_the_code_as_it_is_now():
+    """A cell that shows a function's source (``su.listing.show_source(...)``) keeps, in
+    the committed notebook, exactly what it prints today: the course teaches the code
+    it runs, so a change to a listed function means re-running that notebook."""
+    import json
+
+    import starunet as su
+
+    checked = []
+    for path in course.list_notebooks():
+        for cell in json.loads(path.read_text(encoding="utf-8"))["cells"]:
+            call = "".join(cell["source"]).split("  #")[0].strip()
+            if cell["cell_type"] != "code" or not call.startswith("su.listing.show_source("):
+                continue
+            saved = ["".join(o["data"]["text/markdown"]) for o in cell["outputs"]
+                     if "text/markdown" in o.get("data", {})]
+            assert saved == [eval(call, {"su": su}).data], (
+                f"{path.name}: the saved output of `{call}` is not today's code; refresh it with "
+                f"`python -m starunet course --only {path.name[:2]} --inplace`")
+            checked.append(call)
+    assert len(checked) >= 6  # UNet.forward, sum/star, train_one_epoch, validate, star_bn/sum_star_bn, save_checkpoints

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from starunet import curves
-from starunet.results import FULL_REFERENCE_DIR, load_results
+from starunet.report import curves_readme, early_stopping_table, format_patches
+from starunet.results import CURVES_DIR, FULL_REFERENCE_DIR, CurveResults, load_curves, load_results
 from starunet.presets import PRESETS, preset_config
 from starunet.runs import snapshot_name
 from starunet.training import train
@@ -58,7 +59,8 @@ def test_evaluate_curves_writes_reusable_files(tmp_path, stare_records, monkeypa
     assert len(results.per_image) == 4 * 10 and all(0 <= r["pr_auc"] <= 1 for r in results.points)
     assert results.keys() == ["sum-none-seed2024", "star-none-seed2024"]
     assert len(results.history("star-none-seed2024")) == 2
-    assert (out / "README.md").read_text() == curves.curves_readme(curves.load_curves(out))
+    written = load_curves(out)
+    assert (out / "README.md").read_text() == curves_readme(written, curves.budget_differences(written))
     # a second call reuses every snapshot's evaluation
     monkeypatch.setattr(curves, "evaluate_run", lambda *a, **k: pytest.fail("evaluated again"))
     again = curves.evaluate_curves(runs_dir, out, runs=SMOKE_PAIR, preset="smoke", records=stare_records,
@@ -69,11 +71,12 @@ def test_evaluate_curves_writes_reusable_files(tmp_path, stare_records, monkeypa
 
 
 def test_committed_curves_load_and_regenerate_their_readme():
-    if not (curves.CURVES_DIR / "points.csv").is_file():
+    if not (CURVES_DIR / "points.csv").is_file():
         pytest.fail("results/curves/ is not committed")
-    results = curves.load_curves()
+    results = load_curves()
     assert results.points and results.provenance["preset"] == "curves"
-    assert (curves.CURVES_DIR / "README.md").read_text(encoding="utf-8") == curves.curves_readme(results)
+    readme = curves_readme(results, curves.budget_differences(results))
+    assert (CURVES_DIR / "README.md").read_text(encoding="utf-8") == readme
     budgets = {r["patches"] for r in results.points}
     assert budgets <= set(curves.curve_points(PRESETS["curves"]))
     json.dumps(results.provenance)
@@ -103,16 +106,16 @@ def test_a_reused_run_without_snapshots_is_refused(tmp_path, stare_records):
 def test_early_stopping_table_sets_the_full_grid_beside_the_curves():
     """Committed files: the full grid's stopping point and kept weights in patches, and
     the curve values at the budgets around them."""
-    results = curves.load_curves()
+    results = load_curves()
     full = load_results(FULL_REFERENCE_DIR, kind="reference")
-    table = curves.early_stopping_table(results, full)
+    table = early_stopping_table(results, full)
     epoch = full.provenance["preset_config"]["samples_per_epoch"]
     sum_none = [r for r in full.runs if (r["fusion"], r["activation"]) == ("sum", "none")]
     kept = sum(int(r["best_epoch"]) * epoch for r in sum_none) / len(sum_none)
     row = next(line for line in table.splitlines() if line.startswith("| sum/none |"))
     assert f"| {kept:,.0f} |" in row and f"{len(sum_none)} |" in row
     largest = max(p["patches"] for p in results.points if (p["fusion"], p["activation"]) == ("sum", "none"))
-    assert row.rstrip(" |").endswith(f"at {curves.format_patches(largest)}")
+    assert row.rstrip(" |").endswith(f"at {format_patches(largest)}")
 
 
 def test_an_unfinished_second_seed_does_not_pull_a_comparison_back_to_its_first_points(tmp_path):
@@ -120,7 +123,7 @@ def test_an_unfinished_second_seed_does_not_pull_a_comparison_back_to_its_first_
                                            "patches": patches}
     points = [point(f, 2024, p) for f in ("sum", "star") for p in (1024, 2048, 4096)]
     points += [point("sum", 2025, 1024), point("star", 2025, 1024), point("star", 2025, 2048)]
-    results = curves.CurveResults(tmp_path, points, [], [], {})
+    results = CurveResults(tmp_path, points, [], [], {})
     assert results.largest_common_budget([("sum", "none"), ("star", "none")]) == 4096  # seed 2024 alone there
     points += [point(f, 2025, p) for f in ("sum", "star") for p in (2048, 4096)]
     assert results.largest_common_budget([("sum", "none"), ("star", "none")]) == 4096  # both seeds now

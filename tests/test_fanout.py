@@ -74,11 +74,11 @@ def test_reproduce_refuses_bad_fanout_before_any_work(tmp_path):
 
 def test_cli_builds_slurm_options_only_when_asked():
     parser = argparse.ArgumentParser()
-    G._add_fanout_arguments(parser)
-    assert G._slurm_options(parser.parse_args([])) is None
+    fanout.add_fanout_arguments(parser)
+    assert fanout.slurm_options_from_args(parser.parse_args([])) is None
     args = parser.parse_args(["--cluster", "slurm", "--slurm-time", "30", "--slurm-partition", "gpu",
                               "--slurm-gpus-per-job", "1", "--slurm-extra", "gres=gpu:1", "constraint=h100"])
-    options = G._slurm_options(args)
+    options = fanout.slurm_options_from_args(args)
     assert (options.time_min, options.partition, options.gpus_per_job) == (30, "gpu", 1)
     assert options.extra == (("gres", "gpu:1"), ("constraint", "h100"))
 

@@ -129,13 +129,6 @@ def test_only_numeric_columns_are_parsed(tmp_path):
     assert parsed["stop_reason"] == "" and parsed["device"] == "cpu"
 
 
-def test_course_summary_without_any_results(monkeypatch, tmp_path):
-    monkeypatch.setattr(RS, "REFERENCE_DIR", tmp_path / "reference")
-    monkeypatch.setattr(RS, "FULL_REFERENCE_DIR", tmp_path / "full")
-    monkeypatch.setattr(RS, "own_results_dir", lambda: tmp_path / "own")
-    text = G.course_summary_markdown()
-    assert "No grid results found" in text and "python -m starunet reproduce" in text
-
 
 def test_own_runs_are_shown_beside_the_reference(stare_records, tiny_preset, tmp_path):
     records = [crop(r) for r in stare_records]
@@ -154,18 +147,6 @@ def test_own_runs_are_shown_beside_the_reference(stare_records, tiny_preset, tmp
     other = RS.GridResults(tmp_path, "own", [], [], {}, {})
     assert "nothing to compare" in R.reference_comparison_markdown(other, reference)
 
-
-def test_course_summary_adds_the_budget_verdicts_when_a_longer_grid_exists(monkeypatch, tmp_path):
-    quick, long = synthetic_grid(tmp_path, "quick", -0.05, 12), synthetic_grid(tmp_path, "long", 0.0, 40)
-    monkeypatch.setattr(G, "own_results_dir", lambda: tmp_path / "no-own-grid")
-    monkeypatch.setattr(G, "find_results", lambda: quick)
-    monkeypatch.setattr(G, "budget_grids", lambda results: {"quick": results, "long": long})
-    text = G.course_summary_markdown()
-    assert text.startswith("## Results: sum vs star skip fusion")
-    budget = text.split("## Across training budgets (notebook 05, section 9)")[1]
-    assert "* Preset `quick`: Without ReLU" in budget and "* Preset `long`: Without ReLU" in budget
-    monkeypatch.setattr(G, "budget_grids", lambda results: {"quick": results})
-    assert "Across training budgets" not in G.course_summary_markdown()
 
 
 def test_grid_configs_validate_their_inputs():
