@@ -248,8 +248,9 @@ def check_course_folders(out: Path, inplace: bool) -> None:
 
 def course_summary_markdown() -> str:
     """The results section of the course's ``summary.md``: the grid notebook 05 shows,
-    the reader's own runs beside the reference when there are any, and, when a longer-trained grid exists
-    (:func:`budget_grids`), the verdicts of notebook 05 section 9 for every budget."""
+    the reader's own runs beside the reference when there are any, and, when a
+    longer-trained grid exists (:func:`starunet.results.budget_grids`), the verdicts of
+    notebook 05 section 9 for every budget."""
     try:
         results = find_results()
     except FileNotFoundError as err:
