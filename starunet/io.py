@@ -71,6 +71,11 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def read_numeric_csv(path: str | Path) -> list[dict[str, float]]:
+    """A CSV whose every value is a number (a training history) as rows of floats."""
+    return [{k: float(v) for k, v in row.items()} for row in read_csv(path)]
+
+
 def torch_save_atomic(obj: Any, path: str | Path) -> None:
     """``torch.save`` to ``path`` atomically (load it back with ``weights_only=True``)."""
     import torch

@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from starunet.config import PROJECT_ROOT, default_runs_dir, display_path
-from starunet.io import read_csv
+from starunet.io import read_csv, read_numeric_csv
 from starunet.metrics import METRIC_NAMES
 from starunet.stats import (ACTIVATIONS_COMPARED, FUSIONS_COMPARED, PairedDifference, TUNED_COLUMNS, paired_differences,
                             run_key, summarize_over_seeds)
@@ -209,7 +209,7 @@ class CurveResults:
         return [run_key(r["fusion"], r["activation"], int(r["seed"])) for r in self.runs]
 
     def history(self, key: str) -> list[dict[str, float]]:
-        return read_history_csv(self.directory / "history" / f"{key}.csv")
+        return read_numeric_csv(self.directory / "history" / f"{key}.csv")  # a copy of the run's history.csv
 
     def largest_common_budget(self, keys: Sequence[tuple[str, str]]) -> int:
         """The largest budget that every configuration in ``keys`` reached with one shared
@@ -226,10 +226,6 @@ class CurveResults:
         if not shared:
             raise ValueError(f"{keys} share no seed in {display_path(self.directory)}")
         return max(min(seeds[s] for seeds in reached.values()) for s in shared)
-
-
-def read_history_csv(path: Path) -> list[dict[str, float]]:
-    return [{k: float(v) for k, v in row.items()} for row in read_csv(path)]
 
 
 _CURVE_INTS = {"patches", "epoch", "best_epoch", "epochs", "finished", "seed"}

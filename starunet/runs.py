@@ -25,7 +25,7 @@ from torch import nn
 
 from starunet.config import default_runs_dir, display_path, smoke_mode
 from starunet.device import to_device
-from starunet.io import read_csv, torch_save_atomic, write_csv_atomic, write_json_atomic
+from starunet.io import read_numeric_csv, torch_save_atomic, write_csv_atomic, write_json_atomic
 from starunet.metrics import METRIC_NAMES
 from starunet.model import UNet
 from starunet.preflight import LOCK_FILE, RunDirLock
@@ -102,7 +102,7 @@ def read_config(run_dir: str | Path) -> TrainConfig:
 
 def read_history(run_dir: str | Path) -> list[dict[str, float]]:
     """``history.csv`` of a run as a list of rows (numbers parsed)."""
-    return [{k: float(v) for k, v in row.items()} for row in read_csv(Path(run_dir) / HISTORY_FILE)]
+    return read_numeric_csv(Path(run_dir) / HISTORY_FILE)
 
 
 @dataclass
