@@ -77,11 +77,11 @@ _EXPORTS = {
     "SOURCE_RESULTS": "source",
 }
 
-# every module of the package, reachable as su.<module> without an import of its own
-_SUBMODULES = frozenset({"alt_text", "bench", "cli", "config", "course", "curves", "data", "device", "evaluate",
-                         "fanout", "fusion", "gpu_session", "grid", "inference", "io", "listing", "metrics", "model",
+# every module of the course, reachable as su.<module> without an import of its own
+_SUBMODULES = frozenset({"alt_text", "cli", "config", "course", "curves", "data", "device", "evaluate",
+                         "fusion", "grid", "inference", "io", "listing", "metrics", "model",
                          "plots", "plots_data", "plots_model", "plots_theory", "preflight", "presets", "probe",
-                         "report", "results", "runs", "session_plan", "source", "stare", "stats", "theory", "toys",
+                         "report", "results", "runs", "source", "stare", "stats", "theory", "toys",
                          "training", "widgets"})
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

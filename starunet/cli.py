@@ -19,9 +19,9 @@ COMMANDS = {
     "train": ("starunet.training", "train one configuration into a run directory"),
     "reproduce": ("starunet.grid", "train/reuse the sum|star x none|relu grid over seeds and evaluate it"),
     "curves": ("starunet.curves", "train the learning-curve runs (snapshots at every doubling of patches)"),
-    "bench": ("starunet.bench", "measure training/inference speed against the hardware's peak"),
+    "bench": ("starunet.lab.bench", "measure training/inference speed against the hardware's peak"),
     "course": ("starunet.course", "execute all notebooks headless into one output folder"),
-    "gpu-session": ("starunet.gpu_session", "the rehearsed GPU session: env, CUDA tests, bench, full grid, curves"),
+    "gpu-session": ("starunet.lab.gpu_session", "the rehearsed GPU session: env, CUDA tests, bench, full grid, curves"),
 }
 
 

@@ -3,7 +3,7 @@ written to one folder that says how it was made.
 
 :func:`reproduce` (``python -m starunet reproduce``) trains every run of the grid
 through :func:`starunet.training.train` (one after another, or several at once through
-:mod:`starunet.fanout`), scores it with :func:`starunet.evaluate.evaluate_run` and
+:mod:`starunet.lab.fanout`), scores it with :func:`starunet.evaluate.evaluate_run` and
 writes, atomically, ``metrics.csv`` (one row per run), ``per_image.csv``,
 ``curves.json``, small prediction PNGs, ``provenance.json`` and a ``README.md``
 (:func:`starunet.report.provenance_readme`). Re-running resumes: finished runs and
@@ -33,7 +33,7 @@ from starunet.data import select_records
 from starunet.stare import load_stare
 from starunet.device import DEVICE_CHOICES, hardware_record, select_device
 from starunet.evaluate import EVALUATION_VERSION, RunEvaluation, evaluate_run
-from starunet.fanout import (FanOut, GridRunError, RunFailure, add_fanout_arguments, job_threads,
+from starunet.lab.fanout import (FanOut, GridRunError, RunFailure, add_fanout_arguments, job_threads,
                              slurm_options_from_args, train_runs)
 from starunet.fusion import FUSIONS
 from starunet.inference import DEFAULT_METHOD, INFERENCE_METHODS, check_inference_method, compare_inference_methods
@@ -257,9 +257,9 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     outside this grid raises :class:`GridConflictError` unless ``overwrite``.
 
     ``jobs > 1`` (or ``cluster="slurm"``, with ``slurm`` a
-    :class:`starunet.fanout.SlurmOptions`) trains up to ``jobs`` runs at once in
-    parallel jobs (:mod:`starunet.fanout`) and evaluates each as it finishes; runs
-    that fail are reported together at the end (:class:`starunet.fanout.GridRunError`)
+    :class:`starunet.lab.fanout.SlurmOptions`) trains up to ``jobs`` runs at once in
+    parallel jobs (:mod:`starunet.lab.fanout`) and evaluates each as it finishes; runs
+    that fail are reported together at the end (:class:`starunet.lab.fanout.GridRunError`)
     after the others are evaluated. ``threads``: torch threads per run (and for the
     evaluation); default: unchanged for ``jobs=1``, ``cores // jobs`` otherwise.
     """
@@ -297,7 +297,7 @@ def _evaluation_threads(fan) -> int | None:
 
 def _trained_runs(configs: Sequence, fan, runs_dir, torch_device, device: str, records: Sequence, log):
     """``(index, TrainingResult | RunFailure)`` of every config: trained one after another
-    here, or in parallel jobs (:func:`starunet.fanout.train_runs`), as they finish."""
+    here, or in parallel jobs (:func:`starunet.lab.fanout.train_runs`), as they finish."""
 
     if fan.parallel:
         # on SLURM the jobs choose their own device (the login node may have no GPU)

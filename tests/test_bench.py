@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from starunet import bench
+from starunet.lab import bench
 from starunet.model import UNet
 
 

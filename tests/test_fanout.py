@@ -1,4 +1,4 @@
-"""Tests of starunet.fanout: the grid's runs in parallel jobs (submitit), their
+"""Tests of starunet.lab.fanout: the grid's runs in parallel jobs (submitit), their
 failures, Ctrl-C, and the SLURM job script (checked without a cluster)."""
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import starunet.grid as G
-from starunet import fanout
-from starunet.fanout import FanOut, GridRunError, SlurmOptions
+from starunet.lab import fanout
+from starunet.lab.fanout import FanOut, GridRunError, SlurmOptions
 from starunet.io import read_csv
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Tests of starunet.gpu_session's plan: estimate, cut to the budget, checks before
+"""Tests of starunet.lab.gpu_session's plan: estimate, cut to the budget, checks before
 any work, and what the archive keeps. Pure functions: nothing is trained here (the
 session itself is rehearsed end to end with ``python -m starunet gpu-session --smoke``)."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from starunet import gpu_session as G
-from starunet import session_plan
+from starunet.lab import gpu_session as G
+from starunet.lab import session_plan
 
 TIMING = session_plan.Timing(step_seconds=0.01, val_seconds=1.0, image_seconds=0.5)
 ASSUME = session_plan.Assumptions(epochs=30, efficiency=0.5, startup_seconds=20.0, tests_minutes=1.0, bench_minutes=3.0)

@@ -27,8 +27,8 @@ everything in a temporary folder (nothing in the checkout changes).
 STARE: ``$STARUNET_STARE_SOURCE`` if set, else ``shared/data/stare`` in the repository
 or ``../shared/data/stare`` beside it (the device machine gets the mirror inside the
 copy of the working tree). Missing Python packages are named, with the way to carry
-them as wheels, before anything runs: the device image has PyTorch but lacks
-:data:`DEVICE_WHEELS` (pure Python; see the README's "A GPU session").
+them as wheels, before anything runs (the device image has PyTorch but lacks a few
+pure-Python packages; the README's "A GPU session" lists them).
 """
 from __future__ import annotations
 
@@ -50,12 +50,11 @@ from typing import Sequence
 
 from starunet.config import PROJECT_ROOT
 from starunet.io import atomic_path, write_json_atomic, write_text_atomic
-from starunet.session_plan import Assumptions, Plan, Timing, Work, plan_session
+from starunet.lab.session_plan import Assumptions, Plan, Timing, Work, plan_session
 
 STEPS = ("tests", "bench", "grid", "curves")  # after env and probe, in this order
 DEFAULT_SEEDS = (2024, 2025, 2026, 2027, 2028)
 BENCH_CONFIGS = ("sum/none", "star/none")
-DEVICE_WHEELS = ("submitit==1.5.4", "pooch==1.9.0", "platformdirs==4.14.9")  # what the GPU image lacks
 REQUIRED_MODULES = ("torch", "numpy", "scipy", "sklearn", "PIL", "pooch", "tqdm", "submitit", "pytest")
 ARCHIVE = "gpu-session.tar.gz"
 INTERRUPT_GRACE_SECONDS = 45  # after Ctrl-C, time for a grid to cancel its jobs and write its files

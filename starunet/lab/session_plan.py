@@ -1,4 +1,4 @@
-"""The plan of a GPU session (:mod:`starunet.gpu_session`), as pure functions: from a
+"""The plan of a GPU session (:mod:`starunet.lab.gpu_session`), as pure functions: from a
 measured :class:`Timing`, the :class:`Work` asked for and the :class:`Assumptions`
 (epochs a run lasts, parallel efficiency), what fits in the budget: seeds are cut
 first, then the learning curves. Tested without a GPU.
