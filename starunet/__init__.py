@@ -26,6 +26,7 @@ the data path (each imports only modules above it; docs/ARCHITECTURE.md is the m
 ``starunet.stats``       summaries over seeds, paired differences, verdicts
 ``starunet.results``     grid folders read back (``GridResults``)
 ``starunet.report``      every Markdown table and generated README
+``starunet.runners``     how the grid's runs get trained (one after another, here)
 ``starunet.grid``        the experiment grid (``reproduce``) and its CLI
 ``starunet.plots``       figure styles; training and result figures (04-06)
 ``starunet.plots_*``     the figures of the data, the theory, the model (01-03)
@@ -81,7 +82,7 @@ _EXPORTS = {
 _SUBMODULES = frozenset({"alt_text", "cli", "config", "course", "curves", "data", "device", "evaluate",
                          "fusion", "grid", "inference", "io", "listing", "metrics", "model",
                          "plots", "plots_data", "plots_model", "plots_theory", "preflight", "presets", "probe",
-                         "report", "results", "runs", "source", "stare", "stats", "theory", "toys",
+                         "report", "results", "runners", "runs", "source", "stare", "stats", "theory", "toys",
                          "training", "widgets"})
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

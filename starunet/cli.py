@@ -1,7 +1,12 @@
 """Command line: ``python -m starunet COMMAND [options]``.
 
 Each command lives in the module of its concept; this file only dispatches, so
-``--help`` of a command is owned by the code that implements it.
+``--help`` of a command is owned by the code that implements it. It is the top of the
+tree, the one place where the course and the lab (:mod:`starunet.lab`, the tools of
+whoever runs the experiments) meet: ``bench`` and ``gpu-session`` are lab modules, and
+``reproduce`` is :func:`starunet.grid.cli` with the lab's parallel options
+(:func:`starunet.lab.fanout.cli`). They are named here as strings and imported only
+when their command runs; no module of the course imports the lab.
 
 Every command exits with the same codes: 0 done; 2 the input is wrong (one line
 naming the problem and the fix, before any work); 1 the work failed (a run, a
@@ -17,7 +22,7 @@ import sys
 COMMANDS = {
     "fetch": ("starunet.stare", "download (or copy from a mirror), verify and cache STARE"),
     "train": ("starunet.training", "train one configuration into a run directory"),
-    "reproduce": ("starunet.grid", "train/reuse the sum|star x none|relu grid over seeds and evaluate it"),
+    "reproduce": ("starunet.lab.fanout", "train/reuse the sum|star x none|relu grid over seeds and evaluate it"),
     "curves": ("starunet.curves", "train the learning-curve runs (snapshots at every doubling of patches)"),
     "bench": ("starunet.lab.bench", "measure training/inference speed against the hardware's peak"),
     "course": ("starunet.course", "execute all notebooks headless into one output folder"),

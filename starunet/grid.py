@@ -2,8 +2,8 @@
 written to one folder that says how it was made.
 
 :func:`reproduce` (``python -m starunet reproduce``) trains every run of the grid
-through :func:`starunet.training.train` (one after another, or several at once through
-:mod:`starunet.lab.fanout`), scores it with :func:`starunet.evaluate.evaluate_run` and
+through :func:`starunet.training.train` (one after another, or as its runner decides:
+:mod:`starunet.runners`), scores it with :func:`starunet.evaluate.evaluate_run` and
 writes, atomically, ``metrics.csv`` (one row per run), ``per_image.csv``,
 ``curves.json``, small prediction PNGs, ``provenance.json`` and a ``README.md``
 (:func:`starunet.report.provenance_readme`). Re-running resumes: finished runs and
@@ -33,8 +33,6 @@ from starunet.data import select_records
 from starunet.stare import load_stare
 from starunet.device import DEVICE_CHOICES, hardware_record, select_device
 from starunet.evaluate import EVALUATION_VERSION, RunEvaluation, evaluate_run
-from starunet.lab.fanout import (FanOut, GridRunError, RunFailure, add_fanout_arguments, job_threads,
-                             slurm_options_from_args, train_runs)
 from starunet.fusion import FUSIONS
 from starunet.inference import DEFAULT_METHOD, INFERENCE_METHODS, check_inference_method, compare_inference_methods
 from starunet.io import read_csv, write_bytes_atomic, write_csv_atomic, write_json_atomic, write_text_atomic
@@ -46,8 +44,8 @@ from starunet.results import GridResults, course_check_dir, is_committed_grid, l
 from starunet.stats import (ACTIVATIONS_COMPARED, FUSIONS_COMPARED, HEADLINE_METRICS, TUNED_COLUMNS, TUNED_METRICS,
                             run_key)
 from starunet.presets import PRESETS, preset_config
+from starunet.runners import GridRunError, InProcessRunner, RunFailure
 from starunet.runs import RESULT_FILE, load_model, run_dir_for
-from starunet.training import train
 
 METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
 PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels
@@ -245,8 +243,7 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
               fusions: Sequence[str] = FUSIONS_COMPARED, activations: Sequence[str] = ACTIVATIONS_COMPARED,
               device: str = "auto", runs_dir: str | Path | None = None, method: str = DEFAULT_METHOD,
               batch_size: int = 4, records: Sequence | None = None, command: str | None = None,
-              log=None, overwrite: bool = False, jobs: int = 1, threads: int | None = None,
-              cluster: str = "local", slurm=None) -> GridResults:
+              log=None, overwrite: bool = False, runner=None) -> GridResults:
     """Train (or reuse) and evaluate the fusion x activation grid for every seed.
 
     Runs go to :func:`starunet.runs.run_dir_for` under ``runs_dir`` (finished
@@ -256,19 +253,20 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     generated ``README.md``. Returns the results read back. An ``out`` holding runs
     outside this grid raises :class:`GridConflictError` unless ``overwrite``.
 
-    ``jobs > 1`` (or ``cluster="slurm"``, with ``slurm`` a
-    :class:`starunet.lab.fanout.SlurmOptions`) trains up to ``jobs`` runs at once in
-    parallel jobs (:mod:`starunet.lab.fanout`) and evaluates each as it finishes; runs
-    that fail are reported together at the end (:class:`starunet.lab.fanout.GridRunError`)
-    after the others are evaluated. ``threads``: torch threads per run (and for the
-    evaluation); default: unchanged for ``jobs=1``, ``cores // jobs`` otherwise.
+    ``runner`` trains the runs (a :class:`starunet.runners.Runner`): by default
+    :class:`~starunet.runners.InProcessRunner`, one after another here
+    (``InProcessRunner(threads=2)`` sets the torch threads); the lab's
+    ``starunet.lab.fanout.FanOut(jobs=4)`` trains them in parallel jobs
+    (``reproduce --jobs 4``). Each run is evaluated as it finishes; runs that fail are
+    reported together at the end (:class:`starunet.runners.GridRunError`) after the
+    others are evaluated.
     """
 
 
     log = log or (lambda message: print(message, flush=True))
     check_inference_method(method)
     configs = grid_configs(preset, seeds, fusions, activations)  # fails fast on bad names
-    fan = FanOut(jobs, cluster, threads, slurm).validate()
+    runner = (runner if runner is not None else InProcessRunner()).validate()
     torch_device = select_device(device)
     out = Path(out) if out is not None else own_results_dir()
     if not overwrite:
@@ -279,40 +277,23 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     panel_ids = tuple(sorted(test_ids)[:PANEL_COUNT])
     records = load_stare() if records is None else records
     threads_before = torch.get_num_threads()
-    if _evaluation_threads(fan) is not None:
-        torch.set_num_threads(_evaluation_threads(fan))
+    if runner.process_threads() is not None:
+        torch.set_num_threads(runner.process_threads())
     try:
-        return _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_ids, panel_ids, method,
+        return _run_grid(configs, runner, out, runs_dir, torch_device, device, records, test_ids, panel_ids, method,
                          batch_size, log, command, preset, seeds, fusions, activations, started, start, commit)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _evaluation_threads(fan) -> int | None:
-    """Torch threads of the parent process: the runs' own when they share this machine
-    (so a fanned-out grid evaluates with the threads a ``jobs=1`` grid would use)."""
+def _trained_runs(configs: Sequence, runner, runs_dir, torch_device, device: str, records: Sequence, log):
+    """``(index, TrainingResult | RunFailure)`` of every config, as ``runner`` trains them."""
 
-    return job_threads(fan) if fan.threads is not None or (fan.parallel and fan.cluster == "local") else None
-
-
-def _trained_runs(configs: Sequence, fan, runs_dir, torch_device, device: str, records: Sequence, log):
-    """``(index, TrainingResult | RunFailure)`` of every config: trained one after another
-    here, or in parallel jobs (:func:`starunet.lab.fanout.train_runs`), as they finish."""
-
-    if fan.parallel:
-        # on SLURM the jobs choose their own device (the login node may have no GPU)
-        job_device = device if fan.cluster == "slurm" else torch_device.type
-        log(f"training {len(configs)} runs, up to {fan.jobs} at once ({fan.cluster}) ...")
-        yield from train_runs(configs, [run_dir_for(c, runs_dir) for c in configs], job_device, fan, log, records)
-        return
-    for n, config in enumerate(configs):
-        log(f"[{n + 1}/{len(configs)}] {run_key(config.fusion, config.activation, config.seed)}: "
-            "training (or reusing) ...")
-        yield n, train(config, run_dir_for(config, runs_dir), resume=True, device=str(torch_device),
-                       records=records)
+    yield from runner.train_runs(configs, [run_dir_for(c, runs_dir) for c in configs], device, str(torch_device),
+                                 log, records)
 
 
-def _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_ids, panel_ids, method,
+def _run_grid(configs, runner, out, runs_dir, torch_device, device, records, test_ids, panel_ids, method,
               batch_size, log, command, preset, seeds, fusions, activations, started, start, commit) -> GridResults:
     """The body of :func:`reproduce`: train, evaluate each run as it finishes, write."""
 
@@ -337,16 +318,15 @@ def _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_i
             "wall_seconds": round(time.perf_counter() - start, 1), "runs": len(configs), "runs_reused": reused,
             "evaluations_reused": evaluations_reused,
         }
-        if fan.parallel:  # absent for one run at a time, so such grids' files stay as they were
-
-            provenance["fanout"] = {"jobs": fan.jobs, "cluster": fan.cluster, "threads_per_job": job_threads(fan)}
+        if runner.provenance() is not None:  # absent for one run at a time, so such grids' files stay as they were
+            provenance["fanout"] = runner.provenance()
         if ended is not None:
             provenance["partial"] = {"ended": ended, "missing": [
                 run_key(c.fusion, c.activation, c.seed) for n, c in enumerate(configs) if n not in done]}
         return write_grid_provenance(out, provenance)
 
     try:
-        with contextlib.closing(_trained_runs(configs, fan, runs_dir, torch_device, device, records, log)) as runs:
+        with contextlib.closing(_trained_runs(configs, runner, runs_dir, torch_device, device, records, log)) as runs:
             for n, result in runs:
                 if isinstance(result, RunFailure):
                     failures.append(result)
@@ -364,7 +344,7 @@ def _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_i
                 done[n] = (_metrics_row(config, result, evaluation), _per_image_rows(config, evaluation),
                            evaluation.curves)
                 _write_grid_files(out, *_grid_parts(done, configs), inference_rows)
-                prefix = f"[{len(done) + len(failures)}/{len(configs)}] {key} " if fan.parallel else "    "
+                prefix = f"[{len(done) + len(failures)}/{len(configs)}] {key} " if runner.parallel else "    "
                 log(f"{prefix}{'reused' if result.reused else 'trained'}; test " +
                     ", ".join(f"{m} {evaluation.pooled[m]:.4f}" for m in HEADLINE_METRICS))
     except KeyboardInterrupt:
@@ -404,8 +384,13 @@ def _grid_parts(done: Mapping[int, tuple[dict, list[dict], dict]], configs: Sequ
     return rows, per_image, curves
 
 
-def cli(argv: Sequence[str]) -> int:
-    """``python -m starunet reproduce``: the grid over seeds, evaluated (see :func:`reproduce`)."""
+def cli(argv: Sequence[str], add_runner_arguments=None, runner_from_args=None) -> int:
+    """``python -m starunet reproduce``: the grid over seeds, evaluated (see :func:`reproduce`).
+
+    ``add_runner_arguments(parser)`` adds the options of another runner (a
+    :class:`starunet.runners.Runner`) and ``runner_from_args(args)`` builds it, or raises
+    ``ValueError`` before any work: the command line's ``reproduce`` passes the lab's
+    parallel jobs (``--jobs``, ``--cluster``; ``starunet.lab.fanout.cli``)."""
 
     parser = argparse.ArgumentParser(
         prog="python -m starunet reproduce",
@@ -429,9 +414,15 @@ def cli(argv: Sequence[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=4, help="images (or tiles) per inference batch")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace results in --out that this grid does not contain (default: refuse)")
-    add_fanout_arguments(parser)
+    if add_runner_arguments is not None:
+        add_runner_arguments(parser)
     args = parser.parse_args(list(argv))
 
+    try:  # first: a missing optional package is named before any folder is written
+        runner = runner_from_args(args) if runner_from_args is not None else InProcessRunner()
+    except ValueError as err:
+        print(f"error: {cli_message(err)}", file=sys.stderr)
+        return 2
     problem = reproduce_problem(args)  # before anything is trained or downloaded
     if problem:
         print(f"error: {problem}", file=sys.stderr)
@@ -441,8 +432,7 @@ def cli(argv: Sequence[str]) -> int:
     try:
         reproduce(args.preset, args.seeds, args.out, fusions=args.fusions, activations=args.activations,
                   device=args.device, runs_dir=args.runs_dir, method=args.method, batch_size=args.batch_size,
-                  command=command, overwrite=args.overwrite, jobs=args.jobs, threads=args.threads,
-                  cluster=args.cluster, slurm=slurm_options_from_args(args))
+                  command=command, overwrite=args.overwrite, runner=runner)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {cli_message(err)}", file=sys.stderr)
         return 2

@@ -1,8 +1,12 @@
 """Tests of starunet.lab.fanout: the grid's runs in parallel jobs (submitit), their
-failures, Ctrl-C, and the SLURM job script (checked without a cluster)."""
+failures, Ctrl-C, and the SLURM job script (checked without a cluster).
+
+submitit is the optional ``cluster`` extra: the tests that need it skip without it,
+except in CI (``CI=true``), which installs it and must run them."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -14,12 +18,17 @@ from pathlib import Path
 import pytest
 
 import starunet.grid as G
-from starunet.lab import fanout
-from starunet.lab.fanout import FanOut, GridRunError, SlurmOptions
+from starunet import cli
 from starunet.io import read_csv
+from starunet.lab import fanout
+from starunet.lab.fanout import FanOut, SlurmOptions
+from starunet.runners import GridRunError
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMING_COLUMNS = ("train_seconds", "eval_seconds")
+needs_submitit = pytest.mark.skipif(
+    importlib.util.find_spec("submitit") is None and os.environ.get("CI") != "true",
+    reason="needs the optional 'cluster' extra (submitit): pip install -e '.[cluster]'")
 
 
 # ---------------------------------------------------------------- pure helpers
@@ -68,8 +77,40 @@ def test_error_line_finds_the_exception_of_a_traceback():
 
 def test_reproduce_refuses_bad_fanout_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="--jobs"):
-        G.reproduce("smoke", [1], tmp_path / "out", jobs=0, records=[])
+        G.reproduce("smoke", [1], tmp_path / "out", runner=FanOut(jobs=0), records=[])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def no_submitit(monkeypatch):
+    """submitit not installed (``import submitit`` raises ImportError)."""
+    monkeypatch.setitem(sys.modules, "submitit", None)
+
+
+def test_parallel_runs_without_the_cluster_extra_are_refused_in_one_line(no_submitit, fake_slurm):
+    with pytest.raises(ValueError) as err:
+        FanOut(jobs=2).validate()
+    assert str(err.value) == ("--jobs 2 needs the optional 'cluster' extra (submitit): "
+                              "pip install -e '.[cluster]'")
+    with pytest.raises(ValueError, match=r"^--cluster slurm needs the optional 'cluster' extra \(submitit\)"):
+        FanOut(cluster="slurm", slurm=SlurmOptions(time_min=5)).validate()
+    assert FanOut(jobs=1, threads=2).validate().provenance() is None  # one run at a time needs no extra
+
+
+def test_reproduce_jobs_without_the_cluster_extra_exits_2_before_any_work(no_submitit, tmp_path, monkeypatch,
+                                                                         capsys):
+    def no_work(*args, **kwargs):
+        raise AssertionError("data loaded or a run trained before the missing extra was named")
+
+    for name in ("load_stare", "reproduce", "reproduce_problem"):
+        monkeypatch.setattr(G, name, no_work)
+    out, runs = tmp_path / "out", tmp_path / "runs"
+    code = cli.main(["reproduce", "--preset", "smoke", "--seeds", "1", "--jobs", "2", "--out", str(out),
+                     "--runs-dir", str(runs)])
+    assert code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --jobs 2 needs the optional 'cluster' extra (submitit): pip install -e '.[cluster]'"]
+    assert not out.exists() and not runs.exists()
 
 
 def test_cli_builds_slurm_options_only_when_asked():
@@ -111,6 +152,7 @@ def test_slurm_options_need_a_time_limit_and_sbatch(monkeypatch, tmp_path):
     assert "needs SLURM's sbatch on PATH" in str(err.value)
 
 
+@needs_submitit
 def test_slurm_job_script_carries_the_requested_resources(fake_slurm):
     options = SlurmOptions(time_min=45, partition="gpu", gpus_per_job=1, cpus_per_job=8, mem_gb=32,
                            account="lab", setup=("source .venv/bin/activate",), extra=(("gres", "gpu:h100:1"),))
@@ -132,6 +174,7 @@ def test_slurm_job_script_carries_the_requested_resources(fake_slurm):
     assert (fake_slurm / "cancelled").read_text().split() == ["4242"]
 
 
+@needs_submitit
 def test_cpu_only_slurm_jobs_ask_for_no_gpu_line(fake_slurm):
     fan = FanOut(jobs=2, cluster="slurm", slurm=SlurmOptions(time_min=10)).validate()
     executor = fanout._make_executor(fake_slurm / "log", fan, 1, None, "x")
@@ -150,15 +193,16 @@ def job_data(stare_source, monkeypatch):
         monkeypatch.setenv("STARUNET_STARE_SOURCE", stare_source)
 
 
-def _grid(tmp_path, name, records, **kwargs):
+def _grid(tmp_path, name, records, **fan):
     return G.reproduce("smoke", [7], tmp_path / name / "out", fusions=["sum", "star"], activations=["none"],
-                       runs_dir=tmp_path / name / "runs", records=records, log=lambda m: None, **kwargs)
+                       runs_dir=tmp_path / name / "runs", records=records, log=lambda m: None, runner=FanOut(**fan))
 
 
 def _without_timing(rows):
     return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in rows]
 
 
+@needs_submitit
 def test_jobs_2_gives_the_same_grid_as_jobs_1(stare_records, tiny_preset, job_data, tmp_path):
     one = _grid(tmp_path, "one", stare_records, jobs=1, threads=1)
     two = _grid(tmp_path, "two", stare_records, jobs=2, threads=1)
@@ -179,6 +223,7 @@ def test_jobs_2_gives_the_same_grid_as_jobs_1(stare_records, tiny_preset, job_da
     assert sorted((tmp_path / "two" / "runs").glob(f"smoke/*/{fanout.LOG_FOLDER}/*_log.out")) == logs
 
 
+@needs_submitit
 def test_a_failing_run_is_reported_with_its_log_and_the_others_finish(stare_records, tiny_preset, job_data,
                                                                      tmp_path, monkeypatch):
     real = fanout.train_job
@@ -217,6 +262,7 @@ def _group_alive(pgid: int) -> list[int]:
     return alive
 
 
+@needs_submitit
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
 def test_ctrl_c_cancels_the_jobs_in_flight(stare_source, tmp_path):
     env = {**os.environ, "STARUNET_SMOKE": "1", "PYTHONUNBUFFERED": "1"}

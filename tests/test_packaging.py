@@ -179,6 +179,38 @@ def test_module_level_imports_of_the_package_form_no_circle():
     assert "lab.session_plan" in graph["lab.gpu_session"]
 
 
+# The top of the tree: the command line maps commands to modules by name, lab ones included.
+ENTRY_POINTS = {"cli", "__main__"}
+
+
+def test_no_module_of_the_course_reaches_the_lab():
+    """The course package is what a student reads; the lab (``starunet.lab``) imports
+    it, never the other way round: no course module imports the lab or the command
+    line, at module level or inside a function, directly or through another module,
+    nor names a lab module to ``importlib``."""
+    files = _module_files()
+    graph = {name: _imported(ast.walk(ast.parse(path.read_text(encoding="utf-8"))), files) - {name}
+             for name, path in files.items()}
+    lab = {name for name in files if name == "lab" or name.startswith("lab.")}
+    course = sorted(set(files) - lab - ENTRY_POINTS)
+    assert {"grid", "runners", "training", "widgets", "course"} <= set(course) and "lab.fanout" in lab
+    for start in course:
+        reached, todo = {start: [start]}, [start]
+        while todo:
+            node = todo.pop()
+            for nxt in sorted(graph.get(node, ())):
+                chain = reached[node] + [nxt]
+                assert nxt not in lab | ENTRY_POINTS, f"the course reaches the lab: {' -> '.join(chain)}"
+                if nxt in graph and nxt not in reached:
+                    reached[nxt] = chain
+                    todo.append(nxt)
+        for node in ast.walk(ast.parse(files[start].read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in {
+                    "import_module", "__import__"}:
+                named = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+                assert not [n for n in named if n.startswith(("starunet.lab", "starunet.cli"))], start
+
+
 def test_the_public_api_is_small_and_every_module_is_one_attribute_away():
     """``su.__all__`` is the deliberate API (about thirty names, each resolving to the
     object of the module named for it); every module is ``su.<module>``, and the list

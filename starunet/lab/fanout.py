@@ -1,5 +1,12 @@
 """Fan a grid's independent training runs out to parallel jobs, through submitit.
 
+:class:`FanOut` is a runner of :func:`starunet.grid.reproduce` (a
+:class:`starunet.runners.Runner`); :func:`cli` is ``python -m starunet reproduce``: the
+grid's command with the options ``--jobs``, ``--threads``, ``--cluster`` and
+``--slurm-*``. submitit is the optional ``cluster`` extra (``pip install -e
+'.[cluster]'``): without it, a grid asked to run in parallel is refused before any
+work, in one line naming the extra (:func:`require_submitit`).
+
 One code path for one machine and for a SLURM cluster: `submitit
 <https://github.com/facebookincubator/submitit>`_'s ``AutoExecutor`` with
 ``cluster="local"`` starts each run as a child process of this machine,
@@ -14,8 +21,8 @@ job gets and watches the jobs:
   :class:`SlurmOptions`, and SLURM picks the GPU;
 * each run writes its log (stdout and stderr, with the traceback of a failure) to
   ``<run folder>/submitit/<job id>_0_log.out``;
-* a failing run is yielded as a :class:`RunFailure` naming that log, and does not
-  stop the others;
+* a failing run is yielded as a :class:`starunet.runners.RunFailure` naming that log,
+  and does not stop the others;
 * an interrupt (Ctrl-C), or the caller closing the generator, cancels the jobs in
   flight and waits for them to end;
 * finished runs are not submitted again: :func:`starunet.training.train` returns
@@ -27,6 +34,7 @@ able to set ``CUDA_VISIBLE_DEVICES`` before CUDA starts (:func:`train_job`).
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import shutil
@@ -36,7 +44,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+from starunet.runners import InProcessRunner, RunFailure
+
 CLUSTERS = ("local", "slurm")
+EXTRA = "pip install -e '.[cluster]'"  # the optional dependencies of this module (pyproject.toml)
 LOG_FOLDER = "submitit"        # inside each run folder
 POLL_SECONDS = 0.5             # how often the jobs in flight are checked
 CANCEL_WAIT_SECONDS = 20.0     # how long cancelled local jobs get to end before they are killed
@@ -119,12 +130,48 @@ class FanOut:
             problems.append("SLURM options were given but cluster is 'local'; add --cluster slurm")
         if problems:
             raise ValueError("cannot fan the grid out:\n  - " + "\n  - ".join(problems))
+        if self.parallel:
+            require_submitit(self)
         return self
 
     @property
     def parallel(self) -> bool:
         """False for the plain in-process loop (one local job at a time)."""
         return self.jobs > 1 or self.cluster != "local"
+
+    # the runner of starunet.grid.reproduce (starunet.runners.Runner)
+
+    def process_threads(self) -> int | None:
+        """Torch threads of the grid's own process: the runs' own when they share this
+        machine (so a fanned-out grid evaluates with the threads a ``jobs=1`` grid would use)."""
+        return job_threads(self) if self.threads is not None or (self.parallel and self.cluster == "local") else None
+
+    def train_runs(self, configs: Sequence, run_dirs: Sequence[Path], device: str, selected: str,
+                   log: Callable[[str], None], records: Sequence) -> Iterator[tuple[int, Any]]:
+        """The runs in parallel jobs (:func:`train_in_jobs`), or one after another here."""
+        if not self.parallel:
+            yield from InProcessRunner(self.threads).train_runs(configs, run_dirs, device, selected, log, records)
+            return
+        # on SLURM the jobs choose their own device (the login node may have no GPU)
+        job_device = device if self.cluster == "slurm" else selected.split(":")[0]
+        log(f"training {len(configs)} runs, up to {self.jobs} at once ({self.cluster}) ...")
+        yield from train_in_jobs(configs, run_dirs, job_device, self, log, records)
+
+    def provenance(self) -> dict | None:
+        if not self.parallel:  # absent for one run at a time, so such grids' files stay as they were
+            return None
+        return {"jobs": self.jobs, "cluster": self.cluster, "threads_per_job": job_threads(self)}
+
+
+def require_submitit(fan: FanOut) -> None:
+    """Raise ``ValueError``, one line naming the optional extra, when submitit is not installed."""
+    try:
+        importlib.import_module("submitit")
+    except ImportError:
+        asked = [f"--jobs {fan.jobs}"] if fan.jobs > 1 else []
+        if fan.cluster == "slurm":
+            asked.append("--cluster slurm")
+        raise ValueError(f"{' '.join(asked)} needs the optional 'cluster' extra (submitit): {EXTRA}") from None
 
 
 # ---------------------------------------------------------------- command-line options
@@ -155,6 +202,19 @@ def add_fanout_arguments(parser: argparse.ArgumentParser) -> None:
                        help="a shell line run before each job, e.g. 'source .venv/bin/activate' (repeatable)")
     group.add_argument("--slurm-extra", nargs="+", default=[], metavar="KEY=VALUE",
                        help="other sbatch options, e.g. gres=gpu:a100:1 constraint=h100")
+
+
+def fanout_from_args(args: argparse.Namespace) -> FanOut:
+    """The :class:`FanOut` of the flags of :func:`add_fanout_arguments`, validated."""
+    return FanOut(args.jobs, args.cluster, args.threads, slurm_options_from_args(args)).validate()
+
+
+def cli(argv: Sequence[str]) -> int:
+    """``python -m starunet reproduce``: :func:`starunet.grid.cli` with the options of
+    parallel runs (:func:`add_fanout_arguments`)."""
+    from starunet import grid  # here: a job process imports this module before torch
+
+    return grid.cli(argv, add_fanout_arguments, fanout_from_args)
 
 
 def slurm_options_from_args(args: argparse.Namespace) -> SlurmOptions | None:
@@ -231,31 +291,6 @@ def train_job(config, run_dir: str, device: str, threads: int, cuda_visible: str
 # ---------------------------------------------------------------- the parent
 
 @dataclass
-class RunFailure:
-    """A run whose job raised or died; ``log`` is its stdout+stderr with the traceback."""
-    index: int
-    run_dir: Path
-    log: Path
-    error: str
-
-    def describe(self) -> str:
-        from starunet.config import display_path
-
-        return f"{display_path(self.run_dir)} failed: {self.error}\n    log: {self.log}"
-
-
-class GridRunError(RuntimeError):
-    """Some runs of a fanned-out grid failed; the others finished (and were evaluated)."""
-
-    def __init__(self, failures: Sequence[RunFailure], total: int):
-        self.failures = list(failures)
-        lines = [f"{len(self.failures)} of {total} runs failed (the others finished):"]
-        lines += [f"  {f.describe()}" for f in self.failures]
-        lines.append("Fix the cause and rerun the same command: finished runs are reused.")
-        super().__init__("\n".join(lines))
-
-
-@dataclass
 class _Slot:
     job: Any
     gpu: str | None = None
@@ -283,7 +318,7 @@ def _error_line(text: str) -> str:
 
 
 def _outcome(index: int, run_dir: Path, job):
-    """``TrainingResult`` of a finished job, or a :class:`RunFailure` naming its log."""
+    """``TrainingResult`` of a finished job, or a :class:`~starunet.runners.RunFailure` naming its log."""
     error = job.exception()
     if error is None:
         return job.result()
@@ -322,8 +357,8 @@ def _is_finished(config, run_dir: Path) -> bool:
             and read_config(run_dir).config_hash == config.config_hash)
 
 
-def train_runs(configs: Sequence, run_dirs: Sequence[Path], device: str, fan: FanOut,
-               log: Callable[[str], None] = print, records: Sequence | None = None) -> Iterator[tuple[int, Any]]:
+def train_in_jobs(configs: Sequence, run_dirs: Sequence[Path], device: str, fan: FanOut,
+                  log: Callable[[str], None] = print, records: Sequence | None = None) -> Iterator[tuple[int, Any]]:
     """Train ``configs[i]`` into ``run_dirs[i]`` in parallel jobs; yield ``(i, outcome)``
     as each ends, ``outcome`` a ``TrainingResult`` or a :class:`RunFailure`.
 
