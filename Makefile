@@ -1,6 +1,8 @@
 # Two entry points (see README):
 #   make course   set up .venv, run the whole course headless into course-output/
 #   make test     set up .venv, run the package tests and the notebooks under nbval (smoke mode)
+# .venv gets the package with the dev extra (tests) and the cluster extra (submitit, for the
+# lab's `reproduce --jobs N`), so that make test (and CI) runs the lab's fan-out tests too.
 #
 # Which PyTorch build .venv gets (README, "Install size"):
 # * Linux without an NVIDIA GPU (no nvidia-smi, no /proc/driver/nvidia): the CPU-only
@@ -31,7 +33,7 @@ $(VENV)/.installed: pyproject.toml | check-python
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
-	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -e ".[dev,cluster]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -28,9 +28,9 @@ def test_environment_yml_installs_the_package_instead_of_repeating_its_dependenc
     conda_deps = [d for d in env["dependencies"] if isinstance(d, str)]
     pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
     assert len(pip_sections) == 1, "environment.yml needs exactly one pip section"
-    # The pip section is the package itself (with the dev extra), nothing else:
-    # any dependency listed here too could drift from pyproject.toml.
-    assert pip_sections[0] == ['-e ".[dev]"']
+    # The pip section is the package itself (with the extras make install gives), nothing
+    # else: any dependency listed here too could drift from pyproject.toml.
+    assert pip_sections[0] == ['-e ".[dev,cluster]"']
     # Conda only provides the interpreter and pip.
     assert sorted(_dep_name(d) for d in conda_deps) == ["pip", "python"]
     py_pin = next(d for d in conda_deps if d.startswith("python"))
@@ -45,6 +45,19 @@ def test_pyproject_declares_the_course_stack_and_a_dev_extra():
         assert needed in deps, f"{needed} missing from pyproject dependencies"
     dev = {_dep_name(d) for d in project["optional-dependencies"]["dev"]}
     assert {"pytest", "nbval"} <= dev
+
+
+def test_submitit_is_the_optional_cluster_extra_that_make_and_ci_install():
+    """The course runs without submitit; the lab's parallel runs name the extra that
+    brings it, and make install (so make test and CI) installs it, so the fan-out tests run."""
+    from starunet.lab import fanout
+
+    project = _pyproject()["project"]
+    assert "submitit" not in {_dep_name(d) for d in project["dependencies"]}
+    assert [_dep_name(d) for d in project["optional-dependencies"]["cluster"]] == ["submitit"]
+    assert fanout.EXTRA == "pip install -e '.[cluster]'"
+    assert 'pip install -e ".[dev,cluster]"' in (ROOT / "Makefile").read_text()
+    assert re.search(r"^export CI=", (ROOT / ".ci" / "run").read_text(), re.M)  # lab tests run, never skip
 
 
 def test_readme_commands_are_the_makefile_targets_ci_runs():
