@@ -6,7 +6,6 @@ except in CI (``CI=true``), which installs it and must run them."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import signal
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 import starunet.grid as G
+from fakes import needs_submitit
 from starunet import cli
 from starunet.io import read_csv
 from starunet.lab import fanout
@@ -26,9 +26,6 @@ from starunet.runners import GridRunError
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMING_COLUMNS = ("train_seconds", "eval_seconds")
-needs_submitit = pytest.mark.skipif(
-    importlib.util.find_spec("submitit") is None and os.environ.get("CI") != "true",
-    reason="needs the optional 'cluster' extra (submitit): pip install -e '.[cluster]'")
 
 
 # ---------------------------------------------------------------- pure helpers

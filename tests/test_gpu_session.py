@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes import needs_submitit
 from starunet.lab import gpu_session as G
 from starunet.lab import session_plan
 
@@ -97,6 +98,7 @@ def test_preflight_names_every_problem_before_any_work(monkeypatch):
     assert len(problems) == 5
 
 
+@needs_submitit  # the session's grid runs with --jobs
 def test_preflight_passes_the_rehearsal_here(stare_source, monkeypatch):
     if stare_source is not None:
         monkeypatch.setenv("STARUNET_STARE_SOURCE", stare_source)
