@@ -33,6 +33,9 @@ the data path (each imports only modules above it; docs/ARCHITECTURE.md is the m
 ``starunet.widgets``     ipywidgets front-ends over plain functions
 =======================  =========================================================
 
+The tools of whoever runs the experiments (benchmarks, parallel and SLURM runs, the
+GPU session) live beside the course in ``starunet.lab``, which no module above imports.
+
 Names are imported lazily (PEP 562) so that ``import starunet`` stays cheap and a
 notebook only pays for the modules it uses.
 """
