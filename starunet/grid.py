@@ -31,7 +31,7 @@ import torch
 from starunet.config import default_runs_dir, display_path, git_commit, smoke_mode
 from starunet.data import select_records
 from starunet.stare import load_stare
-from starunet.device import DEVICE_CHOICES, hardware_record, select_device
+from starunet.device import DEVICE_CHOICES, PRECISION_CHOICES, hardware_record, resolve_precision, select_device
 from starunet.evaluate import EVALUATION_VERSION, RunEvaluation, evaluate_run
 from starunet.fanout import (FanOut, GridRunError, RunFailure, add_fanout_arguments, job_threads,
                              slurm_options_from_args, train_runs)
@@ -89,7 +89,7 @@ def own_runs_beside_reference(reference: GridResults, records: Sequence | None =
 # 2: starunet.inference (BatchNorm folded), test metrics within 1e-6 of version 1
 # 3: + the validation-tuned threshold (TUNED_COLUMNS); version-2 numbers unchanged
 METRICS_EXTRA_COLUMNS = ["preset", "epochs", "best_epoch", "stop_reason", "train_seconds", "eval_seconds",
-                         "method", "n_test_images", "device", "config_hash"]
+                         "method", "n_test_images", "device", "precision", "config_hash"]
 
 
 PER_IMAGE_COLUMNS = ["fusion", "activation", "seed", "image_id", *METRIC_NAMES, "f1_tuned"]
@@ -175,7 +175,8 @@ def _metrics_row(config, result, evaluation: RunEvaluation) -> dict:
             "preset": config.preset, "epochs": result.epochs, "best_epoch": result.best_epoch,
             "stop_reason": result.stop_reason, "train_seconds": result.train_seconds,
             "eval_seconds": evaluation.seconds, "method": evaluation.method,
-            "n_test_images": len(evaluation.ids), "device": result.device, "config_hash": config.config_hash}
+            "n_test_images": len(evaluation.ids), "device": result.device, "precision": result.precision,
+            "config_hash": config.config_hash}
 
 
 def _per_image_rows(config, evaluation: RunEvaluation) -> list[dict]:
@@ -246,7 +247,7 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
               device: str = "auto", runs_dir: str | Path | None = None, method: str = DEFAULT_METHOD,
               batch_size: int = 4, records: Sequence | None = None, command: str | None = None,
               log=None, overwrite: bool = False, jobs: int = 1, threads: int | None = None,
-              cluster: str = "local", slurm=None) -> GridResults:
+              cluster: str = "local", slurm=None, precision: str = "auto") -> GridResults:
     """Train (or reuse) and evaluate the fusion x activation grid for every seed.
 
     Runs go to :func:`starunet.runs.run_dir_for` under ``runs_dir`` (finished
@@ -260,7 +261,9 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     :class:`starunet.fanout.SlurmOptions`) trains up to ``jobs`` runs at once in
     parallel jobs (:mod:`starunet.fanout`) and evaluates each as it finishes; runs
     that fail are reported together at the end (:class:`starunet.fanout.GridRunError`)
-    after the others are evaluated. ``threads``: torch threads per run (and for the
+    after the others are evaluated. ``precision``: what the runs train in
+    (:func:`starunet.training.train`; the resolved one is in each row of ``metrics.csv``).
+    ``threads``: torch threads per run (and for the
     evaluation); default: unchanged for ``jobs=1``, ``cores // jobs`` otherwise.
     """
 
@@ -270,6 +273,7 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     configs = grid_configs(preset, seeds, fusions, activations)  # fails fast on bad names
     fan = FanOut(jobs, cluster, threads, slurm).validate()
     torch_device = select_device(device)
+    resolve_precision(precision, torch_device)  # a bad name fails before any work
     out = Path(out) if out is not None else own_results_dir()
     if not overwrite:
         check_output_folder(out, configs, method)
@@ -283,7 +287,8 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
         torch.set_num_threads(_evaluation_threads(fan))
     try:
         return _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_ids, panel_ids, method,
-                         batch_size, log, command, preset, seeds, fusions, activations, started, start, commit)
+                         batch_size, log, command, preset, seeds, fusions, activations, started, start, commit,
+                         precision)
     finally:
         torch.set_num_threads(threads_before)
 
@@ -295,7 +300,8 @@ def _evaluation_threads(fan) -> int | None:
     return job_threads(fan) if fan.threads is not None or (fan.parallel and fan.cluster == "local") else None
 
 
-def _trained_runs(configs: Sequence, fan, runs_dir, torch_device, device: str, records: Sequence, log):
+def _trained_runs(configs: Sequence, fan, runs_dir, torch_device, device: str, records: Sequence, log,
+                  precision: str = "auto"):
     """``(index, TrainingResult | RunFailure)`` of every config: trained one after another
     here, or in parallel jobs (:func:`starunet.fanout.train_runs`), as they finish."""
 
@@ -303,17 +309,19 @@ def _trained_runs(configs: Sequence, fan, runs_dir, torch_device, device: str, r
         # on SLURM the jobs choose their own device (the login node may have no GPU)
         job_device = device if fan.cluster == "slurm" else torch_device.type
         log(f"training {len(configs)} runs, up to {fan.jobs} at once ({fan.cluster}) ...")
-        yield from train_runs(configs, [run_dir_for(c, runs_dir) for c in configs], job_device, fan, log, records)
+        yield from train_runs(configs, [run_dir_for(c, runs_dir) for c in configs], job_device, fan, log, records,
+                              precision)
         return
     for n, config in enumerate(configs):
         log(f"[{n + 1}/{len(configs)}] {run_key(config.fusion, config.activation, config.seed)}: "
             "training (or reusing) ...")
         yield n, train(config, run_dir_for(config, runs_dir), resume=True, device=str(torch_device),
-                       records=records)
+                       records=records, precision=precision)
 
 
 def _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_ids, panel_ids, method,
-              batch_size, log, command, preset, seeds, fusions, activations, started, start, commit) -> GridResults:
+              batch_size, log, command, preset, seeds, fusions, activations, started, start, commit,
+              precision: str = "auto") -> GridResults:
     """The body of :func:`reproduce`: train, evaluate each run as it finishes, write."""
 
 
@@ -346,7 +354,8 @@ def _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_i
         return write_grid_provenance(out, provenance)
 
     try:
-        with contextlib.closing(_trained_runs(configs, fan, runs_dir, torch_device, device, records, log)) as runs:
+        with contextlib.closing(_trained_runs(configs, fan, runs_dir, torch_device, device, records, log,
+                                              precision)) as runs:
             for n, result in runs:
                 if isinstance(result, RunFailure):
                     failures.append(result)
@@ -412,8 +421,12 @@ def cli(argv: Sequence[str]) -> int:
         description="Train (or reuse) fusion x activation runs for every seed, evaluate them on the "
                     "test images and write metrics.csv, per_image.csv, curves.json, prediction PNGs, "
                     "provenance.json and README.md into --out. Re-running resumes.")
-    parser.add_argument("--preset", choices=list(PRESETS), default="quick",
-                        help="training budget (smoke: seconds; quick: CPU minutes per run; full: GPU)")
+    parser.add_argument("--preset", choices=list(PRESETS), default="fast",
+                        help="training budget and recipe (fast: about 5 CPU minutes a run, near-converged; "
+                             "smoke: seconds; quick/long: the source's recipe, under-trained; full: the "
+                             "source's protocol, a GPU's job)")
+    parser.add_argument("--precision", choices=list(PRECISION_CHOICES), default="auto",
+                        help="what training steps compute in (auto: bf16 on GPUs and CPUs with native bf16)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025, 2026], metavar="SEED")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"output folder (default: {display_path(own_results_dir())}, where the course looks)")
@@ -442,7 +455,7 @@ def cli(argv: Sequence[str]) -> int:
         reproduce(args.preset, args.seeds, args.out, fusions=args.fusions, activations=args.activations,
                   device=args.device, runs_dir=args.runs_dir, method=args.method, batch_size=args.batch_size,
                   command=command, overwrite=args.overwrite, jobs=args.jobs, threads=args.threads,
-                  cluster=args.cluster, slurm=slurm_options_from_args(args))
+                  cluster=args.cluster, slurm=slurm_options_from_args(args), precision=args.precision)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {cli_message(err)}", file=sys.stderr)
         return 2
