@@ -22,6 +22,7 @@ the data path (each imports only modules above it; docs/ARCHITECTURE.md is the m
 ``starunet.presets``     ``TrainConfig`` and the training budgets
 ``starunet.runs``        run folders: files, checkpoints, resume, ``load_model``
 ``starunet.training``    the training loop (``train``)
+``starunet.reproducibility``  kill-and-resume check of bit-identical resume
 ``starunet.evaluate``    scoring one run on whole test images
 ``starunet.stats``       summaries over seeds, paired differences, verdicts
 ``starunet.results``     grid folders read back (``GridResults``)
@@ -85,8 +86,8 @@ _EXPORTS = {
 _SUBMODULES = frozenset({"alt_text", "cli", "config", "course", "curves", "data", "device", "evaluate",
                          "fusion", "grid", "inference", "io", "listing", "metrics", "model",
                          "plots", "plots_data", "plots_model", "plots_theory", "preflight", "presets", "probe",
-                         "report", "results", "runners", "runs", "source", "stare", "stats", "theory", "toys",
-                         "training", "widgets"})
+                         "report", "reproducibility", "results", "runners", "runs", "source", "stare", "stats",
+                         "theory", "toys", "training", "widgets"})
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

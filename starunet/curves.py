@@ -33,7 +33,7 @@ from starunet.preflight import cli_message
 from starunet.presets import TrainConfig, preset_config
 from starunet.report import curves_readme, format_patches
 from starunet.results import CURVES_DIR, CurveResults, load_curves
-from starunet.runs import LAST_CHECKPOINT, read_history, run_dir_for, snapshot_name
+from starunet.runs import LAST_CHECKPOINT, load_checkpoint, read_history, run_dir_for, snapshot_name
 from starunet.stats import HEADLINE_METRICS, PairedDifference, TUNED_METRICS, config_differences, run_key
 from starunet.training import train
 
@@ -201,7 +201,7 @@ def evaluate_curves(runs_dir: str | Path | None = None, out: str | Path = CURVES
             log(f"{run.key}: not started ({display_path(folder)})")
             continue
         history = read_history(folder)
-        state = torch.load(folder / LAST_CHECKPOINT, map_location="cpu", weights_only=True)
+        state = load_checkpoint(folder / LAST_CHECKPOINT)
         epoch_seconds, threads = list(state["epoch_seconds"]), state.get("torch_threads")
         result_path = folder / "result.json"
         train_device = json.loads(result_path.read_text())["device"] if result_path.is_file() else ""

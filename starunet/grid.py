@@ -31,7 +31,7 @@ import torch
 from starunet.config import default_runs_dir, display_path, git_commit, smoke_mode
 from starunet.data import select_records
 from starunet.stare import load_stare
-from starunet.device import DEVICE_CHOICES, hardware_record, select_device
+from starunet.device import DEVICE_CHOICES, PRECISION_CHOICES, hardware_record, resolve_precision, select_device
 from starunet.evaluate import EVALUATION_VERSION, RunEvaluation, evaluate_run
 from starunet.fusion import FUSIONS
 from starunet.inference import DEFAULT_METHOD, INFERENCE_METHODS, check_inference_method, compare_inference_methods
@@ -87,7 +87,7 @@ def own_runs_beside_reference(reference: GridResults, records: Sequence | None =
 # 2: starunet.inference (BatchNorm folded), test metrics within 1e-6 of version 1
 # 3: + the validation-tuned threshold (TUNED_COLUMNS); version-2 numbers unchanged
 METRICS_EXTRA_COLUMNS = ["preset", "epochs", "best_epoch", "stop_reason", "train_seconds", "eval_seconds",
-                         "method", "n_test_images", "device", "config_hash"]
+                         "method", "n_test_images", "device", "precision", "config_hash"]
 
 
 PER_IMAGE_COLUMNS = ["fusion", "activation", "seed", "image_id", *METRIC_NAMES, "f1_tuned"]
@@ -173,7 +173,8 @@ def _metrics_row(config, result, evaluation: RunEvaluation) -> dict:
             "preset": config.preset, "epochs": result.epochs, "best_epoch": result.best_epoch,
             "stop_reason": result.stop_reason, "train_seconds": result.train_seconds,
             "eval_seconds": evaluation.seconds, "method": evaluation.method,
-            "n_test_images": len(evaluation.ids), "device": result.device, "config_hash": config.config_hash}
+            "n_test_images": len(evaluation.ids), "device": result.device, "precision": result.precision,
+            "config_hash": config.config_hash}
 
 
 def _per_image_rows(config, evaluation: RunEvaluation) -> list[dict]:
@@ -243,7 +244,7 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
               fusions: Sequence[str] = FUSIONS_COMPARED, activations: Sequence[str] = ACTIVATIONS_COMPARED,
               device: str = "auto", runs_dir: str | Path | None = None, method: str = DEFAULT_METHOD,
               batch_size: int = 4, records: Sequence | None = None, command: str | None = None,
-              log=None, overwrite: bool = False, runner=None) -> GridResults:
+              log=None, overwrite: bool = False, runner=None, precision: str = "auto") -> GridResults:
     """Train (or reuse) and evaluate the fusion x activation grid for every seed.
 
     Runs go to :func:`starunet.runs.run_dir_for` under ``runs_dir`` (finished
@@ -259,7 +260,8 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     ``starunet.lab.fanout.FanOut(jobs=4)`` trains them in parallel jobs
     (``reproduce --jobs 4``). Each run is evaluated as it finishes; runs that fail are
     reported together at the end (:class:`starunet.runners.GridRunError`) after the
-    others are evaluated.
+    others are evaluated. ``precision``: what the runs train in
+    (:func:`starunet.training.train`; the resolved one is in each row of ``metrics.csv``).
     """
 
 
@@ -268,6 +270,7 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     configs = grid_configs(preset, seeds, fusions, activations)  # fails fast on bad names
     runner = (runner if runner is not None else InProcessRunner()).validate()
     torch_device = select_device(device)
+    resolve_precision(precision, torch_device)  # a bad name fails before any work
     out = Path(out) if out is not None else own_results_dir()
     if not overwrite:
         check_output_folder(out, configs, method)
@@ -281,20 +284,23 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
         torch.set_num_threads(runner.process_threads())
     try:
         return _run_grid(configs, runner, out, runs_dir, torch_device, device, records, test_ids, panel_ids, method,
-                         batch_size, log, command, preset, seeds, fusions, activations, started, start, commit)
+                         batch_size, log, command, preset, seeds, fusions, activations, started, start, commit,
+                         precision)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _trained_runs(configs: Sequence, runner, runs_dir, torch_device, device: str, records: Sequence, log):
+def _trained_runs(configs: Sequence, runner, runs_dir, torch_device, device: str, records: Sequence, log,
+                  precision: str = "auto"):
     """``(index, TrainingResult | RunFailure)`` of every config, as ``runner`` trains them."""
 
     yield from runner.train_runs(configs, [run_dir_for(c, runs_dir) for c in configs], device, str(torch_device),
-                                 log, records)
+                                 log, records, precision)
 
 
 def _run_grid(configs, runner, out, runs_dir, torch_device, device, records, test_ids, panel_ids, method,
-              batch_size, log, command, preset, seeds, fusions, activations, started, start, commit) -> GridResults:
+              batch_size, log, command, preset, seeds, fusions, activations, started, start, commit,
+              precision: str = "auto") -> GridResults:
     """The body of :func:`reproduce`: train, evaluate each run as it finishes, write."""
 
 
@@ -326,7 +332,8 @@ def _run_grid(configs, runner, out, runs_dir, torch_device, device, records, tes
         return write_grid_provenance(out, provenance)
 
     try:
-        with contextlib.closing(_trained_runs(configs, runner, runs_dir, torch_device, device, records, log)) as runs:
+        with contextlib.closing(_trained_runs(configs, runner, runs_dir, torch_device, device, records, log,
+                                              precision)) as runs:
             for n, result in runs:
                 if isinstance(result, RunFailure):
                     failures.append(result)
@@ -397,8 +404,12 @@ def cli(argv: Sequence[str], add_runner_arguments=None, runner_from_args=None) -
         description="Train (or reuse) fusion x activation runs for every seed, evaluate them on the "
                     "test images and write metrics.csv, per_image.csv, curves.json, prediction PNGs, "
                     "provenance.json and README.md into --out. Re-running resumes.")
-    parser.add_argument("--preset", choices=list(PRESETS), default="quick",
-                        help="training budget (smoke: seconds; quick: CPU minutes per run; full: GPU)")
+    parser.add_argument("--preset", choices=list(PRESETS), default="fast",
+                        help="training budget and recipe (fast: about 5 CPU minutes a run, near-converged; "
+                             "smoke: seconds; quick/long: the source's recipe, under-trained; full: the "
+                             "source's protocol, a GPU's job)")
+    parser.add_argument("--precision", choices=list(PRECISION_CHOICES), default="auto",
+                        help="what training steps compute in (auto: bf16 on GPUs and CPUs with native bf16)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025, 2026], metavar="SEED")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"output folder (default: {display_path(own_results_dir())}, where the course looks)")
@@ -432,7 +443,7 @@ def cli(argv: Sequence[str], add_runner_arguments=None, runner_from_args=None) -
     try:
         reproduce(args.preset, args.seeds, args.out, fusions=args.fusions, activations=args.activations,
                   device=args.device, runs_dir=args.runs_dir, method=args.method, batch_size=args.batch_size,
-                  command=command, overwrite=args.overwrite, runner=runner)
+                  command=command, overwrite=args.overwrite, runner=runner, precision=args.precision)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {cli_message(err)}", file=sys.stderr)
         return 2

@@ -90,6 +90,22 @@ ERROR_COLORS = {"TP": (1.0, 1.0, 1.0), "FP": (0.835, 0.369, 0.0), "FN": (0.337, 
                 "TN": (0.0, 0.0, 0.0), "outside FOV": (0.25, 0.25, 0.25)}
 
 
+def plot_lr_schedules(configs) -> plt.Figure:
+    """The learning rate of every step of each config (``{label: TrainConfig}``)
+    against training patches seen: what ``TrainConfig.learning_rate`` gives ``train``."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.0))
+    for label, config in configs.items():
+        steps = np.arange(config.total_steps())
+        ax.plot(steps * config.batch_size, [config.learning_rate(int(s)) for s in steps], label=label)
+    ax.set_title("learning rate of each training step", fontsize=10)
+    ax.set_xlabel("training patches seen")
+    ax.set_ylabel("learning rate")
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
 def error_map(prob: np.ndarray, label: np.ndarray, fov: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """``(H, W, 3)`` float RGB of the errors at ``threshold``: TP white, FP orange,
     FN blue, TN black, outside the FOV grey (colours: :data:`ERROR_COLORS`)."""

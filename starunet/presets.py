@@ -29,6 +29,18 @@ ENGINE_VERSION = 1
 MONITOR_CHOICES = ("pr_auc", "roc_auc", "f1", "loss")
 
 
+# How the learning rate moves over the max_epochs * steps_per_epoch steps of a run:
+# constant: lr throughout (the source's recipe); onecycle: linear warm-up from lr/25,
+# then cosine down to lr/1e4 (OneCycleLR's defaults); cosine: linear warm-up from 0,
+# then cosine down to 0. A pure function of the step, so a resumed run needs no
+# scheduler state to continue exactly.
+SCHEDULE_CHOICES = ("constant", "onecycle", "cosine")
+
+# Fields added after runs were cached: left out of the hash while at these defaults,
+# so every config that existed before them keeps its hash and run folder.
+_HASH_DEFAULTS = {"schedule": "constant", "warmup": 0.0}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides the numbers a training run produces.
@@ -47,7 +59,9 @@ class TrainConfig:
     patch_size: int = 96             # training patch side; a multiple of 16 (four 2x poolings)
     samples_per_epoch: int = 2000    # random training patches per epoch
     batch_size: int = 8
-    lr: float = 5e-4                 # Adam, constant
+    lr: float = 5e-4                 # Adam; the peak lr of a schedule
+    schedule: str = "constant"       # lr over the run: constant (the source), onecycle or cosine (SCHEDULE_CHOICES)
+    warmup: float = 0.0              # onecycle/cosine: fraction of all steps spent warming up to lr
     max_epochs: int = 200            # hard cap
     patience: int = 10               # epochs without a better validation `monitor` before stopping
     monitor: str = "pr_auc"          # validation metric for early stopping and the best checkpoint
@@ -97,7 +111,8 @@ class TrainConfig:
     def config_hash(self) -> str:
         """12 hex digits of SHA-256 over every field that affects results (all but
         ``preset``) and :data:`ENGINE_VERSION`: the run-cache key."""
-        fields = {k: v for k, v in self.to_dict().items() if k != "preset"}
+        fields = {k: v for k, v in self.to_dict().items()
+                  if k != "preset" and not (k in _HASH_DEFAULTS and v == _HASH_DEFAULTS[k])}
         payload = json.dumps({"engine_version": ENGINE_VERSION, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -108,6 +123,22 @@ class TrainConfig:
     def steps_per_epoch(self) -> int:
         return math.ceil(self.samples_per_epoch / self.batch_size)
 
+    def total_steps(self) -> int:
+        """Optimiser steps of a run that trains all ``max_epochs`` (the schedule's length)."""
+        return self.max_epochs * self.steps_per_epoch()
+
+    def learning_rate(self, step: int) -> float:
+        """The learning rate of optimiser step ``step`` (0-based) under ``schedule``."""
+        if self.schedule == "constant":
+            return self.lr
+        total = self.total_steps()
+        warm = round(self.warmup * total)
+        start, end = (self.lr / 25, self.lr / 1e4) if self.schedule == "onecycle" else (0.0, 0.0)
+        if step < warm:
+            return start + (self.lr - start) * (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, total - warm - 1))
+        return end + (self.lr - end) * 0.5 * (1 + math.cos(math.pi * progress))
+
 
 def _config_problems(c: TrainConfig) -> list[str]:
     problems = []
@@ -115,6 +146,13 @@ def _config_problems(c: TrainConfig) -> list[str]:
         problems.append(f"fusion={c.fusion!r} is unknown; valid: {', '.join(FUSIONS)}")
     if c.activation not in ACTIVATIONS:
         problems.append(f"activation={c.activation!r} is unknown; valid: {', '.join(ACTIVATIONS)}")
+    if c.schedule not in SCHEDULE_CHOICES:
+        problems.append(f"schedule={c.schedule!r} is unknown; valid: {', '.join(SCHEDULE_CHOICES)}")
+    if not _is_number(c.warmup) or not 0 <= c.warmup < 1:
+        problems.append(f"warmup={c.warmup!r} must be a fraction of the run's steps in [0, 1)")
+    elif c.warmup and c.schedule == "constant":
+        problems.append(f"warmup={c.warmup} needs a schedule that warms up (onecycle or cosine); "
+                        "the constant schedule has none (set warmup=0)")
     if c.monitor not in MONITOR_CHOICES:
         problems.append(f"monitor={c.monitor!r} is unknown; valid: {', '.join(MONITOR_CHOICES)}")
     positive_ints = ("patch_size", "samples_per_epoch", "batch_size", "max_epochs", "patience",
@@ -163,7 +201,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# Presets differ only in how much training they buy; the recipe is the same.
+# The source presets (quick, long, full, curves) differ only in how much training they
+# buy; the recipe is the source's (Adam 5e-4 constant). `fast` changes the recipe:
 # `quick` was sized from throughput probes on the project's 2-core CPU (AMD EPYC,
 # channels-last; the CPU was shared with other jobs): a training step of batch 8
 # took 0.35-0.37 s with 1 thread and 0.22-0.34 s (fastest steps) with 2, a
@@ -171,10 +210,17 @@ def _is_number(value: Any) -> bool:
 # steps is then ~3 min per run, ~12-14 min for the 2x2 grid (budget: 20 min). On
 # the busy shared machine, with 1 thread, a whole star/none quick run took 319 s
 # (best validation ROC-AUC 0.87, PR-AUC 0.47 at epoch 11: learning, still climbing).
+# a one-cycle schedule (peak lr 2e-3, 15 % warm-up) over 16,384 patches, validated
+# every 2,048, reaches about the quality that the source's recipe reaches after
+# 30,000-65,000 patches (issue 20's probe on a 2-core AMD EPYC with native bf16: about
+# 4.5 min of training a run in bf16; benchmarks/cpu.md, results/fast/).
 PRESETS: dict[str, TrainConfig] = {
     # seconds: a pipeline check for CI and nbval, not a result
     "smoke": TrainConfig(samples_per_epoch=8, batch_size=8, max_epochs=2, patience=2,
                          val_images=1, val_crop=160, preset="smoke"),
+    # converged in minutes on a CPU: the course's default, and results/fast/'s 10-seed study
+    "fast": TrainConfig(samples_per_epoch=2048, max_epochs=8, patience=8, lr=2e-3, schedule="onecycle",
+                        warmup=0.15, preset="fast"),
     # minutes on a 2-core CPU: 480 steps (3,840 patches), a meaningful but under-trained model
     "quick": TrainConfig(samples_per_epoch=320, max_epochs=12, preset="quick"),
     # 4x the quick budget (up to 15,360 patches, early stopping on): does a verdict

@@ -328,13 +328,13 @@ def provenance_readme(results: GridResults) -> str:
 
 def presets_markdown() -> str:
     """A Markdown table of how the presets differ (everything else is the source recipe)."""
-    header = ["preset", "patches/epoch", "steps/epoch", "max epochs", "patience", "max steps", "validation"]
+    header = ["preset", "patches/epoch", "steps/epoch", "max epochs", "patience", "max steps", "lr", "validation"]
     rows = []
     for name, c in PRESETS.items():
         val = "all val images" if c.val_images is None else f"{c.val_images} image(s)"
         val += ", full size" if c.val_crop is None else f", {c.val_crop}x{c.val_crop} centre crop"
         rows.append([f"`{name}`", f"{c.samples_per_epoch:,}", c.steps_per_epoch(), c.max_epochs, c.patience,
-                     f"{c.steps_per_epoch() * c.max_epochs:,}", val])
+                     f"{c.total_steps():,}", f"{c.lr:g} {c.schedule}" + (f", {c.warmup:.0%} warm-up" * bool(c.warmup)), val])
     return markdown_table(header, rows)
 
 

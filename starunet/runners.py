@@ -33,11 +33,12 @@ class Runner(Protocol):
         """Torch threads of this process while the grid runs (None: unchanged)."""
 
     def train_runs(self, configs: Sequence, run_dirs: Sequence[Path], device: str, selected: str,
-                   log: Callable[[str], None], records: Sequence) -> Iterator[tuple[int, Any]]:
-        """Train (or reuse) ``configs[i]`` into ``run_dirs[i]``; yield ``(i, outcome)`` as
-        each ends, ``outcome`` a ``TrainingResult`` or a :class:`RunFailure`. ``device``
-        is the device asked for (``"auto"``), ``selected`` the one this process chose.
-        Closing the iterator early stops the runs in flight."""
+                   log: Callable[[str], None], records: Sequence,
+                   precision: str = "auto") -> Iterator[tuple[int, Any]]:
+        """Train (or reuse) ``configs[i]`` into ``run_dirs[i]`` in ``precision``; yield
+        ``(i, outcome)`` as each ends, ``outcome`` a ``TrainingResult`` or a
+        :class:`RunFailure`. ``device`` is the device asked for (``"auto"``), ``selected``
+        the one this process chose. Closing the iterator early stops the runs in flight."""
 
     def provenance(self) -> dict | None:
         """What ``provenance.json`` records about how the runs were spread, or None."""
@@ -60,13 +61,14 @@ class InProcessRunner:
         return self.threads
 
     def train_runs(self, configs: Sequence, run_dirs: Sequence[Path], device: str, selected: str,
-                   log: Callable[[str], None], records: Sequence) -> Iterator[tuple[int, Any]]:
+                   log: Callable[[str], None], records: Sequence,
+                   precision: str = "auto") -> Iterator[tuple[int, Any]]:
         from starunet.training import train  # here, not above: the lab's job processes import this module
 
         for n, (config, run_dir) in enumerate(zip(configs, run_dirs)):
             log(f"[{n + 1}/{len(configs)}] {run_key(config.fusion, config.activation, config.seed)}: "
                 "training (or reusing) ...")
-            yield n, train(config, run_dir, resume=True, device=selected, records=records)
+            yield n, train(config, run_dir, resume=True, device=selected, records=records, precision=precision)
 
     def provenance(self) -> None:
         return None  # absent for one run at a time, so such grids' files stay as they were

@@ -45,6 +45,28 @@ class RunDirConflictError(FileExistsError):
     """The run directory already holds a different or unfinished run."""
 
 
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file cannot be read (truncated by a full disk, a copy cut short,
+    or not a checkpoint at all). Its message names the file and what to do."""
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` on the CPU, with one clear error for a
+    file that is not a whole checkpoint (instead of ``PytorchStreamReader``'s traceback)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # zip reader, unpickler and EOF errors all mean the same here
+        run_dir = path.parent
+        fix = (f"delete the run folder {display_path(run_dir)} and train it again (or rerun with --force), "
+               "which retrains it from scratch")
+        if path.name == LAST_CHECKPOINT:
+            fix += f"; its weights of the best epoch, if intact, are in {BEST_CHECKPOINT}"
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CorruptCheckpointError(f"{display_path(path)} is corrupt or truncated ({reason}): {fix}") from None
+
+
 def run_dir_for(config: TrainConfig, runs_dir: str | Path | None = None) -> Path:
     """The default run folder: ``<runs>/<preset>/<fusion>-<activation>-s<seed>-<hash>``.
 
@@ -87,8 +109,7 @@ def load_model(run_dir: str | Path, which: str | int = "best", device: str | tor
         raise FileNotFoundError(f"no {choices[which]} in run directory {run_dir}; "
                                 "train it first with starunet.train(...) or `python -m starunet train`")
     model = build_model(config)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(checkpoint["model"])
+    model.load_state_dict(load_checkpoint(path)["model"])
     return to_device(model, device).eval()
 
 
@@ -116,6 +137,7 @@ class TrainingResult:
     stop_reason: str                 # "early_stopping" or "max_epochs"
     train_seconds: float             # wall time summed over epochs (all sessions of a resumed run)
     device: str
+    precision: str = "fp32"          # what the training steps computed in (runs before it existed: fp32)
     reused: bool = False             # True when a cached finished run was returned
 
     def summary(self) -> str:
@@ -123,7 +145,7 @@ class TrainingResult:
         status = "reused a finished run" if self.reused else f"trained {self.epochs} epochs"
         metrics = ", ".join(f"{k} {self.best_val[k]:.4f}" for k in ("roc_auc", "pr_auc", "f1"))
         return (f"{self.config.fusion}-{self.config.activation}: {status} "
-                f"({self.stop_reason.replace('_', ' ')}, {self.train_seconds:.0f} s of training); "
+                f"({self.stop_reason.replace('_', ' ')}, {self.train_seconds:.0f} s of {self.precision} training); "
                 f"best epoch {self.best_epoch}: validation {metrics}\n"
                 f"run folder: {display_path(self.run_dir)}")
 
@@ -138,6 +160,7 @@ class TrainingResult:
     def from_dict(cls, data: dict[str, Any], run_dir: Path, reused: bool = True) -> "TrainingResult":
         fields = {k: data[k] for k in ("best_epoch", "best_val", "epochs", "stop_reason",
                                        "train_seconds", "device")}
+        fields["precision"] = data.get("precision", "fp32")
         return cls(run_dir=run_dir, config=TrainConfig.from_dict(data["config"]), reused=reused, **fields)
 
 
@@ -212,7 +235,7 @@ def snapshot_name(patches: int) -> str:
 
 def save_checkpoints(run_dir: Path, model: nn.Module, optimizer, stopper,
                      history: list[dict], epoch_seconds: list[float], is_best: bool,
-                     snapshot_patches: int | None = None) -> None:
+                     snapshot_patches: int | None = None, precision: str = "fp32") -> None:
     """Best weights (if improved), a snapshot of them (if asked), then the full resume
     state (``stopper``: the run's :class:`~starunet.training.EarlyStopping`), then the
     CSV view of it. Each write is atomic; ``checkpoint_last.pt`` is the truth,
@@ -223,13 +246,13 @@ def save_checkpoints(run_dir: Path, model: nn.Module, optimizer, stopper,
     if is_best:
         torch_save_atomic({"model": weights, "epoch": epoch, "val": history[-1]}, run_dir / BEST_CHECKPOINT)
     if snapshot_patches is not None:
-        best = torch.load(run_dir / BEST_CHECKPOINT, map_location="cpu", weights_only=True)
+        best = load_checkpoint(run_dir / BEST_CHECKPOINT)
         torch_save_atomic({**best, "patches": snapshot_patches}, run_dir / snapshot_name(snapshot_patches))
     torch_save_atomic({
         "model": weights, "optimizer": optimizer.state_dict(), "epoch": epoch,
         "early_stopping": dataclasses.asdict(stopper), "history": history,
         "epoch_seconds": epoch_seconds, "rng": _rng_state(), "engine_version": ENGINE_VERSION,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "precision": precision,
     }, run_dir / LAST_CHECKPOINT)
     write_csv_atomic(run_dir / HISTORY_FILE, history, _history_fields())
 
@@ -241,10 +264,18 @@ def cached_result(run_dir: Path, config: TrainConfig) -> TrainingResult | None:
     return None
 
 
-def restore_checkpoint(run_dir: Path, model: nn.Module, optimizer, stopper):
+def restore_checkpoint(run_dir: Path, model: nn.Module, optimizer, stopper, precision: str = "fp32"):
     """Load the resume state of ``checkpoint_last.pt`` into the given objects (``stopper``:
-    an :class:`~starunet.training.EarlyStopping`); returns ``(history, epoch_seconds)``."""
-    state = torch.load(run_dir / LAST_CHECKPOINT, map_location="cpu", weights_only=True)
+    an :class:`~starunet.training.EarlyStopping`); returns ``(history, epoch_seconds)``.
+    A run resumes only in the ``precision`` it was trained in (else its numbers would
+    be neither run's)."""
+    state = load_checkpoint(run_dir / LAST_CHECKPOINT)
+    trained_in = state.get("precision", "fp32")  # absent in checkpoints of older versions: fp32
+    if trained_in != precision:
+        raise RunDirConflictError(
+            f"{display_path(run_dir)} was trained in {trained_in} and would resume in {precision}: pass "
+            f"precision={trained_in!r} (--precision {trained_in}) to continue it exactly, or force=True "
+            "(--force) to start over")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     for key, value in state["early_stopping"].items():
@@ -265,7 +296,7 @@ def restore_checkpoint(run_dir: Path, model: nn.Module, optimizer, stopper):
 def saved_epochs(run_dir: Path | None) -> int:
     """Epochs in the run folder's resume state (the truth; history.csv may lag by one)."""
     last = None if run_dir is None else run_dir / LAST_CHECKPOINT
-    return torch.load(last, map_location="cpu", weights_only=True)["epoch"] if last and last.is_file() else 0
+    return load_checkpoint(last)["epoch"] if last and last.is_file() else 0
 
 
 def remove_unstarted_run_dir(run_dir: Path | None, existed: bool) -> None:

@@ -53,7 +53,8 @@ from torch import nn
 from starunet.config import display_path, smoke_mode
 from starunet.data import PatchDataset, image_to_tensor
 from starunet.stare import load_stare
-from starunet.device import DEVICE_CHOICES, autocast_bf16, device_description, select_device, to_device
+from starunet.device import (DEVICE_CHOICES, PRECISION_CHOICES, device_description, resolve_precision,
+                             select_device, to_device, training_autocast)
 from starunet.inference import inference_model, predict_logits
 from starunet.metrics import segmentation_metrics
 from starunet.fusion import FUSIONS
@@ -177,29 +178,37 @@ class _StopRequested(Exception):
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
-                    epoch: int, progress: bool = False, stop: StopFlag | None = None) -> float:
+                    epoch: int, progress: bool = False, stop: StopFlag | None = None,
+                    lr_at: Callable[[int], float] | None = None, first_step: int = 0,
+                    precision: str = "fp32") -> float:
     """One pass over ``loader``; returns the mean training loss.
 
-    Raises :class:`NonFiniteLossError` on the first NaN/inf loss, *before* the
-    optimiser applies it, so the model is never updated with it. ``stop()`` is
-    checked before every step; when it returns True the epoch is abandoned.
+    ``lr_at(step)`` sets the learning rate of each step (``first_step`` is the
+    run-wide index of this epoch's first step; None keeps the optimiser's lr). The
+    forward pass runs in ``precision`` ("fp32" or "bf16" autocast), the loss and
+    the update in fp32. Raises :class:`NonFiniteLossError` on the first NaN/inf
+    loss, *before* the optimiser applies it, so the model is never updated with it.
+    ``stop()`` is checked before every step; when it returns True the epoch is abandoned.
     """
     from tqdm.auto import tqdm
 
     model.train()
     total, count = 0.0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress, unit="batch")
-    for step, (image, label, fov) in enumerate(bar, start=1):
+    for step, (image, label, fov) in enumerate(bar):
         if stop is not None and stop():
             bar.close()
             raise _StopRequested
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(first_step + step)
         image, label, fov = (t.to(device, non_blocking=True) for t in (image, label, fov))
-        with autocast_bf16(device):
+        with training_autocast(device, precision):
             logits = model(image)
         loss = training_loss(logits, label, fov)
         value = loss.item()  # one host sync per step: negligible next to a UNet step
         if not math.isfinite(value):
-            raise NonFiniteLossError(f"training loss became {value} at epoch {epoch}, step {step}")
+            raise NonFiniteLossError(f"training loss became {value} at epoch {epoch}, step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -264,7 +273,7 @@ EpochCallback = Callable[[list[dict[str, float]]], None]
 
 
 def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,
-          force: bool = False, device: str = "auto", compile: bool = False,
+          force: bool = False, device: str = "auto", precision: str = "auto", compile: bool = False,
           records: Sequence | None = None, callback: EpochCallback | None = None,
           progress: bool | None = None, snapshots: Sequence[int] = (),
           stop: threading.Event | StopFlag | None = None) -> TrainingResult:
@@ -275,6 +284,11 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
       from its last epoch end, ending with the same weights as an uninterrupted run.
     * ``device``: ``"auto"`` | ``"cpu"`` | ``"cuda"`` | ``"mps"``; ``compile=True``
       wraps the model in ``torch.compile`` (CUDA only, worth it for long runs).
+    * ``precision``: ``"auto"`` | ``"fp32"`` | ``"bf16"``, what the training steps'
+      forward passes compute in (:func:`starunet.device.resolve_precision`: auto is
+      bf16 on GPUs and on CPUs with native bf16, fp32 elsewhere). Validation and test
+      inference are always fp32. Recorded in ``result.json``; a run resumes only in
+      the precision it started with.
     * ``records``: STARE records already in memory (else :func:`load_stare`).
     * ``callback(history)`` runs after each epoch is saved (e.g. a live plot); an
       exception it raises interrupts the run, which can then be resumed.
@@ -294,48 +308,104 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
       reaches).
     """
     config.validate()
+    _check_snapshots(config, snapshots)
+    run_dir = Path(out_dir) if out_dir is not None else run_dir_for(config)
+    torch_device = select_device(device)
+    requested, precision = precision, resolve_precision(precision, torch_device)
+    cached = None if force else cached_result(run_dir, config)
+    if cached is not None:
+        if requested != "auto" and cached.precision != precision:
+            raise RunDirConflictError(f"{display_path(run_dir)} holds a finished run trained in {cached.precision}, "
+                                      f"not {precision}: use another out_dir (--out / --runs-dir), or force=True "
+                                      "(--force) to retrain it")
+        return cached
+    train_records, val_records = split_records(config, records)  # fails before the folder is touched
+    run_lock = prepare_run_dir(run_dir, config, resume, force)  # held until this call ends
+    progress = (not smoke_mode() and sys.stderr.isatty()) if progress is None else progress
+    stop = _stop_flag(stop)
+
+    model = to_device(build_model(config), torch_device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    stopper = EarlyStopping(config.patience, higher_is_better=config.monitor != "loss")
+    history: list[dict[str, float]] = []      # one row per finished epoch (history.csv)
+    epoch_seconds: list[float] = []
+    if (run_dir / LAST_CHECKPOINT).is_file():
+        with run_lock.released_on_error():
+            history, epoch_seconds = restore_checkpoint(run_dir, model, optimizer, stopper, precision)
+    forward_model = torch.compile(model) if compile else model
+    loader = make_patch_loader(config, train_records, torch_device)
+    val_images = validation_images(config, val_records)
+    steps = config.steps_per_epoch()
+    done = stopper.should_stop or len(history) >= config.max_epochs  # killed before result.json
+    epochs = range(len(history) + 1, 1 if done else config.max_epochs + 1)
+
+    # fixed input shapes: let cuDNN pick the fastest kernels, for this run only
+    with _cudnn_benchmark(torch_device.type == "cuda"), run_lock.released_on_error():
+        for epoch in _epoch_bar(epochs, config, progress):
+            start = time.perf_counter()
+            loader.dataset.set_epoch(epoch)  # patch i of epoch e is a pure function of (seed, e, i)
+            train_loss = _train_epoch(config, run_dir, history, forward_model, loader, optimizer,
+                                      torch_device, epoch, progress, stop, precision)
+            val = validate(model, val_images)  # fp32, BatchNorm folded, as the test images
+            is_best = stopper.update(val[config.monitor], epoch)
+            history.append({"epoch": epoch, "train_loss": train_loss,
+                            **{f"val_{k}": v for k, v in val.items()}, "is_best": int(is_best)})
+            epoch_seconds.append(round(time.perf_counter() - start, 3))
+            patches = epoch * config.samples_per_epoch
+            save_checkpoints(run_dir, model, optimizer, stopper, history, epoch_seconds, is_best,
+                             patches if patches in snapshots else None, precision=precision)
+            if callback is not None:
+                callback(history)
+            if stopper.should_stop:
+                break
+
+    best = history[stopper.best_epoch - 1]
+    result = TrainingResult(run_dir=run_dir, config=config, best_epoch=stopper.best_epoch,
+                            best_val={k[4:]: v for k, v in best.items() if k.startswith("val_")},
+                            epochs=len(history),
+                            stop_reason="early_stopping" if stopper.should_stop else "max_epochs",
+                            train_seconds=round(sum(epoch_seconds), 2),
+                            device=device_description(torch_device), precision=precision)
+    write_json_atomic(run_dir / RESULT_FILE, {**result.to_dict(), "run_dir": run_dir.name,
+                                              "epoch_seconds": epoch_seconds})
+    return result
+
+
+def _train_epoch(config: TrainConfig, run_dir: Path, history: list, model: nn.Module, loader, optimizer,
+                 device: torch.device, epoch: int, progress: bool, stop: StopFlag, precision: str) -> float:
+    """:func:`train_one_epoch` with the config's lr schedule, its two ways out named
+    for the run: a stop request (:class:`TrainingStopped`) and a non-finite loss."""
+    try:
+        loss = train_one_epoch(model, loader, optimizer, device, epoch, progress, stop,
+                               lr_at=config.learning_rate, first_step=(epoch - 1) * config.steps_per_epoch(),
+                               precision=precision)
+        if stop():  # validation takes seconds: do not start it for an epoch that is thrown away
+            raise _StopRequested
+        return loss
+    except _StopRequested:
+        raise TrainingStopped(run_dir, len(history), config.max_epochs) from None
+    except NonFiniteLossError as err:
+        saved = (f"the last good checkpoint ({LAST_CHECKPOINT}, epoch {len(history)}) in {run_dir} is intact"
+                 if history else "no epoch had finished, so nothing was saved")
+        raise NonFiniteLossError(f"{err}; the run stopped and {saved}. A lower lr (or a fusion "
+                                 "that keeps activations bounded) usually avoids this.") from None
+
+
+def _check_snapshots(config: TrainConfig, snapshots: Sequence[int]) -> None:
     bad = [n for n in snapshots if not is_int(n) or n < 1 or n % config.samples_per_epoch
            or n > config.samples_per_epoch * config.max_epochs]
     if bad:
         raise ValueError(f"snapshots {bad} are not epoch ends of this config; use multiples of "
                          f"samples_per_epoch={config.samples_per_epoch} up to "
                          f"{config.samples_per_epoch * config.max_epochs:,} patches")
-    run_dir = Path(out_dir) if out_dir is not None else run_dir_for(config)
-    cached = None if force else cached_result(run_dir, config)
-    if cached is not None:
-        return cached
-    torch_device = select_device(device)
-    train_records, val_records = split_records(config, records)  # fails before the folder is touched
-    run_lock = prepare_run_dir(run_dir, config, resume, force)  # held until this call ends
-    progress = (not smoke_mode() and sys.stderr.isatty()) if progress is None else progress
 
-    model = to_device(build_model(config), torch_device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    stopper = EarlyStopping(config.patience, higher_is_better=config.monitor != "loss")
-    history: list[dict[str, float]] = []
-    epoch_seconds: list[float] = []
-    if (run_dir / LAST_CHECKPOINT).is_file():
-        history, epoch_seconds = restore_checkpoint(run_dir, model, optimizer, stopper)
-    forward_model = torch.compile(model) if compile else model
 
-    loader = make_patch_loader(config, train_records, torch_device)
-    val_images = validation_images(config, val_records)
-    # fixed input shapes: let cuDNN pick the fastest kernels, for this run only
-    with _cudnn_benchmark(torch_device.type == "cuda"), run_lock.released_on_error():
-        _run_epochs(config, run_dir, model, forward_model, optimizer, stopper, loader, val_images,
-                    history, epoch_seconds, torch_device, callback, progress, set(snapshots),
-                    _stop_flag(stop))
+def _epoch_bar(epochs: range, config: TrainConfig, progress: bool):
+    """``epochs`` with a tqdm bar over the whole run (starting where a resume starts)."""
+    from tqdm.auto import tqdm
 
-    stop_reason = "early_stopping" if stopper.should_stop else "max_epochs"
-    best = history[stopper.best_epoch - 1]
-    result = TrainingResult(run_dir=run_dir, config=config, best_epoch=stopper.best_epoch,
-                            best_val={k[4:]: v for k, v in best.items() if k.startswith("val_")},
-                            epochs=len(history), stop_reason=stop_reason,
-                            train_seconds=round(sum(epoch_seconds), 2),
-                            device=device_description(torch_device))
-    write_json_atomic(run_dir / RESULT_FILE, {**result.to_dict(), "run_dir": run_dir.name,
-                                              "epoch_seconds": epoch_seconds})
-    return result
+    return tqdm(epochs, desc=f"{config.fusion}-{config.activation}", initial=epochs.start - 1,
+                total=config.max_epochs, disable=not progress, unit="epoch")
 
 
 @contextlib.contextmanager
@@ -353,88 +423,6 @@ def _cudnn_benchmark(enabled: bool):
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
 
 
-def _run_epochs(config, run_dir, model, forward_model, optimizer, stopper, loader, val_images,
-                history, epoch_seconds, device, callback, progress, snapshots=frozenset(),
-                stop: StopFlag = lambda: False) -> None:
-    from tqdm.auto import tqdm
-
-    first = len(history) + 1
-    if history and (stopper.should_stop or len(history) >= config.max_epochs):
-        return  # killed after the last checkpoint but before result.json
-    bar = tqdm(range(first, config.max_epochs + 1), desc=f"{config.fusion}-{config.activation}",
-               initial=first - 1, total=config.max_epochs, disable=not progress, unit="epoch")
-    for epoch in bar:
-        start = time.perf_counter()
-        loader.dataset.set_epoch(epoch)
-        try:
-            train_loss = train_one_epoch(forward_model, loader, optimizer, device, epoch, progress, stop)
-            if stop():  # validation takes seconds: do not start it for an epoch that is thrown away
-                raise _StopRequested
-        except _StopRequested:
-            bar.close()
-            raise TrainingStopped(run_dir, len(history), config.max_epochs) from None
-        except NonFiniteLossError as err:
-            saved = (f"the last good checkpoint ({LAST_CHECKPOINT}, epoch {len(history)}) in {run_dir} is intact"
-                     if history else "no epoch had finished, so nothing was saved")
-            raise NonFiniteLossError(f"{err}; the run stopped and {saved}. A lower lr (or a fusion "
-                                     "that keeps activations bounded) usually avoids this.") from None
-        val = validate(model, val_images)
-        is_best = stopper.update(val[config.monitor], epoch)
-        history.append({"epoch": epoch, "train_loss": train_loss,
-                        **{f"val_{k}": v for k, v in val.items()}, "is_best": int(is_best)})
-        epoch_seconds.append(round(time.perf_counter() - start, 3))
-        patches = epoch * config.samples_per_epoch
-        save_checkpoints(run_dir, model, optimizer, stopper, history, epoch_seconds, is_best,
-                         patches if patches in snapshots else None)
-        bar.set_postfix({"loss": f"{train_loss:.4f}", f"val_{config.monitor}": f"{val[config.monitor]:.4f}"})
-        if callback is not None:
-            callback(history)
-        if stopper.should_stop:
-            break
-    bar.close()
-
-
-class _Killed(Exception):
-    """Stands in for a kill in :func:`kill_and_resume_check`."""
-
-
-@dataclass
-class ResumeCheck:
-    """What :func:`kill_and_resume_check` found."""
-    killed_after_epoch: int
-    same_weights: bool     # checkpoint_last.pt of the resumed run == the uninterrupted run's, bit for bit
-    same_history: bool     # history.csv byte-identical
-
-
-def kill_and_resume_check(config: TrainConfig, records: Sequence, kill_after_epoch: int = 1,
-                          device: str = "cpu") -> ResumeCheck:
-    """Train ``config`` twice in a temporary folder: once straight through, once
-    killed after ``kill_after_epoch`` epochs (an exception from the epoch callback,
-    as Ctrl-C or a dead kernel would) and resumed with ``resume=True``. Compares the
-    final weights and histories; notebook 04 shows it on a tiny config."""
-    import tempfile
-
-    if not 1 <= kill_after_epoch < config.max_epochs:
-        raise ValueError(f"kill_after_epoch must be in 1..{config.max_epochs - 1} (max_epochs - 1), "
-                         f"got {kill_after_epoch}")
-
-    def kill(history: list[dict[str, float]]) -> None:
-        if len(history) == kill_after_epoch:
-            raise _Killed
-
-    with tempfile.TemporaryDirectory() as tmp:
-        straight, interrupted = Path(tmp) / "straight", Path(tmp) / "interrupted"
-        train(config, straight, records=records, device=device, progress=False)
-        with contextlib.suppress(_Killed):
-            train(config, interrupted, records=records, device=device, progress=False, callback=kill)
-        killed_after = len(read_history(interrupted))
-        train(config, interrupted, records=records, device=device, progress=False, resume=True)
-        a, b = (torch.load(d / LAST_CHECKPOINT, weights_only=True)["model"] for d in (straight, interrupted))
-        same_history = (straight / HISTORY_FILE).read_bytes() == (interrupted / HISTORY_FILE).read_bytes()
-        return ResumeCheck(killed_after, a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a),
-                           same_history)
-
-
 # ---------------------------------------------------------------- command line
 
 def cli(argv: Sequence[str]) -> int:
@@ -443,12 +431,22 @@ def cli(argv: Sequence[str]) -> int:
         prog="python -m starunet train",
         description="Train one configuration into a run directory (config.json, history.csv, "
                     "checkpoint_last.pt, checkpoint_best.pt, result.json).")
-    parser.add_argument("--preset", choices=list(PRESETS), default="quick",
-                        help="smoke: seconds; quick: minutes on a CPU; full: the source protocol (GPU)")
-    parser.add_argument("--fusion", choices=list(FUSIONS), default="star")
-    parser.add_argument("--activation", choices=list(ACTIVATIONS), default="none")
-    parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--device", choices=list(DEVICE_CHOICES), default="auto")
+    parser.add_argument("--preset", choices=list(PRESETS), default="fast",
+                        help="training budget and recipe: fast (default; about 5 min on a 2-core CPU with "
+                             "native bf16, near-converged), smoke (seconds, a pipeline check), quick and long "
+                             "(the source's recipe, under-trained), full (the source's protocol, a GPU's job), "
+                             "curves (learning curves)")
+    parser.add_argument("--fusion", choices=list(FUSIONS), default="star",
+                        help="how the decoder merges skip features (default: star, the element-wise product)")
+    parser.add_argument("--activation", choices=list(ACTIVATIONS), default="none",
+                        help="activation after each convolution block (default: none, the ReLU-free U-Net)")
+    parser.add_argument("--seed", type=int, default=2024,
+                        help="seed of the weights' initialisation and the patch stream (default: 2024)")
+    parser.add_argument("--device", choices=list(DEVICE_CHOICES), default="auto",
+                        help="where to train (default: auto, a GPU if there is one)")
+    parser.add_argument("--precision", choices=list(PRECISION_CHOICES), default="auto",
+                        help="what the training steps compute in (default: auto, bf16 on GPUs and on CPUs with "
+                             "native bf16, else fp32); validation and test scoring are always fp32")
     parser.add_argument("--out", type=Path, default=None,
                         help="run directory (default: <runs>/<preset>/<fusion>-<activation>-s<seed>-<hash>)")
     parser.add_argument("--resume", action="store_true", help="continue an unfinished run in --out")
@@ -466,7 +464,7 @@ def cli(argv: Sequence[str]) -> int:
         # a second writer is refused before data is loaded; this reference holds the lock until the command ends
         _held_lock = RunDirLock.acquire(run_dir)
         result = train(config, run_dir, resume=args.resume, force=args.force, device=args.device,
-                       compile=args.compile)
+                       precision=args.precision, compile=args.compile)
     except (ValueError, FileNotFoundError, RunDirConflictError, NonFiniteLossError) as err:
         if not isinstance(err, RunDirLockedError):  # another writer's folder is not ours to tidy
             remove_unstarted_run_dir(run_dir, existed)
@@ -488,6 +486,7 @@ def _interrupted_message(args: argparse.Namespace, run_dir: Path | None, existed
     command = [python_command(), "-m", "starunet", "train", "--preset", args.preset, "--fusion", args.fusion,
                "--activation", args.activation, "--seed", str(args.seed)]
     command += ["--device", args.device] if args.device != "auto" else []
+    command += ["--precision", args.precision] if args.precision != "auto" else []
     command += ["--compile"] if args.compile else []
     command += ["--out", str(run_dir), "--resume"]
     return (f"epoch {epochs} is saved in {run_dir} ({LAST_CHECKPOINT}); continue with: "

@@ -363,7 +363,7 @@ def _launcher_run(config, label: str, flag: threading.Event, view: _LauncherView
         view.finished(message)
 
 
-def training_launcher(records=None, preset: str = "quick", fusion: str = "star", activation: str = "none",
+def training_launcher(records=None, preset: str = "fast", fusion: str = "star", activation: str = "none",
                       seed: int = 2024, device: str = "auto", background: bool | None = None):
     """Pick fusion, activation, preset and seed, and train that run with a live plot.
 

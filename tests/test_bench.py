@@ -98,3 +98,34 @@ def test_cuda_variants_separate_bf16_from_channels_last_and_compile():
     names = [v.name for v in bench.variants_for(torch.device("cuda"))]
     assert names[0] == bench.BASELINE.name and "bf16" in names
     assert names.index("bf16") < names.index("channels_last bf16") < names.index("channels_last bf16 compile")
+
+
+def test_bf16_rows_only_where_bf16_is_native(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(bench, "native_bf16_cpu", lambda: False)
+    assert not any(v.bf16 for v in bench.variants_for(cpu))
+    monkeypatch.setattr(bench, "native_bf16_cpu", lambda: True)
+    assert [v.name for v in bench.variants_for(cpu)][-1] == "channels_last bf16"
+
+
+def test_every_function_is_warmed_up_before_the_first_round():
+    calls: list[str] = []
+    fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    samples = bench.interleaved_samples(fns, torch.device("cpu"), rounds=2, min_seconds=0, warmup_seconds=0)
+    assert calls[:4] == ["a", "a", "b", "b"]  # warm-up: each one twice, before any timed call
+    assert {k: len(v) for k, v in samples.items()} == {"a": 2, "b": 2}
+
+
+def test_peak_candidates_count_their_flops():
+    cpu = torch.device("cpu")
+    run, flops = bench.conv_fn(cpu, channels=4, side=5, batch=2)
+    run()
+    assert flops == 2 * 2 * 4 * 4 * 9 * 5 * 5
+    assert set(bench.peak_candidates(cpu, torch.float32)) == {"matmul 2048", "matmul 4096", "conv3x3 256ch"}
+
+
+def test_fast_run_rows_train_a_real_run_per_precision(monkeypatch):
+    monkeypatch.setattr(bench, "native_bf16_cpu", lambda: True)
+    rows = bench.fast_run_rows(torch.device("cpu"), log=lambda message: None)  # smoke preset in smoke mode
+    assert [r.variant for r in rows] == ["fp32", "bf16"] and rows[0].ratio == "x1.00 vs fp32"
+    assert all(r.unit == "min" and r.value > 0 for r in rows)

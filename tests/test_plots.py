@@ -93,3 +93,13 @@ def test_error_map_colours_each_outcome():
     names = ["TP", "FP", "FN", "TN", "outside FOV"]
     for col, name in enumerate(names):
         np.testing.assert_allclose(rgb[0, col], plots.ERROR_COLORS[name])
+
+
+def test_plot_lr_schedules_draws_each_configs_steps():
+    from starunet.presets import PRESETS
+
+    fig = plots.plot_lr_schedules({"fast": PRESETS["fast"], "quick": PRESETS["quick"]})
+    fast, quick = fig.axes[0].lines
+    assert len(fast.get_xdata()) == PRESETS["fast"].total_steps()
+    assert max(fast.get_ydata()) == pytest.approx(2e-3) and set(quick.get_ydata()) == {5e-4}
+    assert fast.get_xdata()[-1] == (PRESETS["fast"].total_steps() - 1) * 8

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import starunet.training as tr
-from starunet import report, runs
+from starunet import report, reproducibility, runs
 from starunet.device import select_device
 from starunet.presets import PRESETS, TrainConfig, preset_config
 from starunet.runs import RunDirConflictError, load_model, run_dir_for
@@ -108,7 +108,7 @@ def test_json_roundtrip_and_hash():
 
 
 def test_presets():
-    assert set(PRESETS) == {"smoke", "quick", "long", "full", "curves"}
+    assert set(PRESETS) == {"smoke", "quick", "long", "fast", "full", "curves"}
     for name, config in PRESETS.items():
         assert config.validate().preset == name
     full = PRESETS["full"]
@@ -117,8 +117,12 @@ def test_presets():
     curves = PRESETS["curves"]  # the source recipe for 65,536 patches, never stopped early
     assert (curves.batch_size, curves.lr, curves.samples_per_epoch * curves.max_epochs) == (8, 5e-4, 65536)
     assert curves.patience >= curves.max_epochs
-    with pytest.raises(ValueError, match="unknown preset 'fast'; valid: smoke, quick, long, full, curves"):
-        preset_config("fast")
+    fast = PRESETS["fast"]  # the scheduled recipe: 16,384 patches, one-cycle to 2e-3, never stopped early
+    assert (fast.batch_size, fast.lr, fast.schedule, fast.samples_per_epoch * fast.max_epochs) == (
+        8, 2e-3, "onecycle", 16384)
+    assert fast.patience >= fast.max_epochs
+    with pytest.raises(ValueError, match="unknown preset 'fastest'; valid: smoke, fast, quick, long, full, curves"):
+        preset_config("fastest")
 
 
 def test_run_dir_for(tmp_path):
@@ -424,7 +428,106 @@ def test_constant_prediction_loss_is_the_binary_entropy():
 
 
 def test_kill_and_resume_check_finds_identical_runs(stare_records):
-    check = tr.kill_and_resume_check(TINY, stare_records, kill_after_epoch=2)
-    assert check == tr.ResumeCheck(killed_after_epoch=2, same_weights=True, same_history=True)
+    check = reproducibility.kill_and_resume_check(TINY, stare_records, kill_after_epoch=2)
+    assert check == reproducibility.ResumeCheck(killed_after_epoch=2, same_weights=True, same_history=True)
     with pytest.raises(ValueError, match=r"kill_after_epoch must be in 1\.\.2"):
-        tr.kill_and_resume_check(TINY, stare_records, kill_after_epoch=3)
+        reproducibility.kill_and_resume_check(TINY, stare_records, kill_after_epoch=3)
+
+
+# ---------------------------------------------------------------- lr schedule, precision, corrupt files
+
+def test_the_schedule_is_part_of_the_hash_and_old_configs_keep_theirs():
+    base = PRESETS["quick"]
+    # pinned: the hash of a source-recipe config from before the schedule existed (run folders stay valid)
+    assert base.config_hash == "4f84e6a5e634"
+    onecycle = base.replace(schedule="onecycle", warmup=0.15)
+    assert len({base.config_hash, onecycle.config_hash, onecycle.replace(warmup=0.1).config_hash,
+                onecycle.replace(schedule="cosine").config_hash}) == 4
+    with pytest.raises(ValueError, match="schedule='linear' is unknown; valid: constant, onecycle, cosine"):
+        base.replace(schedule="linear")
+    with pytest.raises(ValueError, match="warmup=0.1 needs a schedule that warms up"):
+        base.replace(warmup=0.1)
+
+
+def test_learning_rate_schedules_warm_up_peak_and_anneal():
+    c = PRESETS["fast"]
+    total, warm = c.total_steps(), round(c.warmup * c.total_steps())
+    lrs = [c.learning_rate(step) for step in range(total)]
+    assert c.lr / 25 < lrs[0] < c.lr / 20 and max(lrs) == pytest.approx(c.lr)  # from lr/25 up
+    assert lrs.index(max(lrs)) == warm - 1
+    assert all(a <= b for a, b in zip(lrs[:warm], lrs[1:warm]))       # warm-up rises
+    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:]))    # then only falls
+    assert lrs[-1] == pytest.approx(c.lr / 1e4)
+    cosine = c.replace(schedule="cosine")
+    assert cosine.learning_rate(total - 1) == 0 and cosine.learning_rate(0) > 0
+    assert PRESETS["full"].learning_rate(12345) == 5e-4
+
+
+SCHEDULED = TINY.replace(schedule="onecycle", warmup=0.3, lr=2e-3, max_epochs=3, patience=3)
+
+
+def test_train_follows_the_schedule_step_by_step(stare_records, tmp_path, monkeypatch):
+    seen = []
+    original = tr.train_one_epoch
+
+    def spy(model, loader, optimizer, *args, **kwargs):
+        loss = original(model, loader, optimizer, *args, **kwargs)
+        seen.append(optimizer.param_groups[0]["lr"])
+        return loss
+
+    monkeypatch.setattr(tr, "train_one_epoch", spy)
+    train(SCHEDULED, tmp_path / "run", records=stare_records, device="cpu", progress=False)
+    steps = SCHEDULED.steps_per_epoch()
+    assert seen == [SCHEDULED.learning_rate(e * steps - 1) for e in (1, 2, 3)]  # each epoch's last step
+
+
+def test_resume_mid_schedule_is_bit_identical(stare_records):
+    check = reproducibility.kill_and_resume_check(SCHEDULED, stare_records, kill_after_epoch=1)
+    assert check == reproducibility.ResumeCheck(killed_after_epoch=1, same_weights=True, same_history=True)
+
+
+def test_bf16_is_chosen_only_where_the_cpu_computes_it_natively(monkeypatch):
+    from starunet import device as dev
+
+    assert not dev.native_bf16_cpu({"avx512f", "avx512bw", "avx2"})  # oneDNN emulates it there: slower
+    monkeypatch.setattr(dev, "native_bf16_cpu", lambda flags=None: False)
+    assert dev.resolve_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(dev, "native_bf16_cpu", lambda flags=None: True)
+    assert dev.resolve_precision("auto", "cpu") == "bf16"
+    assert dev.resolve_precision("fp32", "cpu") == "fp32" and dev.resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="unknown precision 'fp16'; valid: auto, fp32, bf16"):
+        dev.resolve_precision("fp16", "cpu")
+
+
+def test_precision_is_recorded_and_a_run_resumes_only_in_its_own(stare_records, tmp_path):
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY, run, records=stare_records, device="cpu", precision="bf16", progress=False,
+              callback=lambda history: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert torch.load(run / runs.LAST_CHECKPOINT, weights_only=True)["precision"] == "bf16"
+    with pytest.raises(RunDirConflictError, match="was trained in bf16 and would resume in fp32"):
+        train(TINY, run, records=stare_records, device="cpu", precision="fp32", resume=True, progress=False)
+    result = train(TINY, run, records=stare_records, device="cpu", precision="bf16", resume=True, progress=False)
+    assert result.precision == "bf16" and json.loads((run / runs.RESULT_FILE).read_text())["precision"] == "bf16"
+    assert "of bf16 training" in result.summary()
+    with pytest.raises(RunDirConflictError, match="holds a finished run trained in bf16, not fp32"):
+        train(TINY, run, records=stare_records, device="cpu", precision="fp32", progress=False)
+    assert train(TINY, run, records=stare_records, device="cpu", progress=False).reused  # auto takes it
+
+
+@pytest.mark.parametrize("name", [runs.LAST_CHECKPOINT, runs.BEST_CHECKPOINT])
+def test_a_truncated_checkpoint_stops_with_one_line_naming_the_file(stare_records, tmp_path, name):
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(TINY, run, records=stare_records, device="cpu", progress=False,
+              callback=lambda history: (_ for _ in ()).throw(KeyboardInterrupt))
+    data = (run / name).read_bytes()
+    (run / name).write_bytes(data[: len(data) // 2])
+    with pytest.raises(runs.CorruptCheckpointError) as caught:
+        if name == runs.LAST_CHECKPOINT:
+            train(TINY, run, records=stare_records, device="cpu", resume=True, progress=False)
+        else:
+            load_model(run)
+    message = str(caught.value)
+    assert "\n" not in message and name in message and "is corrupt or truncated" in message
+    assert "train it again" in message

@@ -147,15 +147,17 @@ class FanOut:
         return job_threads(self) if self.threads is not None or (self.parallel and self.cluster == "local") else None
 
     def train_runs(self, configs: Sequence, run_dirs: Sequence[Path], device: str, selected: str,
-                   log: Callable[[str], None], records: Sequence) -> Iterator[tuple[int, Any]]:
+                   log: Callable[[str], None], records: Sequence,
+                   precision: str = "auto") -> Iterator[tuple[int, Any]]:
         """The runs in parallel jobs (:func:`train_in_jobs`), or one after another here."""
         if not self.parallel:
-            yield from InProcessRunner(self.threads).train_runs(configs, run_dirs, device, selected, log, records)
+            yield from InProcessRunner(self.threads).train_runs(configs, run_dirs, device, selected, log, records,
+                                                                precision)
             return
         # on SLURM the jobs choose their own device (the login node may have no GPU)
         job_device = device if self.cluster == "slurm" else selected.split(":")[0]
         log(f"training {len(configs)} runs, up to {self.jobs} at once ({self.cluster}) ...")
-        yield from train_in_jobs(configs, run_dirs, job_device, self, log, records)
+        yield from train_in_jobs(configs, run_dirs, job_device, self, log, records, precision)
 
     def provenance(self) -> dict | None:
         if not self.parallel:  # absent for one run at a time, so such grids' files stay as they were
@@ -269,7 +271,8 @@ def least_loaded(gpus: Sequence[str], busy: Sequence[str]) -> str:
 
 # ---------------------------------------------------------------- the job (runs in the child)
 
-def train_job(config, run_dir: str, device: str, threads: int, cuda_visible: str | None = None):
+def train_job(config, run_dir: str, device: str, threads: int, cuda_visible: str | None = None,
+              precision: str = "auto"):
     """Train (or resume) one run in a job process; returns its ``TrainingResult``.
 
     ``cuda_visible`` restricts the job to one GPU; it is set before torch starts CUDA.
@@ -283,7 +286,7 @@ def train_job(config, run_dir: str, device: str, threads: int, cuda_visible: str
     torch.set_num_threads(threads)
     print(f"starunet job: {run_dir} on {device} (CUDA_VISIBLE_DEVICES="
           f"{os.environ.get('CUDA_VISIBLE_DEVICES', '')}), {threads} torch threads", flush=True)
-    result = train(config, Path(run_dir), resume=True, device=device, progress=False)
+    result = train(config, Path(run_dir), resume=True, device=device, progress=False, precision=precision)
     print(result.summary(), flush=True)
     return result
 
@@ -358,7 +361,8 @@ def _is_finished(config, run_dir: Path) -> bool:
 
 
 def train_in_jobs(configs: Sequence, run_dirs: Sequence[Path], device: str, fan: FanOut,
-                  log: Callable[[str], None] = print, records: Sequence | None = None) -> Iterator[tuple[int, Any]]:
+                  log: Callable[[str], None] = print, records: Sequence | None = None,
+                  precision: str = "auto") -> Iterator[tuple[int, Any]]:
     """Train ``configs[i]`` into ``run_dirs[i]`` in parallel jobs; yield ``(i, outcome)``
     as each ends, ``outcome`` a ``TrainingResult`` or a :class:`RunFailure`.
 
@@ -374,7 +378,7 @@ def train_in_jobs(configs: Sequence, run_dirs: Sequence[Path], device: str, fan:
     pending = []
     for i, (config, run_dir) in enumerate(zip(configs, run_dirs)):
         if _is_finished(config, run_dir):
-            yield i, train(config, run_dir, resume=True, device=device, records=records)
+            yield i, train(config, run_dir, resume=True, device=device, records=records, precision=precision)
         else:
             pending.append(i)
     if pending:
@@ -384,7 +388,7 @@ def train_in_jobs(configs: Sequence, run_dirs: Sequence[Path], device: str, fan:
         while pending or slots:
             while pending and len(slots) < fan.jobs:
                 i = pending.pop(0)
-                slots[i] = _submit(configs[i], Path(run_dirs[i]), device, fan, threads, gpus, slots)
+                slots[i] = _submit(configs[i], Path(run_dirs[i]), device, fan, threads, gpus, slots, precision)
                 log(f"    started {Path(run_dirs[i]).name} (job {slots[i].job.job_id}"
                     f"{', GPU ' + slots[i].gpu if slots[i].gpu is not None else ''})")
             done = [i for i, slot in slots.items() if slot.job.done()]
@@ -399,10 +403,10 @@ def train_in_jobs(configs: Sequence, run_dirs: Sequence[Path], device: str, fan:
 
 
 def _submit(config, run_dir: Path, device: str, fan: FanOut, threads: int, gpus: Sequence[str],
-            slots: dict[int, _Slot]) -> _Slot:
+            slots: dict[int, _Slot], precision: str = "auto") -> _Slot:
     gpu = least_loaded(gpus, [s.gpu for s in slots.values() if s.gpu is not None]) if gpus else None
     executor = _make_executor(run_dir / LOG_FOLDER, fan, threads, gpu, f"starunet-{run_dir.name}")
-    job = executor.submit(train_job, config, str(run_dir), device, threads, gpu)
+    job = executor.submit(train_job, config, str(run_dir), device, threads, gpu, precision)
     return _Slot(job, gpu)
 
 
