@@ -50,7 +50,6 @@ GRID = [(f, a) for a in ACTIVATIONS_COMPARED for f in FUSIONS_COMPARED]  # the s
 @dataclass(frozen=True)
 class Variant:
     """One way of executing the same model: what the benchmark compares."""
-
     name: str
     channels_last: bool = False
     bf16: bool = False       # autocast to bfloat16 (GPUs, CPUs with native bf16)
@@ -65,7 +64,6 @@ INFERENCE_DEFAULT = Variant("starunet.inference (folded BN)", default_inference=
 @dataclass
 class Row:
     """One line of the benchmark table."""
-
     what: str
     variant: str
     value: float
