@@ -225,10 +225,10 @@ def test_a_failing_run_is_reported_with_its_log_and_the_others_finish(stare_reco
                                                                      tmp_path, monkeypatch):
     real = fanout.train_job
 
-    def failing_job(config, run_dir, device, threads, cuda_visible=None):
+    def failing_job(config, run_dir, device, threads, cuda_visible=None, precision="auto"):
         if config.fusion == "star":  # runs in the job process (pickled by value)
             raise RuntimeError("deliberate failure of the star run")
-        return real(config, run_dir, device, threads, cuda_visible)
+        return real(config, run_dir, device, threads, cuda_visible, precision)
 
     monkeypatch.setattr(fanout, "train_job", failing_job)
     with pytest.raises(GridRunError) as err:

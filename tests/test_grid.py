@@ -154,7 +154,7 @@ def test_grid_configs_validate_their_inputs():
     assert len(configs) == 8 and configs[0].seed == 1 and configs[-1].seed == 2
     with pytest.raises(ValueError, match="distinct"):
         G.grid_configs("smoke", [1, 1])
-    with pytest.raises(ValueError, match="valid: smoke, quick, long, full"):
+    with pytest.raises(ValueError, match="valid: smoke, fast, quick, long, full"):
         G.grid_configs("medium", [1])
     with pytest.raises(ValueError, match="fusion='prod' is unknown"):
         G.grid_configs("smoke", [1], fusions=["prod"])
