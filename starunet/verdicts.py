@@ -1,0 +1,176 @@
+"""``verdicts.csv``: every verdict a results folder supports, machine-readable.
+
+A grid folder (``results/reference``, ``long``, ``full``) and a learning-curves folder
+(``results/curves``) each get one, written by the code that writes the folder
+(:func:`starunet.grid.write_grid_provenance`, :func:`starunet.curves.evaluate_curves`)
+and regenerated for committed folders by ``python -m starunet verdicts FOLDER...``.
+Each row is one :class:`~starunet.stats.PairedDifference`: the primary ``pooled``
+statistic first, then the secondary ``per_image`` one, each its own Bonferroni family
+over the headline metrics of every comparison in the folder. The READMEs' verdict
+tables and sentences are rendered from these rows (:mod:`starunet.report`), and
+``tests/test_verdicts.py`` checks that the committed files match the committed metrics.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from starunet.config import display_path
+from starunet.io import read_csv, write_csv_atomic
+from starunet.results import CurveResults, GridResults, load_curves, load_results
+from starunet.stats import (HEADLINE_METRICS, MARGINS, METRIC_LABELS, PairedDifference, differences, grid_pairs, per_image_differences,
+                            per_image_matrix, pooled_differences, pooled_per_seed)
+
+VERDICTS_FILE = "verdicts.csv"
+COLUMNS = ["comparison", "config_a", "config_b", "metric", "statistic", "n_seeds", "n_images", "estimate", "low",
+           "high", "margin", "verdict", "adjusted_level"]
+
+# The comparisons of the learning curves (notebook 06), each at the largest budget both
+# configurations reached: (a, b), each (fusion, activation).
+CURVE_COMPARISONS: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = (
+    (("sum", "none"), ("star", "none")),
+    (("sum", "none"), ("star_bn", "none")),
+    (("sum", "none"), ("sum_star_bn", "none")),
+    (("sum", "relu"), ("star", "relu")),
+    (("sum", "relu"), ("star", "none")),
+    (("sum", "relu"), ("sum_star_bn", "none")),
+)
+
+
+def grid_differences(results: GridResults, metrics: Sequence[str] = HEADLINE_METRICS) -> list[PairedDifference]:
+    """Every comparison the grid answers (:func:`~starunet.stats.grid_pairs`): the pooled
+    statistic, then the per-image one."""
+    pairs = grid_pairs(results.summary())
+    if not pairs:
+        return []
+    return pooled_differences(results.runs, pairs, metrics) + per_image_differences(results.per_image, pairs, metrics)
+
+
+def curve_differences(results: CurveResults, statistic: str = "pooled", comparisons=CURVE_COMPARISONS,
+                      metrics: Sequence[str] = HEADLINE_METRICS, level: float = 0.95) -> list[tuple[int, PairedDifference]]:
+    """Each comparison at the largest budget both configurations reached (with a shared
+    seed), one Bonferroni family; comparisons with a configuration not scored yet are
+    left out. Returns ``(budget, difference)`` pairs."""
+    items, budgets = [], []
+    for a, b in comparisons:
+        try:
+            budget = results.largest_common_budget([a, b])
+        except ValueError:
+            continue
+        rows = [r for r in (results.points if statistic == "pooled" else results.per_image)
+                if r["patches"] == budget]
+        for m in metrics:
+            try:
+                data = pooled_per_seed(rows, m, a, b) if statistic == "pooled" else per_image_matrix(rows, m, a, b)
+            except ValueError:
+                continue  # one of the two has no run at this budget with a shared seed
+            items.append((a, b, m, data))
+            budgets.append(budget)
+    diffs = differences(items, statistic, level, n_images=len(results.provenance.get("test_ids", [])))
+    return list(zip(budgets, diffs))
+
+
+def verdict_row(d: PairedDifference, budget: int | None = None) -> dict:
+    """One row of ``verdicts.csv`` (numbers as text, 6 decimals; NaN bounds left empty)."""
+    def number(x: float) -> str:
+        return "" if x != x else f"{x:.6f}"
+
+    at = f" at {budget:,} patches" if budget is not None else ""
+    return {"comparison": d.comparison + at, "config_a": str(d.config_a), "config_b": str(d.config_b),
+            "metric": d.metric, "statistic": d.statistic, "n_seeds": str(d.n_seeds), "n_images": str(d.n_images),
+            "estimate": number(d.mean), "low": number(d.low), "high": number(d.high), "margin": number(d.margin),
+            "verdict": d.verdict, "adjusted_level": f"{d.level:.6f}"}
+
+
+def grid_verdict_rows(results: GridResults) -> list[dict]:
+    return [verdict_row(d) for d in grid_differences(results)]
+
+
+def curve_verdict_rows(results: CurveResults) -> list[dict]:
+    return [verdict_row(d, budget) for statistic in ("pooled", "per_image")
+            for budget, d in curve_differences(results, statistic)]
+
+
+def folder_verdict_rows(folder: str | Path) -> list[dict]:
+    """The rows ``verdicts.csv`` of a grid or curves folder should hold, computed from
+    its metrics."""
+    folder = Path(folder)
+    if (folder / "points.csv").is_file():
+        return curve_verdict_rows(load_curves(folder))
+    return grid_verdict_rows(load_results(folder))
+
+
+def write_verdicts(folder: str | Path, rows: Sequence[dict] | None = None) -> Path:
+    """Write ``verdicts.csv`` into a grid or curves folder (``rows`` default: computed)."""
+    path = Path(folder) / VERDICTS_FILE
+    write_csv_atomic(path, list(folder_verdict_rows(folder) if rows is None else rows), COLUMNS)
+    return path
+
+
+def read_verdicts(folder: str | Path) -> list[dict]:
+    """The rows of a folder's ``verdicts.csv``, as text."""
+    return read_csv(Path(folder) / VERDICTS_FILE)
+
+
+def _family(rows: Sequence[Mapping]) -> tuple[int, float]:
+    """The Bonferroni family size and each interval's level, read back from the rows."""
+    levels = [float(r["adjusted_level"]) for r in rows if int(r["n_seeds"]) > 1]
+    return (round(0.05 / (1 - levels[0])), levels[0]) if levels else (0, 0.95)
+
+
+def verdict_rule(rows: Sequence[Mapping]) -> str:
+    """How the verdicts of ``rows`` were decided, with the margins and the family sizes."""
+    margins = ", ".join(f"{METRIC_LABELS[m]} ±{MARGINS[m].value:g}" for m in HEADLINE_METRICS)
+    families = []
+    for statistic in ("pooled", "per_image"):
+        size, level = _family([r for r in rows if r["statistic"] == statistic])
+        if size:
+            families.append(f"{size} {statistic.replace('_', '-')} intervals at {100 * level:.2f} % each")
+    return ("Each verdict: *equivalent* when the interval lies inside the declared margin "
+            f"({margins}; `starunet.stats.MARGINS`), else *better* or *worse* when it excludes 0, else "
+            "*inconclusive*; a comparison with one seed has no run-to-run interval and no verdict (one seed, "
+            "preliminary). Bonferroni over each family shown together, so that all its intervals hold at "
+            f"95 % together: {'; '.join(families) or 'no interval'}.")
+
+
+def verdict_bullets(rows: Sequence[Mapping]) -> list[str]:
+    """One bullet per comparison of ``rows`` (``verdicts.csv`` rows of one statistic): its
+    headline differences with their intervals and verdicts, computed, never typed."""
+    groups: dict[tuple[str, str], list[Mapping]] = {}
+    for r in rows:
+        groups.setdefault((r["statistic"], r["comparison"]), []).append(r)
+    lines = []
+    for (statistic, comparison), group in groups.items():
+        first = group[0]
+        n, images = int(first["n_seeds"]), first["n_images"]
+        what = (f"pooled over the FOV pixels of {images} test images, t-interval over seeds"
+                if statistic == "pooled" else f"mean per-image difference over {images} test images, "
+                "interval over seeds and images")
+        if n < 2:
+            values = ", ".join(f"{METRIC_LABELS.get(r['metric'], r['metric'])} {float(r['estimate']):+.4f}"
+                               for r in group)
+            lines.append(f"- **{comparison}** ({what}): {values}; one seed, preliminary: no interval, no verdict.")
+            continue
+        values = "; ".join(f"{METRIC_LABELS.get(r['metric'], r['metric'])} {float(r['estimate']):+.4f} "
+                           f"[{float(r['low']):+.4f}, {float(r['high']):+.4f}] {r['verdict']}" for r in group)
+        lines.append(f"- **{comparison}** ({n} seeds, {what}): {values}.")
+    return lines
+
+
+def cli(argv: Sequence[str]) -> int:
+    """``python -m starunet verdicts FOLDER...``: (re)write each folder's verdicts.csv."""
+    parser = argparse.ArgumentParser(prog="python -m starunet verdicts",
+                                     description="Recompute verdicts.csv of grid or learning-curve folders "
+                                                 "from their metrics (e.g. results/full results/curves).")
+    parser.add_argument("folders", type=Path, nargs="+", metavar="FOLDER")
+    args = parser.parse_args(list(argv))
+    for folder in args.folders:
+        try:
+            path = write_verdicts(folder)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"verdicts -> {display_path(path)}")
+    return 0

@@ -1,0 +1,45 @@
+"""Tests of starunet.verdicts: the committed verdicts.csv files are what the code computes
+from the committed metrics, and the command that rewrites them."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from starunet import verdicts as V
+from starunet.cli import main
+from starunet.results import CURVES_DIR, FULL_REFERENCE_DIR, LONG_REFERENCE_DIR, REFERENCE_DIR
+from starunet.stats import MARGINS, VERDICTS
+
+COMMITTED = [REFERENCE_DIR, LONG_REFERENCE_DIR, FULL_REFERENCE_DIR, CURVES_DIR]
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=lambda p: p.name)
+def test_committed_verdicts_match_the_committed_metrics(folder):
+    rows = V.read_verdicts(folder)
+    assert rows == V.folder_verdict_rows(folder), f"rerun: python -m starunet verdicts {folder.name}"
+    assert list(rows[0]) == V.COLUMNS
+    assert {r["statistic"] for r in rows} == {"pooled", "per_image"}
+    for r in rows:
+        assert r["verdict"] in VERDICTS and float(r["margin"]) == MARGINS[r["metric"]].value
+        if int(r["n_seeds"]) < 2:  # one seed, preliminary: no interval, no verdict
+            assert (r["low"], r["high"], r["verdict"]) == ("", "", "inconclusive")
+        else:
+            assert float(r["low"]) <= float(r["estimate"]) <= float(r["high"])
+
+
+def test_the_grid_readme_shows_the_verdicts_it_was_made_with():
+    readme = (FULL_REFERENCE_DIR / "README.md").read_text(encoding="utf-8")
+    for r in V.read_verdicts(FULL_REFERENCE_DIR):
+        if r["statistic"] == "pooled":
+            assert f"[{float(r['low']):+.4f}, {float(r['high']):+.4f}] {r['verdict']}" in readme
+
+
+def test_the_command_rewrites_a_folders_verdicts(tmp_path, capsys):
+    folder = tmp_path / "full"
+    shutil.copytree(FULL_REFERENCE_DIR, folder)
+    (folder / V.VERDICTS_FILE).unlink()
+    assert main(["verdicts", str(folder)]) == 0
+    assert V.read_verdicts(folder) == V.read_verdicts(FULL_REFERENCE_DIR)
+    assert main(["verdicts", str(tmp_path / "nothing")]) == 2
+    assert "no metrics.csv" in capsys.readouterr().err
