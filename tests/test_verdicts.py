@@ -43,3 +43,14 @@ def test_the_command_rewrites_a_folders_verdicts(tmp_path, capsys):
     assert V.read_verdicts(folder) == V.read_verdicts(FULL_REFERENCE_DIR)
     assert main(["verdicts", str(tmp_path / "nothing")]) == 2
     assert "no metrics.csv" in capsys.readouterr().err
+
+
+def test_the_top_level_readme_shows_the_findings_the_verdicts_hold():
+    """README's findings table and its counted summary are generated from the committed
+    verdicts.csv files, never typed."""
+    from starunet.config import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    assert V.findings_markdown() in readme, "regenerate README's findings with starunet.verdicts.findings_markdown()"
+    for phrase in ("slightly better", "slightly worse", "not worse", "within noise"):
+        assert phrase not in readme.split("## Two commands")[0].replace('"' + phrase + '"', "")
