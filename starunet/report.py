@@ -19,7 +19,8 @@ from starunet.results import CurveResults, GridResults
 from starunet.runs import TrainingResult
 from starunet.source import format_points, improvement_points
 from starunet.stats import (ACTIVATION_LABELS, FUSIONS_COMPARED, HEADLINE_METRICS, METRIC_LABELS,
-                            OLDER_EVALUATION, PairedDifference, budget_differences, config_order, run_key)
+                            OLDER_EVALUATION, PairedDifference, budget_differences, config_order, pooled_per_seed,
+                            run_key, summarize_over_seeds)
 from starunet.verdicts import curve_verdict_rows, grid_verdict_rows, verdict_bullets, verdict_row, verdict_rule
 
 
@@ -61,27 +62,29 @@ def comparison_table(a: Mapping[str, float], b: Mapping[str, float], name_a: str
     return markdown_table(header, comparison_rows(a, b, name_a, name_b, std_a, std_b, metrics=metrics))
 
 
-def source_format_table(summary: Mapping[tuple[str, str], Mapping], activation: str,
-                        source: Mapping | None = None, human: Mapping[str, float] | None = None,
-                        metrics: Sequence[str] = METRIC_NAMES) -> str:
-    """The source's table for one activation setting: sum vs star and the
-    "提升" row (star − sum in percentage points, as the source computes it), ours
-    (mean ± std over seeds) and, when given, the source's published rows and the
-    second human observer.
-
-    ``summary`` comes from :func:`summarize_over_seeds`; ``source`` has the layout of
-    :data:`starunet.source.SOURCE_RESULTS` (or None); ``human`` is a metric dict.
+def source_format_table(runs: Sequence[Mapping], activation: str, source: Mapping | None = None,
+                        human: Mapping[str, float] | None = None, metrics: Sequence[str] = METRIC_NAMES) -> str:
+    """The source's table for one activation setting: sum vs star (mean ± std over seeds
+    of ``runs``, the rows of ``metrics.csv``) and the "提升" row, star − sum in percentage
+    points as the source computes it, but **paired by seed**: the mean over the seeds both
+    fusions have of the per-seed difference (a 3-seed mean against a 2-seed mean would mix
+    the seeds' luck into it); then, when given, the source's published rows and the second
+    human observer. ``source`` has the layout of :data:`starunet.source.SOURCE_RESULTS`
+    (or None); ``human`` is a metric dict.
     """
+    summary = summarize_over_seeds(runs)
     pair = [summary.get((f, activation)) for f in FUSIONS_COMPARED]
     if any(p is None for p in pair):
         raise ValueError(f"need both fusions {FUSIONS_COMPARED} with activation {activation!r}; "
                          f"have {sorted(summary)}")
     sum_, star = pair
-    n = min(sum_["n"], star["n"])
+    a, b = ("sum", activation), ("star", activation)
+    paired = {m: pooled_per_seed(runs, m, a, b) for m in metrics}
+    n = len(paired[metrics[0]])
     rows = comparison_rows(sum_["mean"], star["mean"], f"sum (+), ours, {sum_['n']} seed(s)",
-                           f"star (*), ours, {star['n']} seed(s)", sum_["std"], star["std"],
-                           change_label=f"提升 star − sum, ours (points; means of {n} seed(s))",
-                           metrics=metrics)
+                           f"star (*), ours, {star['n']} seed(s)", sum_["std"], star["std"], metrics=metrics)[:2]
+    rows.append([f"提升 star − sum, ours (points; paired by seed, {n} seed(s))",
+                 *(format_points(100 * float(paired[m].mean())) for m in metrics)])
     published = (source or {}).get(activation)
     if published:
         rows += comparison_rows(published["sum"], published["star"], "sum (+), source (published)",

@@ -25,17 +25,28 @@ def test_comparison_table_has_two_runs_and_a_change_row():
 
 
 def test_source_format_table_with_source_and_human_rows(grid_rows):
-    summary = S.summarize_over_seeds(grid_rows())
+    runs = grid_rows()
     source = {"none": {"sum": {m: 0.9 for m in METRIC_NAMES}, "star": {m: 0.95 for m in METRIC_NAMES}}}
     human = {m: 0.7 for m in METRIC_NAMES}
-    table = R.source_format_table(summary, "none", source=source, human=human)
+    table = R.source_format_table(runs, "none", source=source, human=human)
     assert "sum (+), ours, 3 seed(s)" in table and "star (*), source" in table
     assert "提升 star − sum, source (points) | ▲ 5.00" in table  # 0.95 − 0.9 = 5 points, not +5.56 %
     assert "second observer (vk vs ah) | 0.7000" in table
-    without = R.source_format_table(summary, "relu", source=source)  # no source numbers for relu
+    without = R.source_format_table(runs, "relu", source=source)  # no source numbers for relu
     assert "source" not in without and len(without.splitlines()) == 5
     with pytest.raises(ValueError, match="gelu"):
-        R.source_format_table(summary, "gelu")
+        R.source_format_table(runs, "gelu")
+
+
+def test_the_improvement_row_pairs_by_seed():
+    """A 3-seed sum against a 2-seed star: the 提升 row is the mean of the 2 paired
+    differences, not the difference of a 3-seed mean and a 2-seed mean."""
+    runs = [{"fusion": "sum", "activation": "relu", "seed": s, **{m: v for m in METRIC_NAMES}}
+            for s, v in ((1, 0.70), (2, 0.90), (3, 0.72))]
+    runs += [{"fusion": "star", "activation": "relu", "seed": s, **{m: v for m in METRIC_NAMES}}
+             for s, v in ((1, 0.71), (3, 0.75))]
+    row = R.source_format_table(runs, "relu").splitlines()[4]
+    assert row.startswith("| 提升 star − sum, ours (points; paired by seed, 2 seed(s)) | ▲ 2.00")  # not ▼ 4.67
 
 
 def test_training_budget_comparison(tmp_path):
