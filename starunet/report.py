@@ -21,7 +21,8 @@ from starunet.source import format_points, improvement_points
 from starunet.stats import (ACTIVATION_LABELS, FUSIONS_COMPARED, HEADLINE_METRICS, METRIC_LABELS,
                             OLDER_EVALUATION, PairedDifference, budget_differences, config_order, pooled_per_seed,
                             run_key, summarize_over_seeds)
-from starunet.verdicts import curve_verdict_rows, grid_verdict_rows, verdict_bullets, verdict_row, verdict_rule
+from starunet.verdicts import (curve_verdict_rows, grid_verdict_rows, training_conditions, verdict_bullets,
+                               verdict_row, verdict_rule)
 
 
 def format_value(mean: float, std: float | None = None, digits: int = 4) -> str:
@@ -307,6 +308,7 @@ def provenance_readme(results: GridResults) -> str:
         ["grid", f"fusion {' / '.join(p['fusions'])} x activation {' / '.join(p['activations'])}: "
                  f"{p['runs']} runs ({_reuse_note(p)}){_partial_note(p)}"],
         ["test images", f"{len(p['test_ids'])}: {' '.join(p['test_ids'])}"],
+        ["training", training_conditions(p)],
         ["inference", f"`{p['method']}` (whole images; see starunet.evaluate)"],
         ["hardware", p["hardware"]["summary"]],
         ["software", f"torch {p['torch']}, numpy {p['numpy']}, Python {p['python']}, {p['platform']}"],

@@ -13,12 +13,13 @@ tables and sentences are rendered from these rows (:mod:`starunet.report`), and
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from starunet.config import display_path
-from starunet.io import read_csv, write_csv_atomic
+from starunet.config import PROJECT_ROOT, display_path
+from starunet.io import read_csv, write_csv_atomic, write_text_atomic
 from starunet.results import (CURVES_DIR, FULL_REFERENCE_DIR, LONG_REFERENCE_DIR, REFERENCE_DIR, CurveResults,
                               GridResults, load_curves, load_results)
 from starunet.stats import (HEADLINE_METRICS, MARGINS, METRIC_LABELS, PairedDifference, differences, grid_pairs, per_image_differences,
@@ -173,6 +174,23 @@ def _cell(r: Mapping) -> str:
     return f"{float(r['estimate']):+.4f} [{float(r['low']):+.4f}, {float(r['high']):+.4f}] {r['verdict']}"
 
 
+def training_conditions(provenance: Mapping) -> str:
+    """How a folder's runs were trained, in the terms a comparison across folders must
+    name besides the budget: epoch size, stopping, device and precision (training ran in
+    bf16 autocast on CUDA and fp32 on CPU; evaluation is fp32 everywhere)."""
+    c = provenance["preset_config"]
+    devices = provenance.get("trained_on") or [provenance.get("hardware", {}).get("summary", "?")]
+    precision = provenance.get("precision") or ("bf16 autocast" if all(d.startswith("cuda") for d in devices)
+                                                else "fp32")
+    stop = (f"up to {c['max_epochs']} epochs, early stopping with patience {c['patience']}"
+            if c["patience"] < c["max_epochs"] else f"{c['max_epochs']} epochs, no early stopping")
+    return f"{c['samples_per_epoch']:,}-patch epochs, {stop}; {'; '.join(devices)}, {precision}"
+
+
+def _provenance(folder: Path) -> dict:
+    return json.loads((Path(folder) / "provenance.json").read_text(encoding="utf-8"))
+
+
 def findings_markdown(folders: Mapping[str, Path] | None = None) -> str:
     """The top-level README's findings: per folder and comparison, the pooled headline
     verdicts of its ``verdicts.csv``, then what they add up to, counted, never typed."""
@@ -201,8 +219,18 @@ def findings_markdown(folders: Mapping[str, Path] | None = None) -> str:
                   if decided else "none decides a verdict: all are inconclusive."))
     spread = "; ".join(f"{METRIC_LABELS[m]} ±{min(w):.3f} to ±{max(w):.3f} (margin ±{MARGINS[m].value:g})"
                        for m, w in widths.items() if w)
+    conditions = "; ".join(f"`{name}`: {training_conditions(_provenance(folder))}" for name, folder in folders.items())
     return "\n".join([FINDINGS_BEGIN, "", *lines, "", summary,
-                      f"The intervals' half-widths: {spread}.", "", FINDINGS_END])
+                      f"The intervals' half-widths: {spread}.",
+                      f"The folders differ in more than the training budget ({conditions}).", "", FINDINGS_END])
+
+
+def write_findings(readme: str | Path = PROJECT_ROOT / "README.md") -> None:
+    """Replace the findings block of ``readme`` (between its markers) by
+    :func:`findings_markdown` of the committed folders."""
+    text = Path(readme).read_text(encoding="utf-8")
+    start, end = text.index(FINDINGS_BEGIN), text.index(FINDINGS_END) + len(FINDINGS_END)
+    write_text_atomic(readme, text[:start] + findings_markdown() + text[end:])
 
 
 def cli(argv: Sequence[str]) -> int:
@@ -211,6 +239,8 @@ def cli(argv: Sequence[str]) -> int:
                                      description="Recompute verdicts.csv of grid or learning-curve folders "
                                                  "from their metrics (e.g. results/full results/curves).")
     parser.add_argument("folders", type=Path, nargs="+", metavar="FOLDER")
+    parser.add_argument("--readme", action="store_true",
+                        help="then regenerate the findings block of the top-level README.md from the committed folders")
     args = parser.parse_args(list(argv))
     for folder in args.folders:
         try:
@@ -219,4 +249,6 @@ def cli(argv: Sequence[str]) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         print(f"verdicts -> {display_path(path)}")
+    if args.readme:
+        write_findings()
     return 0

@@ -51,6 +51,6 @@ def test_the_top_level_readme_shows_the_findings_the_verdicts_hold():
     from starunet.config import PROJECT_ROOT
 
     readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
-    assert V.findings_markdown() in readme, "regenerate README's findings with starunet.verdicts.findings_markdown()"
+    assert V.findings_markdown() in readme, "rerun: python -m starunet verdicts results/* --readme"
     for phrase in ("slightly better", "slightly worse", "not worse", "within noise"):
         assert phrase not in readme.split("## Two commands")[0].replace('"' + phrase + '"', "")
