@@ -215,7 +215,9 @@ def training_budget_table(grids: Mapping[str, GridResults], diffs: Mapping[str, 
                          format_value(stars["mean"][d.metric], stars["std"][d.metric]),
                          f"{d.mean:+.4f} {_interval(d)}", d.verdict,
                          _training_length(grids[name], *d.config_a), _training_length(grids[name], *d.config_b)])
-    return markdown_table(header, rows, numbers=False)
+    families = ", ".join(f"`{name}` {chosen[0].family} intervals at {100 * chosen[0].level:.2f} % each"
+                         for name, chosen in diffs.items() if chosen)
+    return markdown_table(header, rows, numbers=False) + f"\n\nBonferroni families, one per grid: {families}."
 
 
 def threshold_table(grids: Mapping[str, GridResults]) -> str:

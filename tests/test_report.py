@@ -59,6 +59,7 @@ def test_training_budget_comparison(tmp_path):
     table = R.training_budget_table(grids, diffs)
     assert "| quick | none | ROC-AUC |" in table and "| worse |" in table
     assert "12.0 (11.0), 1,200" in table and "40.0 (39.0), 4,000" in table
+    assert table.endswith("Bonferroni families, one per grid: `quick` 3 intervals at 98.33 % each, `long` 3 intervals at 98.33 % each.")
     bullets = R.budget_verdicts_markdown(diffs).splitlines()
     assert len(bullets) == 2 and bullets[0].startswith("- Preset `quick` (family of 3): **star − sum, without ReLU**")
     assert "ROC-AUC -0.0500 [-0.0500, -0.0500] worse" in bullets[0]
