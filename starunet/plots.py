@@ -327,5 +327,5 @@ def plot_config_differences(diffs):
     palette = ["black", "#D55E00", "#999933", "#882255", "#CC79A7", "#56B4E9"]
     groups: dict[str, list] = {}
     for d in diffs:
-        groups.setdefault(f"{d.b} − {d.a}", []).append(d)
+        groups.setdefault(f"{d.config_b} − {d.config_a}", []).append(d)
     return _forest_plot(groups, {g: palette[i % len(palette)] for i, g in enumerate(groups)})
