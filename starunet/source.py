@@ -106,7 +106,12 @@ def mean_image_f1(per_image_rows: Sequence[Mapping], column: str = "f1_tuned") -
         if r.get(column, "") != "":
             by_run.setdefault((str(r["fusion"]), str(r["activation"]), int(r["seed"])), []).append(float(r[column]))
     out: dict[tuple[str, str], list[float]] = {}
-    for (fusion, activation, _), values in sorted(by_run.items()):
+    # the grid's order: without ReLU first, sum before star; then other configurations by name
+    def order(item):
+        (fusion, activation, seed), _ = item
+        return activation != "none", activation, fusion != "sum", fusion, seed
+
+    for (fusion, activation, _), values in sorted(by_run.items(), key=order):
         out.setdefault((fusion, activation), []).append(sum(values) / len(values))
     return out
 

@@ -22,6 +22,7 @@ from starunet.config import PROJECT_ROOT, display_path
 from starunet.io import read_csv, write_csv_atomic, write_text_atomic
 from starunet.results import (CURVES_DIR, FULL_REFERENCE_DIR, LONG_REFERENCE_DIR, REFERENCE_DIR, CurveResults,
                               GridResults, load_curves, load_results)
+from starunet.source import SOURCE_RESULTS
 from starunet.stats import (HEADLINE_METRICS, MARGINS, METRIC_LABELS, PairedDifference, differences, grid_pairs, per_image_differences,
                             per_image_matrix, pooled_differences, pooled_per_seed)
 
@@ -147,9 +148,9 @@ def verdict_bullets(rows: Sequence[Mapping]) -> list[str]:
     for (statistic, comparison), group in groups.items():
         first = group[0]
         n, images = int(first["n_seeds"]), first["n_images"]
-        what = (f"pooled over the FOV pixels of {images} test images, t-interval over seeds"
-                if statistic == "pooled" else f"mean per-image difference over {images} test images, "
-                "interval over seeds and images")
+        what, interval = ((f"pooled over the FOV pixels of {images} test images", ", t-interval over seeds")
+                          if statistic == "pooled" else
+                          (f"mean per-image difference over {images} test images", ", interval over seeds and images"))
         if n < 2:
             values = ", ".join(f"{METRIC_LABELS.get(r['metric'], r['metric'])} {float(r['estimate']):+.4f}"
                                for r in group)
@@ -157,7 +158,7 @@ def verdict_bullets(rows: Sequence[Mapping]) -> list[str]:
             continue
         values = "; ".join(f"{METRIC_LABELS.get(r['metric'], r['metric'])} {float(r['estimate']):+.4f} "
                            f"[{float(r['low']):+.4f}, {float(r['high']):+.4f}] {r['verdict']}" for r in group)
-        lines.append(f"- **{comparison}** ({n} seeds, {what}): {values}.")
+        lines.append(f"- **{comparison}** ({n} seeds, {what}{interval}): {values}.")
     return lines
 
 
@@ -191,6 +192,26 @@ def _provenance(folder: Path) -> dict:
     return json.loads((Path(folder) / "provenance.json").read_text(encoding="utf-8"))
 
 
+def source_line(folders: Mapping[str, Path]) -> str:
+    """Where the source's published star − sum differences (its 提升 rows) fall against our
+    pooled intervals of the same comparisons, counted over ``folders``."""
+    inside, outside = 0, []
+    for name, folder in folders.items():
+        for r in read_verdicts(folder):
+            a, b = r["config_a"].split("/"), r["config_b"].split("/")
+            published = SOURCE_RESULTS.get(a[1]) if (a[0], b[0]) == ("sum", "star") and a[1] == b[1] else None
+            if r["statistic"] != "pooled" or published is None or int(r["n_seeds"]) < 2:
+                continue
+            theirs = published["star"][r["metric"]] - published["sum"][r["metric"]]
+            if float(r["low"]) <= theirs <= float(r["high"]):
+                inside += 1
+            else:
+                outside.append(f"{r['comparison']} at `{name}` on {METRIC_LABELS[r['metric']]} ({theirs:+.4f})")
+    return (f"The source's published star − sum differences lie inside {inside} of our "
+            f"{inside + len(outside)} pooled intervals of the same comparisons"
+            + (f"; outside: {'; '.join(outside)}." if outside else "."))
+
+
 def findings_markdown(folders: Mapping[str, Path] | None = None) -> str:
     """The top-level README's findings: per folder and comparison, the pooled headline
     verdicts of its ``verdicts.csv``, then what they add up to, counted, never typed."""
@@ -221,7 +242,7 @@ def findings_markdown(folders: Mapping[str, Path] | None = None) -> str:
                        for m, w in widths.items() if w)
     conditions = "; ".join(f"`{name}`: {training_conditions(_provenance(folder))}" for name, folder in folders.items())
     return "\n".join([FINDINGS_BEGIN, "", *lines, "", summary,
-                      f"The intervals' half-widths: {spread}.",
+                      f"The intervals' half-widths: {spread}.", source_line(folders),
                       f"The folders differ in more than the training budget ({conditions}).", "", FINDINGS_END])
 
 
