@@ -64,3 +64,29 @@ def test_notebook_05s_calibration_reading_holds_for_the_committed_grids():
     for folder in COMMITTED[:3]:
         for s in load_results(folder).summary().values():
             assert s["mean"]["val_threshold"] < 0.5 and s["mean"]["f1_tuned"] > s["mean"]["f1"]
+
+
+def test_the_numbers_typed_in_notebooks_05_and_06_match_the_committed_results():
+    """The few numbers the notebooks' prose states (the full grid's epochs, notebook 06's
+    validation swings of seed 2024) are read back from the committed files here."""
+    import nbformat
+
+    from starunet.config import PROJECT_ROOT
+    from starunet.results import load_curves, load_results
+
+    def prose(name: str) -> str:
+        nb = nbformat.read(PROJECT_ROOT / "notebooks" / name, as_version=4)
+        return " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
+
+    full = load_results(FULL_REFERENCE_DIR).runs
+    epochs = sorted(int(r["epochs"]) for r in full)
+    per_epoch = 2000
+    assert f"{epochs[0]}–{epochs[-1]} epochs" in prose("05_metric_comparison.ipynb")
+    assert f"{epochs[0] * per_epoch:,}–{epochs[-1] * per_epoch:,} patches" in prose("06_learning_curves.ipynb")
+    swing = {(r["fusion"], r["activation"]): r["val_pr_auc_swing"] for r in load_curves(CURVES_DIR).runs
+             if int(r["seed"]) == 2024}
+    text = " ".join(prose("06_learning_curves.ipynb").split())
+    sentence = (f"(median change {swing['star', 'none']:.3f} against {swing['sum', 'none']:.3f}), the normalised "
+                f"products a little less ({swing['star_bn', 'none']:.3f}, {swing['sum_star_bn', 'none']:.3f}); "
+                f"with ReLU both swing about a third as much ({swing['sum', 'relu']:.3f})")
+    assert sentence in text and f"{swing['star', 'relu']:.3f}" == f"{swing['sum', 'relu']:.3f}"
