@@ -24,8 +24,9 @@ the data path (each imports only modules above it; docs/ARCHITECTURE.md is the m
 ``starunet.training``    the training loop (``train``)
 ``starunet.reproducibility``  kill-and-resume check of bit-identical resume
 ``starunet.evaluate``    scoring one run on whole test images
-``starunet.stats``       summaries over seeds, paired differences, verdicts
+``starunet.stats``       summaries over seeds, paired differences, margins, verdicts
 ``starunet.results``     grid folders read back (``GridResults``)
+``starunet.verdicts``    ``verdicts.csv`` of every results folder, and its sentences
 ``starunet.report``      every Markdown table and generated README
 ``starunet.grid``        the experiment grid (``reproduce``) and its CLI
 ``starunet.plots``       figure styles; training and result figures (04-06)
@@ -82,8 +83,8 @@ _EXPORTS = {
 _SUBMODULES = frozenset({"alt_text", "bench", "cli", "config", "course", "curves", "data", "device", "evaluate",
                          "fanout", "fusion", "gpu_session", "grid", "inference", "io", "listing", "metrics", "model",
                          "plots", "plots_data", "plots_model", "plots_theory", "preflight", "presets", "probe",
-                         "report", "reproducibility", "results", "runs", "session_plan", "source", "stare", "stats", "theory", "toys",
-                         "training", "widgets"})
+                         "report", "reproducibility", "results", "runs", "session_plan", "source", "stare",
+                         "stats", "theory", "toys", "training", "verdicts", "widgets"})
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

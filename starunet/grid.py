@@ -48,6 +48,7 @@ from starunet.stats import (ACTIVATIONS_COMPARED, FUSIONS_COMPARED, HEADLINE_MET
 from starunet.presets import PRESETS, preset_config
 from starunet.runs import RESULT_FILE, load_model, run_dir_for
 from starunet.training import train
+from starunet.verdicts import grid_verdict_rows, write_verdicts
 
 METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
 PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels
@@ -390,13 +391,15 @@ def _run_grid(configs, fan, out, runs_dir, torch_device, device, records, test_i
 
 def write_grid_provenance(out: Path, provenance: dict) -> GridResults:
     """Write ``provenance`` (with the training and evaluation seconds summed from
-    ``metrics.csv``) and the README generated from it into the grid folder ``out``."""
+    ``metrics.csv``), ``verdicts.csv`` and the README generated from them into the grid
+    folder ``out``."""
     rows = read_csv(out / "metrics.csv")
     provenance = {**provenance,
                   "train_seconds_total": round(sum(float(r["train_seconds"]) for r in rows), 1),
                   "eval_seconds_total": round(sum(float(r["eval_seconds"]) for r in rows), 1)}
     write_json_atomic(out / "provenance.json", provenance)
     results = load_results(out, kind="reference" if is_committed_grid(out) else "own")
+    write_verdicts(out, grid_verdict_rows(results))  # verdicts.csv: what the README's verdicts say
     write_text_atomic(out / "README.md", provenance_readme(results))
     return results
 
