@@ -286,3 +286,14 @@ def test_a_truncated_checkpoint_stops_train_and_reproduce_with_one_line(env, tmp
     train = ["train", "--preset", "smoke", "--fusion", "sum", "--activation", "none", "--seed", "3",
              "--device", "cpu", "--out", str(run), "--resume"]
     refused(starunet(train, env), "checkpoint_last.pt", "is corrupt or truncated", "--force")
+
+
+def test_help_reads_as_plain_text_and_proc_is_named_as_a_system_folder(env, tmp_path):
+    from starunet.preflight import plain_help
+
+    assert plain_help("See :class:`~starunet.x.CourseProgress` and ``python -m x``.") == \
+        "See CourseProgress and 'python -m x'."
+    text = starunet(["course", "--help"], env).stdout
+    assert "``" not in text and ":class:" not in text and "CourseProgress" in text
+    line = refused(starunet(["train", "--preset", "smoke", "--out", "/proc/nope"], env))
+    assert "No such file or directory" not in line and "system folder" in line
