@@ -337,11 +337,14 @@ def grid_pairs(configs: Iterable[tuple[str, str]],
                activations: Sequence[str] = ACTIVATIONS_COMPARED) -> list[tuple[tuple[str, str], tuple[str, str]]]:
     """The comparisons a grid with ``configs`` answers: star − sum per activation of
     ``activations`` that has both, then star/none − sum/relu (the ReLU-free star network
-    against the additive one with ReLU) where both exist."""
+    against the additive one with ReLU) where both exist; then the same two kinds for
+    every other fusion of the grid (e.g. ``star_bn``, ``sum_star_bn``), in name order."""
     have = set(configs)
-    pairs = [(("sum", act), ("star", act)) for act in activations if {("sum", act), ("star", act)} <= have]
-    if {("sum", "relu"), ("star", "none")} <= have:
-        pairs.append((("sum", "relu"), ("star", "none")))
+    pairs = []
+    for fusion in ["star", *sorted({f for f, _ in have} - {"sum", "star"})]:
+        pairs += [(("sum", act), (fusion, act)) for act in activations if {("sum", act), (fusion, act)} <= have]
+        if {("sum", "relu"), (fusion, "none")} <= have:
+            pairs.append((("sum", "relu"), (fusion, "none")))
     return pairs
 
 

@@ -130,3 +130,14 @@ def test_differences_carry_typed_configurations(per_image_rows):
     assert across.config_a == S.Config("sum", "relu") and str(across.config_b) == "star/none"
     assert (across.a, across.b, across.activation) == ("sum/relu", "star/none", "none vs relu")
     assert S.Config("star", "none").run_key(2024) == S.run_key("star", "none", 2024) == "star-none-seed2024"
+
+
+def test_grid_pairs_compare_every_fusion_with_sum_and_the_relu_free_ones_with_sum_relu():
+    two_by_two = {(f, a) for f in ("sum", "star") for a in ("none", "relu")}
+    assert S.grid_pairs(two_by_two) == [(("sum", "none"), ("star", "none")), (("sum", "relu"), ("star", "relu")),
+                                        (("sum", "relu"), ("star", "none"))]
+    wide = two_by_two | {("star_bn", "none"), ("star_bn", "relu"), ("sum_star_bn", "none")}
+    assert S.grid_pairs(wide)[3:] == [(("sum", "none"), ("star_bn", "none")), (("sum", "relu"), ("star_bn", "relu")),
+                                      (("sum", "relu"), ("star_bn", "none")),
+                                      (("sum", "none"), ("sum_star_bn", "none")),
+                                      (("sum", "relu"), ("sum_star_bn", "none"))]
