@@ -24,8 +24,9 @@ the data path (each imports only modules above it; docs/ARCHITECTURE.md is the m
 ``starunet.training``    the training loop (``train``)
 ``starunet.reproducibility``  kill-and-resume check of bit-identical resume
 ``starunet.evaluate``    scoring one run on whole test images
-``starunet.stats``       summaries over seeds, paired differences, verdicts
+``starunet.stats``       summaries over seeds, paired differences, margins, verdicts
 ``starunet.results``     grid folders read back (``GridResults``)
+``starunet.verdicts``    ``verdicts.csv`` of every results folder, and its sentences
 ``starunet.report``      every Markdown table and generated README
 ``starunet.runners``     how the grid's runs get trained (one after another, here)
 ``starunet.grid``        the experiment grid (``reproduce``) and its CLI
@@ -87,7 +88,7 @@ _SUBMODULES = frozenset({"alt_text", "cli", "config", "course", "curves", "data"
                          "fusion", "grid", "inference", "io", "listing", "metrics", "model",
                          "plots", "plots_data", "plots_model", "plots_theory", "preflight", "presets", "probe",
                          "report", "reproducibility", "results", "runners", "runs", "source", "stare", "stats",
-                         "theory", "toys", "training", "widgets"})
+                         "theory", "toys", "training", "verdicts", "widgets"})
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -24,6 +24,7 @@ COMMANDS = {
     "train": ("starunet.training", "train one configuration into a run directory"),
     "reproduce": ("starunet.lab.fanout", "train/reuse the sum|star x none|relu grid over seeds and evaluate it"),
     "curves": ("starunet.curves", "train the learning-curve runs (snapshots at every doubling of patches)"),
+    "verdicts": ("starunet.verdicts", "recompute verdicts.csv of grid or learning-curve folders from their metrics"),
     "bench": ("starunet.lab.bench", "measure training/inference speed against the hardware's peak"),
     "course": ("starunet.course", "execute all notebooks headless into one output folder"),
     "gpu-session": ("starunet.lab.gpu_session", "the rehearsed GPU session: env, CUDA tests, bench, full grid, curves"),

@@ -28,6 +28,7 @@ from nbclient import NotebookClient
 
 from starunet.config import PROJECT_ROOT, smoke_mode
 from starunet.io import read_csv, write_text_atomic
+from starunet.preflight import plain_help
 from starunet.report import (budget_verdicts_markdown, markdown_table, reference_comparison_markdown,
                              results_markdown)
 from starunet.results import (REFERENCE_DIR, budget_grids, course_check_dir, find_results, load_results,
@@ -307,7 +308,7 @@ def run_course(out: Path, only: list[str] | None = None, inplace: bool = False,
 
 
 def cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m starunet course", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m starunet course", description=plain_help(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("course-output"),
                         help="folder for the executed notebooks and summary.md (default: course-output)")

@@ -34,8 +34,9 @@ from starunet.presets import TrainConfig, preset_config
 from starunet.report import curves_readme, format_patches
 from starunet.results import CURVES_DIR, CurveResults, load_curves
 from starunet.runs import LAST_CHECKPOINT, load_checkpoint, read_history, run_dir_for, snapshot_name
-from starunet.stats import HEADLINE_METRICS, PairedDifference, TUNED_METRICS, config_differences, run_key
+from starunet.stats import PairedDifference, TUNED_METRICS, run_key
 from starunet.training import train
+from starunet.verdicts import CURVE_COMPARISONS, curve_differences, write_verdicts
 
 PLATEAU_GAIN = 0.005  # test PR-AUC gained over one doubling below which a curve counts as flat
 
@@ -253,42 +254,23 @@ def evaluate_curves(runs_dir: str | Path | None = None, out: str | Path = CURVES
     }
     write_json_atomic(out / "provenance.json", provenance)
     results = load_curves(out)
-    write_text_atomic(out / "README.md", curves_readme(results, budget_differences(results)))
+    write_verdicts(out)  # verdicts.csv, before the README that shows it
+    write_text_atomic(out / "README.md", curves_readme(results))
     log(f"curves -> {display_path(out)}")
     return results
 
 
 # ---------------------------------------------------------------- what they say
 
-# The comparisons notebook 06 draws at the largest budget: (a, b), each (fusion, activation).
-COMPARISONS: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = (
-    (("sum", "none"), ("star", "none")),
-    (("sum", "none"), ("star_bn", "none")),
-    (("sum", "none"), ("sum_star_bn", "none")),
-    (("sum", "relu"), ("star", "relu")),
-    (("sum", "relu"), ("star", "none")),
-    (("sum", "relu"), ("sum_star_bn", "none")),
-)
+COMPARISONS = CURVE_COMPARISONS  # the comparisons notebook 06 draws at the largest budget (starunet.verdicts)
 
 
-def budget_differences(results: CurveResults, comparisons=COMPARISONS, n_boot: int = 4000,
+def budget_differences(results: CurveResults, comparisons=COMPARISONS,
                        level: float = 0.95) -> list[tuple[int, PairedDifference]]:
-    """Each comparison's paired differences (b − a, per test image and shared seed, bootstrap
-    CI) at the largest budget both configurations reached; comparisons with a configuration
-    not scored yet are left out. Returns ``(budget, difference)`` pairs."""
-    out = []
-    for a, b in comparisons:
-        try:
-            budget = results.largest_common_budget([a, b])
-        except ValueError:
-            continue
-        rows = [r for r in results.per_image if r["patches"] == budget]
-        try:
-            diffs = config_differences(rows, a, b, HEADLINE_METRICS, n_boot=n_boot, level=level)
-        except ValueError:
-            continue  # one of the two has no run at this budget with a shared seed
-        out += [(budget, d) for d in diffs]
-    return out
+    """Each comparison's primary (pooled, paired by seed) differences at the largest budget
+    both configurations reached, one Bonferroni family (see
+    :func:`starunet.verdicts.curve_differences`). Returns ``(budget, difference)`` pairs."""
+    return curve_differences(results, "pooled", comparisons, level=level)
 
 
 def cli(argv: Sequence[str]) -> int:

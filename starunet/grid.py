@@ -46,6 +46,7 @@ from starunet.stats import (ACTIVATIONS_COMPARED, FUSIONS_COMPARED, HEADLINE_MET
 from starunet.presets import PRESETS, preset_config
 from starunet.runners import GridRunError, InProcessRunner, RunFailure
 from starunet.runs import RESULT_FILE, load_model, run_dir_for
+from starunet.verdicts import grid_verdict_rows, write_verdicts
 
 METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
 PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels
@@ -368,13 +369,15 @@ def _run_grid(configs, runner, out, runs_dir, torch_device, device, records, tes
 
 def write_grid_provenance(out: Path, provenance: dict) -> GridResults:
     """Write ``provenance`` (with the training and evaluation seconds summed from
-    ``metrics.csv``) and the README generated from it into the grid folder ``out``."""
+    ``metrics.csv``), ``verdicts.csv`` and the README generated from them into the grid
+    folder ``out``."""
     rows = read_csv(out / "metrics.csv")
     provenance = {**provenance,
                   "train_seconds_total": round(sum(float(r["train_seconds"]) for r in rows), 1),
                   "eval_seconds_total": round(sum(float(r["eval_seconds"]) for r in rows), 1)}
     write_json_atomic(out / "provenance.json", provenance)
     results = load_results(out, kind="reference" if is_committed_grid(out) else "own")
+    write_verdicts(out, grid_verdict_rows(results))  # verdicts.csv: what the README's verdicts say
     write_text_atomic(out / "README.md", provenance_readme(results))
     return results
 

@@ -200,7 +200,7 @@ def plot_prediction_panels(image, label, fov, probabilities, threshold: float = 
 def plot_seed_metrics(runs, metrics=("roc_auc", "pr_auc", "f1")):
     """Every run's test metric as a dot, per configuration, with the mean over seeds
     as a bar; grey lines join the sum and star runs of the same seed (the pairs the
-    bootstrap compares)."""
+    paired differences use)."""
     configs = [(f, a) for a in ACTIVATIONS_COMPARED for f in FUSIONS_COMPARED
                if any(r["fusion"] == f and r["activation"] == a for r in runs)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.8), squeeze=False)
@@ -229,7 +229,7 @@ def plot_seed_metrics(runs, metrics=("roc_auc", "pr_auc", "f1")):
 
 def plot_paired_differences(diffs):
     """Forest plot of star - sum per metric: the mean paired difference and its
-    bootstrap CI, one colour per activation setting; CIs crossing 0 = within noise."""
+    interval, one colour per activation setting; hollow markers: no verdict of better or worse."""
     colors = {"none": "black", "relu": "#CC79A7"}  # not the fusion colours: here colour = activation
     groups = {f"activation {act}": [d for d in diffs if d.activation == act]
               for act in dict.fromkeys(d.activation for d in diffs)}
@@ -264,7 +264,7 @@ def _forest_plot(groups, colors):
         for d in group:
             y = metrics.index(d.metric) + off
             ax.errorbar(d.mean, y, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt="o", capsize=3,
-                        color=color, mfc="white" if d.verdict == "within noise" else None)
+                        color=color, mfc="white" if d.verdict in ("inconclusive", "equivalent") else None)
         ax.plot([], [], "o", color=color, label=label)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(range(len(metrics)), metrics)
@@ -272,10 +272,12 @@ def _forest_plot(groups, colors):
     level = diffs[0].level if diffs else 0.95
     pairs = {(d.b, d.a) for d in diffs}
     compared = " - ".join(pairs.pop()) if len(pairs) == 1 else "difference as in the legend"
-    ax.set_xlabel(f"{compared} (mean per-image difference, {100 * level:.0f}% bootstrap CI)")
+    what = {"pooled": "pooled metric, per-seed difference", "per_image": "mean per-image difference"}
+    statistic = " / ".join(what[s] for s in dict.fromkeys(d.statistic for d in diffs)) or "difference"
+    ax.set_xlabel(f"{compared} ({statistic}; {100 * level:.1f}% intervals, Bonferroni)")
     ax.legend(fontsize=8, loc="best")
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title("paired difference; hollow = CI contains 0 (within noise)")
+    ax.set_title("paired difference; hollow = inconclusive or equivalent")
     fig.tight_layout()
     return fig
 
@@ -341,5 +343,5 @@ def plot_config_differences(diffs):
     palette = ["black", "#D55E00", "#999933", "#882255", "#CC79A7", "#56B4E9"]
     groups: dict[str, list] = {}
     for d in diffs:
-        groups.setdefault(f"{d.b} − {d.a}", []).append(d)
+        groups.setdefault(f"{d.config_b} − {d.config_a}", []).append(d)
     return _forest_plot(groups, {g: palette[i % len(palette)] for i, g in enumerate(groups)})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -82,7 +83,8 @@ def writable_dir_problem(path: str | Path) -> str | None:
             pass
     except OSError as err:
         reason = {errno.EROFS: "it is on a read-only file system", errno.EACCES: "permission denied",
-                  errno.EPERM: "permission denied", errno.ENOSPC: "the disk is full"}
+                  errno.EPERM: "permission denied", errno.ENOSPC: "the disk is full",
+                  errno.ENOENT: "it takes no new files (a system folder such as /proc or /sys)"}
         return f"{base} is not writable: {reason.get(err.errno, err.strerror or str(err))}"
     return None
 
@@ -113,6 +115,14 @@ def cli_message(err: BaseException) -> str:
     for api, cli in _CLI_WORDS.items():
         text = text.replace(api, cli)
     return text
+
+
+def plain_help(docstring: str | None) -> str:
+    """A module docstring as ``--help`` text: reStructuredText roles and literals
+    (``:class:`X```, double backticks) become plain words, so a terminal shows none
+    of the markup the API documentation needs."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", lambda m: m.group(1).rsplit(".", 1)[-1], docstring or "")
+    return text.replace("``", "'")
 
 
 def python_command() -> str:

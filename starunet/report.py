@@ -18,9 +18,11 @@ from starunet.presets import PRESETS
 from starunet.results import CurveResults, GridResults
 from starunet.runs import TrainingResult
 from starunet.source import format_points, improvement_points
-from starunet.stats import (ACTIVATIONS_COMPARED, ACTIVATION_LABELS, FUSIONS_COMPARED, HEADLINE_METRICS, METRIC_LABELS,
-                            OLDER_EVALUATION, PairedDifference, budget_differences, config_order, run_key,
-                            verdict_sentence)
+from starunet.stats import (ACTIVATION_LABELS, FUSIONS_COMPARED, HEADLINE_METRICS, METRIC_LABELS,
+                            OLDER_EVALUATION, PairedDifference, budget_differences, config_order, pooled_per_seed,
+                            run_key, summarize_over_seeds)
+from starunet.verdicts import (curve_verdict_rows, grid_verdict_rows, training_conditions, verdict_bullets,
+                               verdict_row, verdict_rule)
 
 
 def format_value(mean: float, std: float | None = None, digits: int = 4) -> str:
@@ -61,27 +63,29 @@ def comparison_table(a: Mapping[str, float], b: Mapping[str, float], name_a: str
     return markdown_table(header, comparison_rows(a, b, name_a, name_b, std_a, std_b, metrics=metrics))
 
 
-def source_format_table(summary: Mapping[tuple[str, str], Mapping], activation: str,
-                        source: Mapping | None = None, human: Mapping[str, float] | None = None,
-                        metrics: Sequence[str] = METRIC_NAMES) -> str:
-    """The source's table for one activation setting: sum vs star and the
-    "提升" row (star − sum in percentage points, as the source computes it), ours
-    (mean ± std over seeds) and, when given, the source's published rows and the
-    second human observer.
-
-    ``summary`` comes from :func:`summarize_over_seeds`; ``source`` has the layout of
-    :data:`starunet.source.SOURCE_RESULTS` (or None); ``human`` is a metric dict.
+def source_format_table(runs: Sequence[Mapping], activation: str, source: Mapping | None = None,
+                        human: Mapping[str, float] | None = None, metrics: Sequence[str] = METRIC_NAMES) -> str:
+    """The source's table for one activation setting: sum vs star (mean ± std over seeds
+    of ``runs``, the rows of ``metrics.csv``) and the "提升" row, star − sum in percentage
+    points as the source computes it, but **paired by seed**: the mean over the seeds both
+    fusions have of the per-seed difference (a 3-seed mean against a 2-seed mean would mix
+    the seeds' luck into it); then, when given, the source's published rows and the second
+    human observer. ``source`` has the layout of :data:`starunet.source.SOURCE_RESULTS`
+    (or None); ``human`` is a metric dict.
     """
+    summary = summarize_over_seeds(runs)
     pair = [summary.get((f, activation)) for f in FUSIONS_COMPARED]
     if any(p is None for p in pair):
         raise ValueError(f"need both fusions {FUSIONS_COMPARED} with activation {activation!r}; "
                          f"have {sorted(summary)}")
     sum_, star = pair
-    n = min(sum_["n"], star["n"])
+    a, b = ("sum", activation), ("star", activation)
+    paired = {m: pooled_per_seed(runs, m, a, b) for m in metrics}
+    n = len(paired[metrics[0]])
     rows = comparison_rows(sum_["mean"], star["mean"], f"sum (+), ours, {sum_['n']} seed(s)",
-                           f"star (*), ours, {star['n']} seed(s)", sum_["std"], star["std"],
-                           change_label=f"提升 star − sum, ours (points; means of {n} seed(s))",
-                           metrics=metrics)
+                           f"star (*), ours, {star['n']} seed(s)", sum_["std"], star["std"], metrics=metrics)[:2]
+    rows.append([f"提升 star − sum, ours (points; paired by seed, {n} seed(s))",
+                 *(format_points(100 * float(paired[m].mean())) for m in metrics)])
     published = (source or {}).get(activation)
     if published:
         rows += comparison_rows(published["sum"], published["star"], "sum (+), source (published)",
@@ -103,15 +107,18 @@ def summary_table(summary: Mapping[tuple[str, str], Mapping], metrics: Sequence[
 
 def results_markdown(results: GridResults, heading: str = "## Results: sum vs star skip fusion") -> str:
     """A short markdown report of a grid: where it comes from, mean ± std per
-    configuration, and the computed verdict per activation setting."""
+    configuration, and the verdicts of its ``verdicts.csv`` rows (:mod:`starunet.verdicts`)."""
     lines = [heading, "", f"From {results.describe()}.", "",
              "Pooled over the FOV pixels of the test images at threshold 0.5; mean ± std over seeds.", "",
              summary_table(results.summary()), ""]
-    diffs = results.paired_differences()
-    for act in [a for a in ACTIVATIONS_COMPARED if any(d.activation == a for d in diffs)]:
-        lines.append(f"- {verdict_sentence(diffs, act)}")
-    if diffs:
-        lines += ["", "CIs: percentile bootstrap of the per-image difference, resampling seeds and test images."]
+    rows = grid_verdict_rows(results)
+    if rows:
+        lines += ["### Verdicts (`verdicts.csv`)", "", verdict_rule(rows), "",
+                  *verdict_bullets([r for r in rows if r["statistic"] == "pooled"]), "",
+                  "Secondary statistic, for the test-image noise the pooled one cannot show (the committed "
+                  "files keep per-image metrics, not per-image scores, so the pooled metric cannot be "
+                  "recomputed on resampled images):", "",
+                  *verdict_bullets([r for r in rows if r["statistic"] == "per_image"])]
     return "\n".join(lines) + "\n"
 
 
@@ -193,8 +200,10 @@ def training_budget_table(grids: Mapping[str, GridResults], diffs: Mapping[str, 
     over seeds), the paired difference star − sum with its CI and verdict, and how
     long each fusion trained (epochs, best epoch, patches seen; means over seeds).
     Rows of activation ``"none vs relu"`` compare star/none (column star) with
-    sum/relu (column sum)."""
-    header = ["preset", "activation", "metric", "sum", "star", "star − sum [CI]", "verdict",
+    sum/relu (column sum). The difference is the primary (pooled) statistic of
+    :func:`budget_differences`: its mean over the seeds both have, and its interval."""
+    header = ["preset", "activation", "metric", "sum", "star", "star − sum, pooled, paired by seed [interval]",
+              "verdict",
               "sum: epochs (best), patches", "star: epochs (best), patches"]
     rows = []
     for name, chosen in diffs.items():
@@ -204,9 +213,11 @@ def training_budget_table(grids: Mapping[str, GridResults], diffs: Mapping[str, 
             rows.append([name, d.activation, METRIC_LABELS.get(d.metric, d.metric),
                          format_value(sums["mean"][d.metric], sums["std"][d.metric]),
                          format_value(stars["mean"][d.metric], stars["std"][d.metric]),
-                         f"{d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]", d.verdict,
+                         f"{d.mean:+.4f} {_interval(d)}", d.verdict,
                          _training_length(grids[name], *d.config_a), _training_length(grids[name], *d.config_b)])
-    return markdown_table(header, rows, numbers=False)
+    families = ", ".join(f"`{name}` {chosen[0].family} intervals at {100 * chosen[0].level:.2f} % each"
+                         for name, chosen in diffs.items() if chosen)
+    return markdown_table(header, rows, numbers=False) + f"\n\nBonferroni families, one per grid: {families}."
 
 
 def threshold_table(grids: Mapping[str, GridResults]) -> str:
@@ -227,7 +238,7 @@ def threshold_table(grids: Mapping[str, GridResults]) -> str:
     return markdown_table(header, rows, numbers=False)
 
 
-def threshold_report(grids: Mapping[str, GridResults], n_boot: int = 4000, level: float = 0.95) -> str:
+def threshold_report(grids: Mapping[str, GridResults], level: float = 0.95) -> str:
     """Notebook 05's answer to "is the F1 gap only calibration?": :func:`threshold_table`
     and F1 at 0.5 next to F1 at the validation threshold, paired as in
     :func:`budget_differences`. A grid evaluated before the tuned threshold existed gets a
@@ -236,18 +247,25 @@ def threshold_report(grids: Mapping[str, GridResults], n_boot: int = 4000, level
     lines = [f"* `{name}` ({display_path(g.directory)}) has no validation-tuned threshold: {OLDER_EVALUATION}."
              for name, g in grids.items() if name not in tuned]
     if tuned:
-        diffs = budget_differences(tuned, metrics=("f1", "f1_tuned"), n_boot=n_boot, level=level)
+        diffs = budget_differences(tuned, metrics=("f1", "f1_tuned"), level=level)
         lines += ["", threshold_table(tuned), "", training_budget_table(tuned, diffs)]
     return "\n".join(lines).strip() + "\n"
 
 
 def budget_verdicts_markdown(diffs: Mapping[str, Sequence[PairedDifference]]) -> str:
-    """One bullet per grid and activation: :func:`verdict_sentence` of its differences."""
+    """One bullet per grid and comparison (:func:`verdict_bullets`), each grid its own
+    Bonferroni family."""
     lines = []
     for name, chosen in diffs.items():
-        for act in dict.fromkeys(d.activation for d in chosen):
-            lines.append(f"* Preset `{name}`: {verdict_sentence(chosen, act)}")
+        size = max((d.family for d in chosen), default=0)
+        lines += [f"- Preset `{name}` (family of {size}): {line[2:]}"
+                  for line in verdict_bullets([verdict_row(d) for d in chosen])]
     return "\n".join(lines)
+
+
+def _interval(d: PairedDifference) -> str:
+    """``[low, high]``, or why there is none."""
+    return "(one seed, preliminary)" if d.n_seeds < 2 else f"[{d.low:+.4f}, {d.high:+.4f}]"
 
 
 def _parallel_note(p: Mapping) -> str:
@@ -292,6 +310,7 @@ def provenance_readme(results: GridResults) -> str:
         ["grid", f"fusion {' / '.join(p['fusions'])} x activation {' / '.join(p['activations'])}: "
                  f"{p['runs']} runs ({_reuse_note(p)}){_partial_note(p)}"],
         ["test images", f"{len(p['test_ids'])}: {' '.join(p['test_ids'])}"],
+        ["training", training_conditions(p)],
         ["inference", f"`{p['method']}` (whole images; see starunet.evaluate)"],
         ["hardware", p["hardware"]["summary"]],
         ["software", f"torch {p['torch']}, numpy {p['numpy']}, Python {p['python']}, {p['platform']}"],
@@ -311,12 +330,14 @@ def provenance_readme(results: GridResults) -> str:
         "- `metrics.csv`: one row per run, the seven metrics pooled over the test images' FOV pixels "
         "(threshold 0.5); `val_threshold`, the threshold that maximises F1 on the run's validation images, "
         "and F1, Se and Pre of the test images at it (`*_tuned`); plus training facts",
-        "- `per_image.csv`: the same metrics (and `f1_tuned`) per test image (for the paired bootstrap)",
+        "- `per_image.csv`: the same metrics (and `f1_tuned`) per test image (the secondary, per-image statistic)",
         f"- `curves.json`: ROC and PR curve points per run (at most {MAX_CURVE_POINTS} each)",
         "- `inference_methods.csv`: whole-image (`pad`) vs overlapping-tile (`tiles`) inference, timed and "
         "scored once on the first run",
         f"- `predictions/`: probability maps (8-bit PNG) of the first seed's runs on {', '.join(p['panel_ids'])}",
         "- `evaluations/`: per-run evaluation cache (lets a re-run skip finished work)",
+        "- `verdicts.csv`: every comparison's difference, interval, margin and verdict (pooled and per-image; "
+        "`python -m starunet verdicts` recomputes it)",
         "- `provenance.json`: the facts above, machine-readable",
     ])
     return (f"# Grid results: sum vs star skip fusion, with and without ReLU\n\n"
@@ -355,34 +376,10 @@ def format_patches(n: int) -> str:
     return f"{n // 1024}k" if n >= 1024 and n % 1024 == 0 else str(n)
 
 
-def differences_table(diffs: Sequence[tuple[int, PairedDifference]]) -> str:
-    """Markdown: one row per comparison and metric, the mean difference with its CI."""
-    rows = [[f"{d.b} − {d.a}", format_patches(budget), f"{d.n_seeds} × {d.n_images}",
-             METRIC_LABELS.get(d.metric, d.metric), f"{d.mean:+.4f}",
-             f"[{d.low:+.4f}, {d.high:+.4f}]", d.verdict] for budget, d in diffs]
-    header = ["comparison", "budget", "seeds × images", "metric", "difference",
-              f"{100 * diffs[0][1].level:.0f}% CI" if diffs else "CI", "verdict"]
-    return markdown_table(header, rows, numbers=False)
-
-
 def verdict_lines(diffs: Sequence[tuple[int, PairedDifference]]) -> list[str]:
-    """One computed sentence per compared pair: its headline differences and what the
-    CIs say together (with one seed, the CI covers test-image noise only)."""
-    pairs: dict[tuple[str, str], list] = {}
-    for budget, d in diffs:
-        pairs.setdefault((d.b, d.a), []).append((budget, d))
-    lines = []
-    for (b, a), group in pairs.items():
-        budget, first = group[0]
-        verdicts = {d.verdict for _, d in group}  # "<b> better", "<b> worse" or "within noise"
-        overall = (f"{verdicts.pop()} on every headline metric" if len(verdicts) == 1 else
-                   "; ".join(f"{METRIC_LABELS[d.metric]}: {d.verdict}" for _, d in group))
-        noise = ("seeds and test images" if first.n_seeds > 1 else
-                 "test images only (one seed: run-to-run noise not measured)")
-        numbers = ", ".join(f"{METRIC_LABELS[d.metric]} {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]" for _, d in group)
-        lines.append(f"**{b} − {a}** at {format_patches(budget)} patches ({first.n_seeds} seed(s) × "
-                     f"{first.n_images} images, CI over {noise}): {numbers}. Verdict: {overall}.")
-    return lines
+    """One computed sentence per compared pair (``(budget, difference)`` pairs, see
+    :func:`starunet.curves.budget_differences`): :func:`verdict_bullets` of their rows."""
+    return [line[2:] for line in verdict_bullets([verdict_row(d, budget) for budget, d in diffs])]
 
 
 def source_comparison_table(results: CurveResults, source: Mapping[str, Mapping[str, Mapping[str, float]]],
@@ -464,9 +461,10 @@ def runs_table(results: CurveResults) -> str:
     return markdown_table(header, rows)
 
 
-def curves_readme(results: CurveResults, diffs: Sequence[tuple[int, PairedDifference]]) -> str:
+def curves_readme(results: CurveResults) -> str:
     """The generated README of a curves folder: how it was made, then what it holds, and
-    ``diffs`` (:func:`starunet.curves.budget_differences`) as its last table."""
+    the verdicts of its ``verdicts.csv`` rows (:func:`starunet.verdicts.curve_verdict_rows`)."""
+    rows = curve_verdict_rows(results)
     p = results.provenance
     config = p["preset_config"]
     lines = [
@@ -493,8 +491,9 @@ def curves_readme(results: CurveResults, diffs: Sequence[tuple[int, PairedDiffer
         "## Test ROC-AUC per budget", "", curve_table(results, "roc_auc"), "",
         "## Test F1 (threshold 0.5) per budget", "", curve_table(results, "f1"), "",
     ]
-    if diffs:
-        lines += ["## Paired differences at the largest budget reached", "",
-                  "Per test image, paired by seed; 95 % bootstrap CI over seeds and images (with one seed, "
-                  "over test images only: run-to-run noise is not in it).", "", differences_table(diffs), ""]
+    if rows:
+        lines += ["## Paired differences at the largest budget reached (`verdicts.csv`)", "", verdict_rule(rows), "",
+                  *verdict_bullets([r for r in rows if r["statistic"] == "pooled"]), "",
+                  "Secondary statistic (per-image means):", "",
+                  *verdict_bullets([r for r in rows if r["statistic"] == "per_image"]), ""]
     return "\n".join(lines)

@@ -1,4 +1,6 @@
-"""The source experiment as cited data: its settings and its two published tables.
+"""The source experiment as cited data: its settings and its two published tables; and
+the published STARE baselines of Idiap's bob.ip.binseg on the same split, with the
+statistic they report computed for our runs (:func:`mean_image_f1`).
 
 Nothing here was measured by this project. The numbers are those printed in the blog
 post this course reproduces (:data:`SOURCE_CITATION`), entered from the project's
@@ -12,7 +14,7 @@ change; :func:`improvement_points` computes it that way for the source and for u
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from starunet.metrics import METRIC_NAMES
 
@@ -83,3 +85,45 @@ def source_prevalences() -> dict[str, float]:
     """:func:`implied_prevalence` of each of the source's four rows, e.g. ``"sum, none"``."""
     return {f"{fusion}, {activation}": implied_prevalence(row)
             for activation, rows in SOURCE_RESULTS.items() for fusion, row in rows.items()}
+
+
+# Idiap's bob.ip.binseg STARE 'ah' protocol is this course's 10/10 split (train im0001-0005,
+# im0044, im0077, im0081, im0082, im0139; the other 10 for testing). Its published F1 is the
+# mean over the test images of each image's F1, at one threshold chosen on the training
+# images. Cited, not measured here.
+IDIAP_CITATION = ("bob.ip.binseg (Idiap Research Institute), doc/results/baselines: STARE, protocol 'ah', "
+                  "F1 mean over test images at the threshold chosen on the training set")
+IDIAP_STARE_F1: dict[str, float] = {"U-Net": 0.828, "DRIU": 0.828, "HED": 0.815, "M2U-Net": 0.818,
+                                    "Little W-Net (68k parameters)": 0.839, "second annotator": 0.759}
+
+
+def mean_image_f1(per_image_rows: Sequence[Mapping], column: str = "f1_tuned") -> dict[tuple[str, str], list[float]]:
+    """Idiap's statistic for our runs: per configuration ``(fusion, activation)``, one
+    value per seed, the mean over that run's test images of the per-image F1 at the
+    run's validation-chosen threshold (``f1_tuned`` of ``per_image.csv``)."""
+    by_run: dict[tuple[str, str, int], list[float]] = {}
+    for r in per_image_rows:
+        if r.get(column, "") != "":
+            by_run.setdefault((str(r["fusion"]), str(r["activation"]), int(r["seed"])), []).append(float(r[column]))
+    out: dict[tuple[str, str], list[float]] = {}
+    # the grid's order: without ReLU first, sum before star; then other configurations by name
+    def order(item):
+        (fusion, activation, seed), _ = item
+        return activation != "none", activation, fusion != "sum", fusion, seed
+
+    for (fusion, activation, _), values in sorted(by_run.items(), key=order):
+        out.setdefault((fusion, activation), []).append(sum(values) / len(values))
+    return out
+
+
+def baseline_rows(per_image_rows: Sequence[Mapping]) -> list[list[str]]:
+    """Table rows: our configurations in Idiap's statistic (:func:`mean_image_f1`, mean ±
+    std over seeds), then the cited bob.ip.binseg rows."""
+    rows = []
+    for (fusion, activation), values in mean_image_f1(per_image_rows).items():
+        mean = sum(values) / len(values)
+        std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else math.nan
+        spread = "" if math.isnan(std) else f" ± {std:.3f}"
+        rows.append([f"ours: {fusion}/{activation}, {len(values)} seed(s)", f"{mean:.3f}{spread}"])
+    rows += [[f"bob.ip.binseg (cited): {name}", f"{value:.3f}"] for name, value in IDIAP_STARE_F1.items()]
+    return rows

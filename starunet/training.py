@@ -335,7 +335,6 @@ def train(config: TrainConfig, out_dir: str | Path | None = None, *, resume: boo
     forward_model = torch.compile(model) if compile else model
     loader = make_patch_loader(config, train_records, torch_device)
     val_images = validation_images(config, val_records)
-    steps = config.steps_per_epoch()
     done = stopper.should_stop or len(history) >= config.max_epochs  # killed before result.json
     epochs = range(len(history) + 1, 1 if done else config.max_epochs + 1)
 

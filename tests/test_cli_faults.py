@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import shutil
 import subprocess
 import sys
 import time
@@ -266,3 +267,33 @@ def test_ctrl_c_during_the_course_ends_with_one_line(env, tmp_path):
     assert proc.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1].startswith("interrupted: the notebooks finished so far are in")
     assert "Traceback" not in stderr, stderr
+
+
+def test_a_truncated_checkpoint_stops_train_and_reproduce_with_one_line(env, tmp_path):
+    runs_dir = tmp_path / "runs"
+    grid = ["reproduce", "--preset", "smoke", "--seeds", "3", "--fusions", "sum", "--activations", "none",
+            "--device", "cpu", "--runs-dir", str(runs_dir), "--out", str(tmp_path / "grid")]
+    assert starunet(grid, env).returncode == 0
+    run = next((runs_dir / "smoke").iterdir())
+    best = run / "checkpoint_best.pt"
+    best.write_bytes(best.read_bytes()[:1000])  # a copy cut short
+    shutil.rmtree(tmp_path / "grid")  # no cached evaluation: the grid must load the weights
+    line = refused(starunet(grid, env), "checkpoint_best.pt", "is corrupt or truncated", "train it again")
+    assert str(run.name) in line
+    (run / "result.json").unlink()  # now an unfinished run whose resume state is cut short too
+    last = run / "checkpoint_last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    train = ["train", "--preset", "smoke", "--fusion", "sum", "--activation", "none", "--seed", "3",
+             "--device", "cpu", "--out", str(run), "--resume"]
+    refused(starunet(train, env), "checkpoint_last.pt", "is corrupt or truncated", "--force")
+
+
+def test_help_reads_as_plain_text_and_proc_is_named_as_a_system_folder(env, tmp_path):
+    from starunet.preflight import plain_help
+
+    assert plain_help("See :class:`~starunet.x.CourseProgress` and ``python -m x``.") == \
+        "See CourseProgress and 'python -m x'."
+    text = starunet(["course", "--help"], env).stdout
+    assert "``" not in text and ":class:" not in text and "CourseProgress" in text
+    line = refused(starunet(["train", "--preset", "smoke", "--out", "/proc/nope"], env))
+    assert "No such file or directory" not in line and "system folder" in line

@@ -126,7 +126,8 @@ def test_course_summary_adds_the_budget_verdicts_when_a_longer_grid_exists(monke
     text = course.course_summary_markdown()
     assert text.startswith("## Results: sum vs star skip fusion")
     budget = text.split("## Across training budgets (notebook 05, section 9)")[1]
-    assert "* Preset `quick`: Without ReLU" in budget and "* Preset `long`: Without ReLU" in budget
+    assert "- Preset `quick` (family of 3): **star − sum, without ReLU**" in budget
+    assert "- Preset `long` (family of 3): **star − sum, without ReLU**" in budget
     monkeypatch.setattr(course, "budget_grids", lambda results: {"quick": results})
     assert "Across training budgets" not in course.course_summary_markdown()
 

@@ -10,6 +10,7 @@ from starunet.results import CURVES_DIR, FULL_REFERENCE_DIR, CurveResults, load_
 from starunet.presets import PRESETS, preset_config
 from starunet.runs import snapshot_name
 from starunet.training import train
+from starunet.verdicts import curve_verdict_rows, read_verdicts
 
 SMOKE_PAIR = (curves.CurveRun("sum", "none", 2024), curves.CurveRun("star", "none", 2024))
 
@@ -60,14 +61,16 @@ def test_evaluate_curves_writes_reusable_files(tmp_path, stare_records, monkeypa
     assert results.keys() == ["sum-none-seed2024", "star-none-seed2024"]
     assert len(results.history("star-none-seed2024")) == 2
     written = load_curves(out)
-    assert (out / "README.md").read_text() == curves_readme(written, curves.budget_differences(written))
+    assert (out / "README.md").read_text() == curves_readme(written)
+    assert read_verdicts(out) == curve_verdict_rows(written) and read_verdicts(out)[0]["n_seeds"] == "1"
     # a second call reuses every snapshot's evaluation
     monkeypatch.setattr(curves, "evaluate_run", lambda *a, **k: pytest.fail("evaluated again"))
     again = curves.evaluate_curves(runs_dir, out, runs=SMOKE_PAIR, preset="smoke", records=stare_records,
                                    log=lambda m: None)
     assert again.points == results.points
-    diffs = curves.budget_differences(again, n_boot=200)
-    assert [(budget, d.b, d.a) for budget, d in diffs][:1] == [(16, "star/none", "sum/none")]
+    diffs = curves.budget_differences(again)
+    assert [(budget, str(d.config_b), str(d.config_a)) for budget, d in diffs][:1] == [(16, "star/none", "sum/none")]
+    assert {d.verdict for _, d in diffs} == {"inconclusive"}  # one seed: preliminary, no verdict
 
 
 def test_committed_curves_load_and_regenerate_their_readme():
@@ -75,7 +78,7 @@ def test_committed_curves_load_and_regenerate_their_readme():
         pytest.fail("results/curves/ is not committed")
     results = load_curves()
     assert results.points and results.provenance["preset"] == "curves"
-    readme = curves_readme(results, curves.budget_differences(results))
+    readme = curves_readme(results)
     assert (CURVES_DIR / "README.md").read_text(encoding="utf-8") == readme
     budgets = {r["patches"] for r in results.points}
     assert budgets <= set(curves.curve_points(PRESETS["curves"]))

@@ -43,6 +43,9 @@ def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_p
     readme = (out / "README.md").read_text()
     assert "`python -m starunet reproduce --preset smoke`" in readme and torch.__version__ in readme
     assert "**Smoke preset or smoke mode**" in readme  # smoke results say they are no result
+    verdicts = read_csv(out / "verdicts.csv")  # one seed: every comparison preliminary, no verdict
+    assert {(r["n_seeds"], r["verdict"]) for r in verdicts} == {("1", "inconclusive")}
+    assert "one seed, preliminary: no interval, no verdict" in readme
     assert res.provenance["runs_reused"] == res.provenance["evaluations_reused"] == 0 and res.provenance["test_ids"] == list(test_ids)
 
     # the evaluation of a run equals evaluate_run on its run directory
@@ -116,7 +119,9 @@ def test_results_are_read_back_and_summarised(small_grid):
     diffs = res.paired_differences()
     assert {d.activation for d in diffs} == {"none"} and all(d.n_seeds == 2 for d in diffs)
     text = R.results_markdown(res)
-    assert "| sum | none | 2 |" in text and "Verdict:" in text
+    assert "| sum | none | 2 |" in text and "### Verdicts (`verdicts.csv`)" in text
+    assert "**star − sum, without ReLU** (2 seeds, pooled" in text and "3 pooled intervals at 98.33 % each" in text
+    assert [r["statistic"] for r in read_csv(res.directory / "verdicts.csv")] == ["pooled"] * 3 + ["per_image"] * 3
     assert str(res.directory) not in text and "/tmp" not in text  # no machine paths in notebook outputs
 
 

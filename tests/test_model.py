@@ -131,6 +131,22 @@ def test_a_whole_stare_sized_image_works():
     assert logits.shape == (1, 1, 605, 700)
 
 
+@pytest.mark.parametrize("fusion", ["star", "sum"])
+def test_the_default_predicts_at_half_resolution(fusion):
+    """Faithful to the source, the last decoder block runs at H/2 and is upsampled by
+    nearest neighbour into the 1x1 head: every aligned 2x2 block of the output is one
+    value (a cap on 1-2 px capillaries). Fusing the shallowest skip gives full resolution."""
+    x = torch.randn(1, 3, 32, 48)
+    torch.manual_seed(0)
+    half = UNet(fusion=fusion).eval()(x)
+    blocks = half.unfold(2, 2, 2).unfold(3, 2, 2)  # (N, C, H/2, W/2, 2, 2)
+    assert torch.equal(blocks, blocks[..., :1, :1].expand_as(blocks))
+    torch.manual_seed(0)
+    full = UNet(fusion=fusion, use_shallowest_skip=True).eval()(x)
+    blocks = full.unfold(2, 2, 2).unfold(3, 2, 2)
+    assert not torch.allclose(blocks, blocks[..., :1, :1].expand_as(blocks))
+
+
 def test_return_feats_gives_the_fused_features_the_head_reads():
     torch.manual_seed(0)
     model = UNet(fusion="sum", use_shallowest_skip=True, return_feats=True, **SMALL).eval()

@@ -39,3 +39,14 @@ def test_every_source_row_implies_the_same_prevalence():
     row = source.SOURCE_RESULTS["none"]["sum"]
     p = source.implied_prevalence(row)
     assert row["acc"] == pytest.approx(p * row["se"] + (1 - p) * row["sp"])
+
+
+def test_idiap_statistic_is_the_mean_over_test_images_per_run():
+    """bob.ip.binseg's F1: per run the mean over test images of F1 at the chosen threshold;
+    our rows give it per configuration over seeds, beside the cited rows."""
+    rows = [{"fusion": "sum", "activation": "none", "seed": seed, "image_id": f"im{i}", "f1_tuned": value}
+            for seed, values in ((1, (0.6, 0.8)), (2, (0.7, 0.9))) for i, value in enumerate(values)]
+    assert source.mean_image_f1(rows) == {("sum", "none"): pytest.approx([0.7, 0.8])}
+    table = source.baseline_rows(rows)
+    assert table[0] == ["ours: sum/none, 2 seed(s)", "0.750 ± 0.071"]
+    assert ["bob.ip.binseg (cited): U-Net", "0.828"] in table and len(table) == 1 + len(source.IDIAP_STARE_F1)

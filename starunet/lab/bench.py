@@ -205,8 +205,7 @@ def peak_candidates(device: torch.device, dtype: torch.dtype) -> dict[str, tuple
 
 
 def bf16_is_native(device: torch.device) -> bool:
-    """Whether bf16 rows are worth timing: a GPU with bf16, or a CPU that computes it in
-    hardware (elsewhere oneDNN emulates it, slower than fp32)."""
+    """bf16 rows are timed on GPUs with bf16 and CPUs with it in hardware (else emulated, slow)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return device.type == "cpu" and native_bf16_cpu()

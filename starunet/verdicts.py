@@ -1,0 +1,275 @@
+"""``verdicts.csv``: every verdict a results folder supports, machine-readable.
+
+A grid folder (``results/reference``, ``long``, ``full``) and a learning-curves folder
+(``results/curves``) each get one, written by the code that writes the folder
+(:func:`starunet.grid.write_grid_provenance`, :func:`starunet.curves.evaluate_curves`)
+and regenerated for committed folders by ``python -m starunet verdicts FOLDER...``.
+Each row is one :class:`~starunet.stats.PairedDifference`: the primary ``pooled``
+statistic first, then the secondary ``per_image`` one, each its own Bonferroni family
+over the headline metrics of every comparison in the folder. The READMEs' verdict
+tables and sentences are rendered from these rows (:mod:`starunet.report`), and
+``tests/test_verdicts.py`` checks that the committed files match the committed metrics.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from starunet.config import PROJECT_ROOT, display_path
+from starunet.io import read_csv, write_csv_atomic, write_text_atomic
+from starunet.results import (CURVES_DIR, FULL_REFERENCE_DIR, LONG_REFERENCE_DIR, REFERENCE_DIR, CurveResults,
+                              GridResults, load_curves, load_results)
+from starunet.source import SOURCE_RESULTS
+from starunet.stats import (HEADLINE_METRICS, MARGINS, METRIC_LABELS, PairedDifference, differences, grid_pairs, per_image_differences,
+                            per_image_matrix, pooled_differences, pooled_per_seed)
+
+VERDICTS_FILE = "verdicts.csv"
+COLUMNS = ["comparison", "config_a", "config_b", "metric", "statistic", "n_seeds", "n_images", "estimate", "low",
+           "high", "margin", "verdict", "adjusted_level"]
+
+# The comparisons of the learning curves (notebook 06), each at the largest budget both
+# configurations reached: (a, b), each (fusion, activation).
+CURVE_COMPARISONS: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = (
+    (("sum", "none"), ("star", "none")),
+    (("sum", "none"), ("star_bn", "none")),
+    (("sum", "none"), ("sum_star_bn", "none")),
+    (("sum", "relu"), ("star", "relu")),
+    (("sum", "relu"), ("star", "none")),
+    (("sum", "relu"), ("sum_star_bn", "none")),
+)
+
+
+def grid_differences(results: GridResults, metrics: Sequence[str] = HEADLINE_METRICS) -> list[PairedDifference]:
+    """Every comparison the grid answers (:func:`~starunet.stats.grid_pairs`): the pooled
+    statistic, then the per-image one."""
+    pairs = grid_pairs(results.summary())
+    if not pairs:
+        return []
+    return pooled_differences(results.runs, pairs, metrics) + per_image_differences(results.per_image, pairs, metrics)
+
+
+def curve_differences(results: CurveResults, statistic: str = "pooled", comparisons=CURVE_COMPARISONS,
+                      metrics: Sequence[str] = HEADLINE_METRICS, level: float = 0.95) -> list[tuple[int, PairedDifference]]:
+    """Each comparison at the largest budget both configurations reached (with a shared
+    seed), one Bonferroni family; comparisons with a configuration not scored yet are
+    left out. Returns ``(budget, difference)`` pairs."""
+    items, budgets = [], []
+    for a, b in comparisons:
+        try:
+            budget = results.largest_common_budget([a, b])
+        except ValueError:
+            continue
+        rows = [r for r in (results.points if statistic == "pooled" else results.per_image)
+                if r["patches"] == budget]
+        for m in metrics:
+            try:
+                data = pooled_per_seed(rows, m, a, b) if statistic == "pooled" else per_image_matrix(rows, m, a, b)
+            except ValueError:
+                continue  # one of the two has no run at this budget with a shared seed
+            items.append((a, b, m, data))
+            budgets.append(budget)
+    diffs = differences(items, statistic, level, n_images=len(results.provenance.get("test_ids", [])))
+    return list(zip(budgets, diffs))
+
+
+def verdict_row(d: PairedDifference, budget: int | None = None) -> dict:
+    """One row of ``verdicts.csv`` (numbers as text, 6 decimals; NaN bounds left empty)."""
+    def number(x: float) -> str:
+        return "" if x != x else f"{x:.6f}"
+
+    at = f" at {budget:,} patches" if budget is not None else ""
+    return {"comparison": d.comparison + at, "config_a": str(d.config_a), "config_b": str(d.config_b),
+            "metric": d.metric, "statistic": d.statistic, "n_seeds": str(d.n_seeds), "n_images": str(d.n_images),
+            "estimate": number(d.mean), "low": number(d.low), "high": number(d.high), "margin": number(d.margin),
+            "verdict": d.verdict, "adjusted_level": f"{d.level:.6f}"}
+
+
+def grid_verdict_rows(results: GridResults) -> list[dict]:
+    return [verdict_row(d) for d in grid_differences(results)]
+
+
+def curve_verdict_rows(results: CurveResults) -> list[dict]:
+    return [verdict_row(d, budget) for statistic in ("pooled", "per_image")
+            for budget, d in curve_differences(results, statistic)]
+
+
+def folder_verdict_rows(folder: str | Path) -> list[dict]:
+    """The rows ``verdicts.csv`` of a grid or curves folder should hold, computed from
+    its metrics."""
+    folder = Path(folder)
+    if (folder / "points.csv").is_file():
+        return curve_verdict_rows(load_curves(folder))
+    return grid_verdict_rows(load_results(folder))
+
+
+def write_verdicts(folder: str | Path, rows: Sequence[dict] | None = None) -> Path:
+    """Write ``verdicts.csv`` into a grid or curves folder (``rows`` default: computed)."""
+    path = Path(folder) / VERDICTS_FILE
+    write_csv_atomic(path, list(folder_verdict_rows(folder) if rows is None else rows), COLUMNS)
+    return path
+
+
+def read_verdicts(folder: str | Path) -> list[dict]:
+    """The rows of a folder's ``verdicts.csv``, as text."""
+    return read_csv(Path(folder) / VERDICTS_FILE)
+
+
+def _family(rows: Sequence[Mapping]) -> tuple[int, float]:
+    """The Bonferroni family size and each interval's level, read back from the rows."""
+    levels = [float(r["adjusted_level"]) for r in rows if int(r["n_seeds"]) > 1]
+    return (round(0.05 / (1 - levels[0])), levels[0]) if levels else (0, 0.95)
+
+
+def verdict_rule(rows: Sequence[Mapping]) -> str:
+    """How the verdicts of ``rows`` were decided, with the margins and the family sizes."""
+    margins = ", ".join(f"{METRIC_LABELS[m]} ±{MARGINS[m].value:g}" for m in HEADLINE_METRICS)
+    families = []
+    for statistic in ("pooled", "per_image"):
+        size, level = _family([r for r in rows if r["statistic"] == statistic])
+        if size:
+            families.append(f"{size} {statistic.replace('_', '-')} intervals at {100 * level:.2f} % each")
+    return ("Each verdict: *equivalent* when the interval lies inside the declared margin "
+            f"({margins}; `starunet.stats.MARGINS`), else *better* or *worse* when it excludes 0, else "
+            "*inconclusive*; a comparison with one seed has no run-to-run interval and no verdict (one seed, "
+            "preliminary). Bonferroni over each family shown together, so that all its intervals hold at "
+            f"95 % together: {'; '.join(families) or 'no interval'}.")
+
+
+def verdict_bullets(rows: Sequence[Mapping]) -> list[str]:
+    """One bullet per comparison of ``rows`` (``verdicts.csv`` rows of one statistic): its
+    headline differences with their intervals and verdicts, computed, never typed."""
+    groups: dict[tuple[str, str], list[Mapping]] = {}
+    for r in rows:
+        groups.setdefault((r["statistic"], r["comparison"]), []).append(r)
+    lines = []
+    for (statistic, comparison), group in groups.items():
+        first = group[0]
+        n, images = int(first["n_seeds"]), first["n_images"]
+        what, interval = ((f"pooled over the FOV pixels of {images} test images", ", t-interval over seeds")
+                          if statistic == "pooled" else
+                          (f"mean per-image difference over {images} test images", ", interval over seeds and images"))
+        if n < 2:
+            values = ", ".join(f"{METRIC_LABELS.get(r['metric'], r['metric'])} {float(r['estimate']):+.4f}"
+                               for r in group)
+            lines.append(f"- **{comparison}** ({what}): {values}; one seed, preliminary: no interval, no verdict.")
+            continue
+        values = "; ".join(f"{METRIC_LABELS.get(r['metric'], r['metric'])} {float(r['estimate']):+.4f} "
+                           f"[{float(r['low']):+.4f}, {float(r['high']):+.4f}] {r['verdict']}" for r in group)
+        lines.append(f"- **{comparison}** ({n} seeds, {what}{interval}): {values}.")
+    return lines
+
+
+# The committed folders whose verdicts the top-level README shows, by the name it uses.
+COMMITTED_FOLDERS = {"quick": REFERENCE_DIR, "long": LONG_REFERENCE_DIR, "full": FULL_REFERENCE_DIR, "curves": CURVES_DIR}
+FINDINGS_BEGIN = "<!-- findings: generated by starunet.verdicts.findings_markdown(); do not edit by hand -->"
+FINDINGS_END = "<!-- end of findings -->"
+
+
+def _cell(r: Mapping) -> str:
+    """One pooled verdict as a table cell."""
+    if int(r["n_seeds"]) < 2:
+        return f"{float(r['estimate']):+.4f} (one seed, preliminary)"
+    return f"{float(r['estimate']):+.4f} [{float(r['low']):+.4f}, {float(r['high']):+.4f}] {r['verdict']}"
+
+
+def training_conditions(provenance: Mapping) -> str:
+    """How a folder's runs were trained, in the terms a comparison across folders must
+    name besides the budget: epoch size, stopping, device and precision (training ran in
+    bf16 autocast on CUDA and fp32 on CPU; evaluation is fp32 everywhere)."""
+    c = provenance["preset_config"]
+    devices = provenance.get("trained_on") or [provenance.get("hardware", {}).get("summary", "?")]
+    precision = provenance.get("precision") or ("bf16 autocast" if all(d.startswith("cuda") for d in devices)
+                                                else "fp32")
+    stop = (f"up to {c['max_epochs']} epochs, early stopping with patience {c['patience']}"
+            if c["patience"] < c["max_epochs"] else f"{c['max_epochs']} epochs, no early stopping")
+    return f"{c['samples_per_epoch']:,}-patch epochs, {stop}; {'; '.join(devices)}, {precision}"
+
+
+def _provenance(folder: Path) -> dict:
+    return json.loads((Path(folder) / "provenance.json").read_text(encoding="utf-8"))
+
+
+def source_line(folders: Mapping[str, Path]) -> str:
+    """Where the source's published star − sum differences (its 提升 rows) fall against our
+    pooled intervals of the same comparisons, counted over ``folders``."""
+    inside, outside = 0, []
+    for name, folder in folders.items():
+        for r in read_verdicts(folder):
+            a, b = r["config_a"].split("/"), r["config_b"].split("/")
+            published = SOURCE_RESULTS.get(a[1]) if (a[0], b[0]) == ("sum", "star") and a[1] == b[1] else None
+            if r["statistic"] != "pooled" or published is None or int(r["n_seeds"]) < 2:
+                continue
+            theirs = published["star"][r["metric"]] - published["sum"][r["metric"]]
+            if float(r["low"]) <= theirs <= float(r["high"]):
+                inside += 1
+            else:
+                outside.append(f"{r['comparison']} at `{name}` on {METRIC_LABELS[r['metric']]} ({theirs:+.4f})")
+    return (f"The source's published star − sum differences lie inside {inside} of our "
+            f"{inside + len(outside)} pooled intervals of the same comparisons"
+            + (f"; outside: {'; '.join(outside)}." if outside else "."))
+
+
+def findings_markdown(folders: Mapping[str, Path] | None = None) -> str:
+    """The top-level README's findings: per folder and comparison, the pooled headline
+    verdicts of its ``verdicts.csv``, then what they add up to, counted, never typed."""
+    folders = COMMITTED_FOLDERS if folders is None else folders
+    metrics = list(HEADLINE_METRICS)
+    lines = ["| results | comparison (pooled, paired by seed) | seeds | "
+             + " | ".join(METRIC_LABELS[m] for m in metrics) + " |",
+             "| :--- | :--- | ---: | " + " | ".join(":---" for _ in metrics) + " |"]
+    decided, widths = [], {m: [] for m in metrics}
+    for name, folder in folders.items():
+        rows = [r for r in read_verdicts(folder) if r["statistic"] == "pooled" and r["metric"] in metrics]
+        groups: dict[str, dict[str, Mapping]] = {}
+        for r in rows:
+            groups.setdefault(r["comparison"], {})[r["metric"]] = r
+            if int(r["n_seeds"]) > 1:
+                widths[r["metric"]].append((float(r["high"]) - float(r["low"])) / 2)
+                if r["verdict"] != "inconclusive":
+                    decided.append(f"{r['comparison']} at `{name}` on {METRIC_LABELS[r['metric']]}: {r['verdict']}")
+        for comparison, by_metric in groups.items():
+            first = next(iter(by_metric.values()))
+            lines.append(f"| `{name}` | {comparison} | {first['n_seeds']} | "
+                         + " | ".join(_cell(by_metric[m]) if m in by_metric else "" for m in metrics) + " |")
+    n_intervals = sum(map(len, widths.values()))
+    summary = (f"Of these {n_intervals} intervals with at least two seeds, "
+               + (f"{len(decided)} decide a verdict ({'; '.join(decided)}); the others are inconclusive."
+                  if decided else "none decides a verdict: all are inconclusive."))
+    spread = "; ".join(f"{METRIC_LABELS[m]} ±{min(w):.3f} to ±{max(w):.3f} (margin ±{MARGINS[m].value:g})"
+                       for m, w in widths.items() if w)
+    conditions = "; ".join(f"`{name}`: {training_conditions(_provenance(folder))}" for name, folder in folders.items())
+    return "\n".join([FINDINGS_BEGIN, "", *lines, "", summary,
+                      f"The intervals' half-widths: {spread}.", source_line(folders),
+                      f"The folders differ in more than the training budget ({conditions}).", "", FINDINGS_END])
+
+
+def write_findings(readme: str | Path = PROJECT_ROOT / "README.md") -> None:
+    """Replace the findings block of ``readme`` (between its markers) by
+    :func:`findings_markdown` of the committed folders."""
+    text = Path(readme).read_text(encoding="utf-8")
+    start, end = text.index(FINDINGS_BEGIN), text.index(FINDINGS_END) + len(FINDINGS_END)
+    write_text_atomic(readme, text[:start] + findings_markdown() + text[end:])
+
+
+def cli(argv: Sequence[str]) -> int:
+    """``python -m starunet verdicts FOLDER...``: (re)write each folder's verdicts.csv."""
+    parser = argparse.ArgumentParser(prog="python -m starunet verdicts",
+                                     description="Recompute verdicts.csv of grid or learning-curve folders "
+                                                 "from their metrics (e.g. results/full results/curves).")
+    parser.add_argument("folders", type=Path, nargs="+", metavar="FOLDER")
+    parser.add_argument("--readme", action="store_true",
+                        help="then regenerate the findings block of the top-level README.md from the committed folders")
+    args = parser.parse_args(list(argv))
+    for folder in args.folders:
+        try:
+            path = write_verdicts(folder)
+        except (FileNotFoundError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"verdicts -> {display_path(path)}")
+    if args.readme:
+        write_findings()
+    return 0

@@ -1,0 +1,92 @@
+"""Tests of starunet.verdicts: the committed verdicts.csv files are what the code computes
+from the committed metrics, and the command that rewrites them."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from starunet import verdicts as V
+from starunet.cli import main
+from starunet.results import CURVES_DIR, FULL_REFERENCE_DIR, LONG_REFERENCE_DIR, REFERENCE_DIR
+from starunet.stats import MARGINS, VERDICTS
+
+COMMITTED = [REFERENCE_DIR, LONG_REFERENCE_DIR, FULL_REFERENCE_DIR, CURVES_DIR]
+
+
+@pytest.mark.parametrize("folder", COMMITTED, ids=lambda p: p.name)
+def test_committed_verdicts_match_the_committed_metrics(folder):
+    rows = V.read_verdicts(folder)
+    assert rows == V.folder_verdict_rows(folder), f"rerun: python -m starunet verdicts {folder.name}"
+    assert list(rows[0]) == V.COLUMNS
+    assert {r["statistic"] for r in rows} == {"pooled", "per_image"}
+    for r in rows:
+        assert r["verdict"] in VERDICTS and float(r["margin"]) == MARGINS[r["metric"]].value
+        if int(r["n_seeds"]) < 2:  # one seed, preliminary: no interval, no verdict
+            assert (r["low"], r["high"], r["verdict"]) == ("", "", "inconclusive")
+        else:
+            assert float(r["low"]) <= float(r["estimate"]) <= float(r["high"])
+
+
+def test_the_grid_readme_shows_the_verdicts_it_was_made_with():
+    readme = (FULL_REFERENCE_DIR / "README.md").read_text(encoding="utf-8")
+    for r in V.read_verdicts(FULL_REFERENCE_DIR):
+        if r["statistic"] == "pooled":
+            assert f"[{float(r['low']):+.4f}, {float(r['high']):+.4f}] {r['verdict']}" in readme
+
+
+def test_the_command_rewrites_a_folders_verdicts(tmp_path, capsys):
+    folder = tmp_path / "full"
+    shutil.copytree(FULL_REFERENCE_DIR, folder)
+    (folder / V.VERDICTS_FILE).unlink()
+    assert main(["verdicts", str(folder)]) == 0
+    assert V.read_verdicts(folder) == V.read_verdicts(FULL_REFERENCE_DIR)
+    assert main(["verdicts", str(tmp_path / "nothing")]) == 2
+    assert "no metrics.csv" in capsys.readouterr().err
+
+
+def test_the_top_level_readme_shows_the_findings_the_verdicts_hold():
+    """README's findings table and its counted summary are generated from the committed
+    verdicts.csv files, never typed."""
+    from starunet.config import PROJECT_ROOT
+
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    assert V.findings_markdown() in readme, "rerun: python -m starunet verdicts results/* --readme"
+    for phrase in ("slightly better", "slightly worse", "not worse", "within noise"):
+        assert phrase not in readme.split("## Two commands")[0].replace('"' + phrase + '"', "")
+
+
+def test_notebook_05s_calibration_reading_holds_for_the_committed_grids():
+    """Notebook 05 says every network's validation threshold is below 0.5 and that F1 at it
+    is higher than at 0.5 for every configuration (means over seeds): checked here."""
+    from starunet.results import load_results
+
+    for folder in COMMITTED[:3]:
+        for s in load_results(folder).summary().values():
+            assert s["mean"]["val_threshold"] < 0.5 and s["mean"]["f1_tuned"] > s["mean"]["f1"]
+
+
+def test_the_numbers_typed_in_notebooks_05_and_06_match_the_committed_results():
+    """The few numbers the notebooks' prose states (the full grid's epochs, notebook 06's
+    validation swings of seed 2024) are read back from the committed files here."""
+    import nbformat
+
+    from starunet.config import PROJECT_ROOT
+    from starunet.results import load_curves, load_results
+
+    def prose(name: str) -> str:
+        nb = nbformat.read(PROJECT_ROOT / "notebooks" / name, as_version=4)
+        return " ".join(c.source for c in nb.cells if c.cell_type == "markdown")
+
+    full = load_results(FULL_REFERENCE_DIR).runs
+    epochs = sorted(int(r["epochs"]) for r in full)
+    per_epoch = 2000
+    assert f"{epochs[0]}–{epochs[-1]} epochs" in prose("05_metric_comparison.ipynb")
+    assert f"{epochs[0] * per_epoch:,}–{epochs[-1] * per_epoch:,} patches" in prose("06_learning_curves.ipynb")
+    swing = {(r["fusion"], r["activation"]): r["val_pr_auc_swing"] for r in load_curves(CURVES_DIR).runs
+             if int(r["seed"]) == 2024}
+    text = " ".join(prose("06_learning_curves.ipynb").split())
+    sentence = (f"(median change {swing['star', 'none']:.3f} against {swing['sum', 'none']:.3f}), the normalised "
+                f"products a little less ({swing['star_bn', 'none']:.3f}, {swing['sum_star_bn', 'none']:.3f}); "
+                f"with ReLU both swing about a third as much ({swing['sum', 'relu']:.3f})")
+    assert sentence in text and f"{swing['star', 'relu']:.3f}" == f"{swing['sum', 'relu']:.3f}"
