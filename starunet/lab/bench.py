@@ -39,7 +39,7 @@ import torch.nn.functional as F
 
 from starunet.config import PROJECT_ROOT, default_runs_dir, smoke_mode
 from starunet.io import write_csv_atomic, write_text_atomic
-from starunet.preflight import check_positive, check_writable_dir, cli_message
+from starunet.preflight import check_positive, check_writable_dir, cli_message, plain_help
 from starunet.stats import ACTIVATIONS_COMPARED, FUSIONS_COMPARED
 from starunet.device import DEVICE_CHOICES, autocast_bf16, native_bf16_cpu, training_autocast
 
@@ -427,7 +427,7 @@ def to_markdown(rows: list[Row], env: dict[str, str], command: str) -> str:
 def cli(argv: list[str]) -> int:
     from starunet.device import select_device
 
-    parser = argparse.ArgumentParser(prog="python -m starunet bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m starunet bench", description=plain_help(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="default: auto")
     parser.add_argument("--large-batches", type=int, nargs="+", default=None,

@@ -50,6 +50,7 @@ from typing import Sequence
 
 from starunet.config import PROJECT_ROOT
 from starunet.io import atomic_path, write_json_atomic, write_text_atomic
+from starunet.preflight import plain_help
 from starunet.lab.session_plan import Assumptions, Plan, Timing, Work, plan_session
 
 STEPS = ("tests", "bench", "grid", "curves")  # after env and probe, in this order
@@ -453,7 +454,7 @@ def _run_steps(session: Session, args: argparse.Namespace, preset: str, device: 
 
 
 def cli(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m starunet gpu-session", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m starunet gpu-session", description=plain_help(__doc__),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true",
                         help="rehearse on the CPU: smoke preset, everything in a temporary folder")
