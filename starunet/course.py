@@ -30,10 +30,10 @@ from starunet.config import PROJECT_ROOT, smoke_mode
 from starunet.io import read_csv, write_text_atomic
 from starunet.preflight import plain_help
 from starunet.report import (budget_verdicts_markdown, markdown_table, reference_comparison_markdown,
-                             results_markdown)
+                             results_markdown, run_results_markdown)
 from starunet.results import (REFERENCE_DIR, budget_grids, course_check_dir, find_results, load_results,
                               own_results_dir)
-from starunet.stats import budget_differences
+from starunet.stats import ACTIVATIONS_COMPARED, FUSIONS_COMPARED, budget_differences
 from starunet.widgets import STATIC_TEXT, WIDGET_VIEW
 
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
@@ -247,16 +247,44 @@ def check_course_folders(out: Path, inplace: bool) -> None:
         check_writable_dir(default_data_root(), "data cache folder", "STARUNET_DATA")
 
 
+# What notebook 04 trains (its parameters cell): the 2x2 grid, one seed.
+COURSE_PRESET, COURSE_SEED = "fast", 2024
+
+
+def own_training_markdown() -> str:
+    """The reader's own runs of notebook 04 (the 2x2 grid of :data:`COURSE_PRESET`, seed
+    :data:`COURSE_SEED`; the smoke preset in smoke mode) that have finished: what this
+    course run trained, first in the summary."""
+    from starunet.presets import preset_config
+    from starunet.runs import cached_result, run_dir_for
+
+    preset = "smoke" if smoke_mode() else COURSE_PRESET
+    found = {}
+    for fusion in FUSIONS_COMPARED:
+        for activation in ACTIVATIONS_COMPARED:
+            config = preset_config(preset, fusion=fusion, activation=activation, seed=COURSE_SEED)
+            result = cached_result(run_dir_for(config), config)
+            if result is not None:
+                found[f"{fusion}-{activation}"] = result
+    if not found:
+        return (f"## Your training runs (notebook 04)\n\nNo finished `{preset}` run of seed {COURSE_SEED} "
+                "in the runs folder: notebook 04 trains them.\n\n")
+    return (f"## Your training runs (notebook 04)\n\nPreset `{preset}`, seed {COURSE_SEED}; the validation "
+            "metrics choose the checkpoint (two images), the test metrics are below and in notebook 05.\n\n"
+            f"{run_results_markdown(found)}\n\n")
+
+
 def course_summary_markdown() -> str:
     """The results section of the course's ``summary.md``: the grid notebook 05 shows,
     the reader's own runs beside the reference when there are any, and, when a
     longer-trained grid exists (:func:`starunet.results.budget_grids`), the verdicts of
     notebook 05 section 9 for every budget."""
+    text = own_training_markdown()
     try:
         results = find_results()
     except FileNotFoundError as err:
-        return f"## Results: sum vs star skip fusion\n\nNo grid results found: {err}\n"
-    text = results_markdown(results)
+        return text + f"## Results: sum vs star skip fusion\n\nNo grid results found: {err}\n"
+    text += results_markdown(results)
     own_dir = own_results_dir() if results.kind == "own" else course_check_dir()
     if (own_dir / "metrics.csv").is_file():
         own, reference = load_results(own_dir), load_results(REFERENCE_DIR, kind="reference")
@@ -298,7 +326,9 @@ def run_course(out: Path, only: list[str] | None = None, inplace: bool = False,
             print(f"  html -> {export_html(dst, out / nb_path.with_suffix('.html').name)}", flush=True)
         timings.append((nb_path.name, seconds))
     lines = ["# starunet course run", "",
-             f"Mode: {'smoke (STARUNET_SMOKE=1)' if smoke_mode() else 'normal'}; "
+             ("Mode: smoke (STARUNET_SMOKE=1): tiny data and a few steps, a check of the pipeline whose numbers "
+              "mean nothing; " if smoke_mode() else "Mode: the full course (every notebook trains and scores for "
+              "real, not the smoke check that CI runs); ") +
              f"Python {sys.version.split()[0]}; {time.strftime('%Y-%m-%d %H:%M')}.", "",
              markdown_table(["notebook", "seconds"], [[name, f"{sec:.0f}"] for name, sec in timings])]
     summary = "\n".join(lines) + "\n\n" + course_summary_markdown()

@@ -123,6 +123,7 @@ def test_course_summary_adds_the_budget_verdicts_when_a_longer_grid_exists(monke
     monkeypatch.setattr(course, "course_check_dir", lambda: tmp_path / "no-course-check")
     monkeypatch.setattr(course, "find_results", lambda: quick)
     monkeypatch.setattr(course, "budget_grids", lambda results: {"quick": results, "long": long})
+    monkeypatch.setattr(course, "own_training_markdown", lambda: "")
     text = course.course_summary_markdown()
     assert text.startswith("## Results: sum vs star skip fusion")
     budget = text.split("## Across training budgets (notebook 05, section 9)")[1]
@@ -130,6 +131,21 @@ def test_course_summary_adds_the_budget_verdicts_when_a_longer_grid_exists(monke
     assert "- Preset `long` (family of 3): **star − sum, without ReLU**" in budget
     monkeypatch.setattr(course, "budget_grids", lambda results: {"quick": results})
     assert "Across training budgets" not in course.course_summary_markdown()
+
+
+def test_course_summary_opens_with_the_readers_own_runs(monkeypatch, tmp_path, stare_records):
+    from starunet import runs
+    from starunet.presets import preset_config
+    from starunet.training import train
+
+    monkeypatch.setenv("STARUNET_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setattr(course, "find_results", lambda: (_ for _ in ()).throw(FileNotFoundError("none here")))
+    assert "No finished `smoke` run of seed 2024" in course.course_summary_markdown()
+    config = preset_config("smoke", fusion="sum", activation="none", seed=course.COURSE_SEED)
+    train(config, runs.run_dir_for(config), records=stare_records, device="cpu", progress=False)
+    text = course.course_summary_markdown()
+    assert text.startswith("## Your training runs (notebook 04)") and "| sum-none |" in text
+    assert text.index("## Your training runs") < text.index("No grid results found")
 
 
 def test_saved_listings_show_the_code_as_it_is_now():
