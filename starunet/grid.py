@@ -397,6 +397,9 @@ def write_grid_provenance(out: Path, provenance: dict) -> GridResults:
     provenance = {**provenance,
                   "train_seconds_total": round(sum(float(r["train_seconds"]) for r in rows), 1),
                   "eval_seconds_total": round(sum(float(r["eval_seconds"]) for r in rows), 1)}
+    precisions = sorted({r["precision"] for r in rows if r.get("precision")})  # absent before it was recorded
+    if precisions:
+        provenance["precision"] = ", ".join(precisions) + " training steps, fp32 evaluation"
     write_json_atomic(out / "provenance.json", provenance)
     results = load_results(out, kind="reference" if is_committed_grid(out) else "own")
     write_verdicts(out, grid_verdict_rows(results))  # verdicts.csv: what the README's verdicts say
