@@ -54,14 +54,23 @@ METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
 PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels
 
 
+def own_grid(reference: GridResults) -> tuple[list[str], list[str]]:
+    """The fusions and activations of ``reference`` that notebook 04 trains (the 2x2 of
+    :data:`~starunet.stats.FUSIONS_COMPARED` x :data:`~starunet.stats.ACTIVATIONS_COMPARED`):
+    a wider reference (``results/fast`` adds the normalised products) is compared on those."""
+    p = reference.provenance
+    return ([f for f in p.get("fusions", FUSIONS_COMPARED) if f in FUSIONS_COMPARED],
+            [a for a in p.get("activations", ACTIVATIONS_COMPARED) if a in ACTIVATIONS_COMPARED])
+
+
 def finished_reference_seeds(reference: GridResults, runs_dir: str | Path | None = None) -> list[int]:
-    """The seeds of ``reference`` whose whole fusion x activation grid the reader has
-    trained (finished runs of the same configs, e.g. by notebook 04) under ``runs_dir``."""
+    """The seeds of ``reference`` whose whole :func:`own_grid` the reader has trained
+    (finished runs of the same configs, e.g. by notebook 04) under ``runs_dir``."""
 
     p = reference.provenance
-    fusions, activations = p.get("fusions", FUSIONS_COMPARED), p.get("activations", ACTIVATIONS_COMPARED)
+    fusions, activations = own_grid(reference)
     preset = p.get("preset")
-    if preset is None:
+    if preset is None or not fusions or not activations:
         return []
 
     def finished(seed: int) -> bool:
@@ -80,8 +89,9 @@ def own_runs_beside_reference(reference: GridResults, records: Sequence | None =
     if not seeds:
         return None
     p = reference.provenance
-    return reproduce(p["preset"], seeds, out=out or course_check_dir(), fusions=p["fusions"],
-                     activations=p["activations"], runs_dir=runs_dir, method=p.get("method", DEFAULT_METHOD),
+    fusions, activations = own_grid(reference)
+    return reproduce(p["preset"], seeds, out=out or course_check_dir(), fusions=fusions,
+                     activations=activations, runs_dir=runs_dir, method=p.get("method", DEFAULT_METHOD),
                      records=records, log=log or (lambda message: None), overwrite=True,
                      command=f"python -m starunet reproduce --preset {p['preset']} --seeds "
                              f"{' '.join(map(str, seeds))}")
