@@ -31,7 +31,7 @@ from starunet.io import read_csv, write_text_atomic
 from starunet.preflight import plain_help
 from starunet.report import (budget_verdicts_markdown, markdown_table, reference_comparison_markdown,
                              results_markdown, run_results_markdown)
-from starunet.results import (REFERENCE_DIR, budget_grids, course_check_dir, find_results, load_results,
+from starunet.results import (budget_grids, course_check_dir, course_reference, find_results, load_results,
                               own_results_dir)
 from starunet.stats import ACTIVATIONS_COMPARED, FUSIONS_COMPARED, budget_differences
 from starunet.widgets import STATIC_TEXT, WIDGET_VIEW
@@ -287,7 +287,7 @@ def course_summary_markdown() -> str:
     text += results_markdown(results)
     own_dir = own_results_dir() if results.kind == "own" else course_check_dir()
     if (own_dir / "metrics.csv").is_file():
-        own, reference = load_results(own_dir), load_results(REFERENCE_DIR, kind="reference")
+        own, reference = load_results(own_dir), course_reference()
         text += ("\n## Your runs beside the reference (notebook 05, section 1)\n\n"
                  f"{reference_comparison_markdown(own, reference)}")
     grids = budget_grids(results)

@@ -52,14 +52,23 @@ METRICS_COLUMNS = ["fusion", "activation", "seed", *METRIC_NAMES]
 PANEL_COUNT = 2  # test images saved as prediction PNGs for the qualitative panels
 
 
+def own_grid(reference: GridResults) -> tuple[list[str], list[str]]:
+    """The fusions and activations of ``reference`` that notebook 04 trains (the 2x2 of
+    :data:`~starunet.stats.FUSIONS_COMPARED` x :data:`~starunet.stats.ACTIVATIONS_COMPARED`):
+    a wider reference (``results/fast`` adds the normalised products) is compared on those."""
+    p = reference.provenance
+    return ([f for f in p.get("fusions", FUSIONS_COMPARED) if f in FUSIONS_COMPARED],
+            [a for a in p.get("activations", ACTIVATIONS_COMPARED) if a in ACTIVATIONS_COMPARED])
+
+
 def finished_reference_seeds(reference: GridResults, runs_dir: str | Path | None = None) -> list[int]:
-    """The seeds of ``reference`` whose whole fusion x activation grid the reader has
-    trained (finished runs of the same configs, e.g. by notebook 04) under ``runs_dir``."""
+    """The seeds of ``reference`` whose whole :func:`own_grid` the reader has trained
+    (finished runs of the same configs, e.g. by notebook 04) under ``runs_dir``."""
 
     p = reference.provenance
-    fusions, activations = p.get("fusions", FUSIONS_COMPARED), p.get("activations", ACTIVATIONS_COMPARED)
+    fusions, activations = own_grid(reference)
     preset = p.get("preset")
-    if preset is None:
+    if preset is None or not fusions or not activations:
         return []
 
     def finished(seed: int) -> bool:
@@ -78,8 +87,9 @@ def own_runs_beside_reference(reference: GridResults, records: Sequence | None =
     if not seeds:
         return None
     p = reference.provenance
-    return reproduce(p["preset"], seeds, out=out or course_check_dir(), fusions=p["fusions"],
-                     activations=p["activations"], runs_dir=runs_dir, method=p.get("method", DEFAULT_METHOD),
+    fusions, activations = own_grid(reference)
+    return reproduce(p["preset"], seeds, out=out or course_check_dir(), fusions=fusions,
+                     activations=activations, runs_dir=runs_dir, method=p.get("method", DEFAULT_METHOD),
                      records=records, log=log or (lambda message: None), overwrite=True,
                      command=f"python -m starunet reproduce --preset {p['preset']} --seeds "
                              f"{' '.join(map(str, seeds))}")
@@ -375,6 +385,9 @@ def write_grid_provenance(out: Path, provenance: dict) -> GridResults:
     provenance = {**provenance,
                   "train_seconds_total": round(sum(float(r["train_seconds"]) for r in rows), 1),
                   "eval_seconds_total": round(sum(float(r["eval_seconds"]) for r in rows), 1)}
+    precisions = sorted({r["precision"] for r in rows if r.get("precision")})  # absent before it was recorded
+    if precisions:
+        provenance["precision"] = ", ".join(precisions) + " training steps, fp32 evaluation"
     write_json_atomic(out / "provenance.json", provenance)
     results = load_results(out, kind="reference" if is_committed_grid(out) else "own")
     write_verdicts(out, grid_verdict_rows(results))  # verdicts.csv: what the README's verdicts say

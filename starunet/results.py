@@ -29,6 +29,9 @@ LONG_REFERENCE_DIR = PROJECT_ROOT / "results" / "long"
 # lent GPU: when present, the grid the course shows first (the CPU grids are what a laptop reproduces)
 FULL_REFERENCE_DIR = PROJECT_ROOT / "results" / "full"
 CURVES_DIR = PROJECT_ROOT / "results" / "curves"  # the learning curves (notebook 06)
+# the fast preset's study (sum, star, star_bn, sum_star_bn x none, relu x seeds), trained on a
+# 2-core CPU: the grid notebook 04's own runs (the fast preset) are compared with
+FAST_DIR = PROJECT_ROOT / "results" / "fast"
 BUDGET_ORDER = ("smoke", "quick", "long", "full")  # presets by training budget, for the budget tables
 
 
@@ -156,6 +159,14 @@ def course_check_dir() -> Path:
     """Where the course evaluates the reader's notebook-04 runs for the comparison
     with the reference grid: ``<runs dir>/course-check``."""
     return default_runs_dir() / "course-check"
+
+
+def course_reference() -> GridResults:
+    """The committed grid that the reader's notebook-04 runs are set beside (notebook 05,
+    section 12; ``summary.md``): ``results/fast/`` (same preset as notebook 04) when it
+    has results, else the quick grid ``results/reference/``."""
+    folder = FAST_DIR if (FAST_DIR / "metrics.csv").is_file() else REFERENCE_DIR
+    return load_results(folder, kind="reference")
 
 
 def find_results(directory: str | Path | None = None) -> GridResults:

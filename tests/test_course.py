@@ -169,3 +169,13 @@ def test_saved_listings_show_the_code_as_it_is_now():
                 f"`python -m starunet course --only {path.name[:2]} --inplace`")
             checked.append(call)
     assert len(checked) >= 6  # UNet.forward, sum/star, train_one_epoch, validate, star_bn/sum_star_bn, save_checkpoints
+
+
+def test_the_course_reference_is_the_fast_grid_when_there_is_one(monkeypatch, tmp_path):
+    from starunet import grid
+
+    monkeypatch.setattr(RS, "FAST_DIR", tmp_path / "no-fast-grid")
+    assert RS.course_reference().directory == RS.REFERENCE_DIR
+    wide = RS.load_results(RS.REFERENCE_DIR, kind="reference")
+    wide.provenance = {**wide.provenance, "fusions": ["sum", "star", "star_bn"], "activations": ["none", "relu"]}
+    assert grid.own_grid(wide) == (["sum", "star"], ["none", "relu"])  # what notebook 04 trains
