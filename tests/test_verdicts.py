@@ -8,10 +8,10 @@ import pytest
 
 from starunet import verdicts as V
 from starunet.cli import main
-from starunet.results import CURVES_DIR, FULL_REFERENCE_DIR, LONG_REFERENCE_DIR, REFERENCE_DIR
+from starunet.results import CURVES_DIR, FAST_DIR, FULL_REFERENCE_DIR, LONG_REFERENCE_DIR, REFERENCE_DIR
 from starunet.stats import MARGINS, VERDICTS
 
-COMMITTED = [REFERENCE_DIR, LONG_REFERENCE_DIR, FULL_REFERENCE_DIR, CURVES_DIR]
+COMMITTED = [REFERENCE_DIR, LONG_REFERENCE_DIR, FULL_REFERENCE_DIR, CURVES_DIR, FAST_DIR]
 
 
 @pytest.mark.parametrize("folder", COMMITTED, ids=lambda p: p.name)
