@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import contextlib
 import json
 import os
@@ -264,8 +265,8 @@ def own_training_markdown() -> str:
         for activation in ACTIVATIONS_COMPARED:
             config = preset_config(preset, fusion=fusion, activation=activation, seed=COURSE_SEED)
             result = cached_result(run_dir_for(config), config)
-            if result is not None:
-                found[f"{fusion}-{activation}"] = result
+            if result is not None:  # read back, not reused: this course run's notebook 04 trained it
+                found[f"{fusion}-{activation}"] = dataclasses.replace(result, reused=False)
     if not found:
         return (f"## Your training runs (notebook 04)\n\nNo finished `{preset}` run of seed {COURSE_SEED} "
                 "in the runs folder: notebook 04 trains them.\n\n")
