@@ -116,12 +116,3 @@ def training_autocast(device: torch.device, precision: str):
     if precision == "bf16":
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def autocast_bf16(device: torch.device, enabled: bool = True):
-    """bf16 autocast for training steps on GPUs that support it (a no-op elsewhere or
-    when not ``enabled``). Not fp16: products of unnormalised features (the star
-    fusion) overflow fp16's range easily; bf16 has fp32's range."""
-    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()

@@ -41,7 +41,7 @@ from starunet.config import PROJECT_ROOT, default_runs_dir, smoke_mode
 from starunet.io import write_csv_atomic, write_text_atomic
 from starunet.preflight import check_positive, check_writable_dir, cli_message, plain_help
 from starunet.stats import ACTIVATIONS_COMPARED, FUSIONS_COMPARED
-from starunet.device import DEVICE_CHOICES, autocast_bf16, native_bf16_cpu, training_autocast
+from starunet.device import DEVICE_CHOICES, native_bf16_cpu, training_autocast
 
 BENCH_DIR = PROJECT_ROOT / "benchmarks"  # the committed tables: written only with --out benchmarks/
 GRID = [(f, a) for a in ACTIVATIONS_COMPARED for f in FUSIONS_COMPARED]  # the study's 2x2, from stats
@@ -228,7 +228,7 @@ def inference_fn(device: torch.device, variant: Variant = BASELINE, height: int 
     model, forward, x = _prepare(model, x, variant)
 
     def run() -> None:
-        with torch.inference_mode(), autocast_bf16(device, variant.bf16):
+        with torch.inference_mode(), training_autocast(device, "bf16" if variant.bf16 else "fp32"):
             forward(x)
 
     return run

@@ -142,7 +142,7 @@ def probe(preset: str, device_name: str, steps: int = 10, warmup: int = 3) -> Ti
     from starunet.stare import load_stare
     from starunet.inference import predict_images
     from starunet.metrics import segmentation_metrics
-    from starunet.device import autocast_bf16, select_device, to_device
+    from starunet.device import resolve_precision, select_device, to_device, training_autocast
     from starunet.presets import preset_config
     from starunet.runs import build_model
     from starunet.training import make_patch_loader, split_records, training_loss, validate, validation_images
@@ -168,7 +168,7 @@ def probe(preset: str, device_name: str, steps: int = 10, warmup: int = 3) -> Ti
             loader.dataset.set_epoch(i + 2)
             batches = iter(loader)
             image, label, fov = (t.to(device, non_blocking=True) for t in next(batches))
-        with autocast_bf16(device):
+        with training_autocast(device, resolve_precision("auto", device)):
             logits = model(image)
         loss = training_loss(logits, label, fov)
         optimizer.zero_grad(set_to_none=True)
