@@ -81,11 +81,12 @@ _EXPORTS = {
     "load_results": "results",
     "find_results": "results",
     "SOURCE_RESULTS": "source",
+    "lesson_header": "lessons",
 }
 
 # every module of the course, reachable as su.<module> without an import of its own
 _SUBMODULES = frozenset({"alt_text", "cli", "config", "course", "curves", "data", "device", "evaluate",
-                         "fusion", "grid", "inference", "io", "listing", "metrics", "model",
+                         "fusion", "grid", "inference", "io", "lessons", "listing", "metrics", "model",
                          "plots", "plots_data", "plots_model", "plots_theory", "preflight", "presets", "probe",
                          "report", "reproducibility", "results", "runners", "runs", "source", "stare", "stats",
                          "theory", "toys", "training", "verdicts", "widgets"})

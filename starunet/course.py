@@ -27,8 +27,9 @@ from typing import Callable, Iterator
 from jupyter_core.utils import ensure_async
 from nbclient import NotebookClient
 
-from starunet.config import PROJECT_ROOT, smoke_mode
+from starunet.config import PROJECT_ROOT, cpu_model, smoke_mode
 from starunet.io import read_csv, write_text_atomic
+from starunet.lessons import record_timings
 from starunet.preflight import plain_help
 from starunet.report import (budget_verdicts_markdown, markdown_table, reference_comparison_markdown,
                              results_markdown, run_results_markdown)
@@ -300,10 +301,23 @@ def course_summary_markdown() -> str:
     return text
 
 
+def _runs_finished_since(runs_dir: Path, since: float) -> int:
+    """How many runs under ``runs_dir`` wrote their ``result.json`` after ``since``."""
+    return sum(1 for p in runs_dir.glob("*/*/result.json") if p.stat().st_mtime >= since) if runs_dir.exists() else 0
+
+
+def _timing_row(notebook: str, seconds: float, runs_trained: int) -> dict:
+    return {"notebook": notebook, "seconds": f"{seconds:.0f}", "runs_trained": runs_trained,
+            "cpu": cpu_model(), "cores": os.cpu_count(), "measured": time.strftime("%Y-%m-%d")}
+
+
 def run_course(out: Path, only: list[str] | None = None, inplace: bool = False,
-               timeout: int | None = None, html: bool = False) -> list[tuple[str, float]]:
+               timeout: int | None = None, html: bool = False,
+               record: bool = False) -> list[tuple[str, float]]:
     """Execute the notebooks (all, or those whose name starts with one of ``only``);
-    with ``html``, also write each as ``<out>/<name>.html`` with alt text on its figures."""
+    with ``html``, also write each as ``<out>/<name>.html`` with alt text on its figures;
+    each one's time goes to ``<out>/timings.csv`` and, with ``record``, to the lessons'
+    ``notebooks/timings.csv``."""
     notebooks = list_notebooks()
     if only:
         notebooks = [p for p in notebooks if any(p.name.startswith(o) for o in only)]
@@ -314,12 +328,14 @@ def run_course(out: Path, only: list[str] | None = None, inplace: bool = False,
     from starunet.config import default_runs_dir
 
     progress = CourseProgress(default_runs_dir())
-    timings = []
+    timings, measured = [], []
     for n, nb_path in enumerate(notebooks, start=1):
         dst = nb_path if inplace else out / nb_path.name
         print(f"[{n}/{len(notebooks)}] executing {nb_path.name} ...", flush=True)
+        started = time.time()
         with progress.watching():
             seconds = execute_notebook(nb_path, dst, timeout=timeout, progress=progress)
+        measured.append(_timing_row(nb_path.name, seconds, _runs_finished_since(default_runs_dir(), started)))
         print(f"  done in {seconds:.0f} s -> {dst}", flush=True)
         if html:
             from starunet.alt_text import export_html
@@ -332,6 +348,10 @@ def run_course(out: Path, only: list[str] | None = None, inplace: bool = False,
               "real, not the smoke check that CI runs); ") +
              f"Python {sys.version.split()[0]}; {time.strftime('%Y-%m-%d %H:%M')}.", "",
              markdown_table(["notebook", "seconds"], [[name, f"{sec:.0f}"] for name, sec in timings])]
+    if not smoke_mode():  # smoke timings say nothing about the course
+        record_timings(measured, out / "timings.csv")
+        if record:
+            record_timings(measured)
     summary = "\n".join(lines) + "\n\n" + course_summary_markdown()
     write_text_atomic(out / "summary.md", summary)
     print(f"summary -> {out / 'summary.md'}")
@@ -352,6 +372,9 @@ def cli(argv: list[str]) -> int:
                              "a cell that runs an hour is hung)")
     parser.add_argument("--html", action="store_true",
                         help="also write each executed notebook as HTML into --out, figures with alt text")
+    parser.add_argument("--record-timings", action="store_true",
+                        help="write each notebook's measured time into notebooks/timings.csv, the compute "
+                             "times the lessons show (run on an idle machine with a fresh runs folder)")
     args = parser.parse_args(argv)
     from starunet.preflight import PreflightError, check_positive
 
@@ -359,7 +382,7 @@ def cli(argv: list[str]) -> int:
         if args.timeout != 0:
             check_positive(args.timeout, "--timeout")
         _INTERRUPTED.clear()
-        run_course(args.out, args.only, args.inplace, args.timeout or None, args.html)
+        run_course(args.out, args.only, args.inplace, args.timeout or None, args.html, args.record_timings)
     except PreflightError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
