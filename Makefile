@@ -41,14 +41,20 @@ install: $(VENV)/.installed
 course: install
 	$(PY) -m starunet course --out course-output
 
+# The smoke runs go to a temporary folder, removed afterwards (or to $STARUNET_RUNS if set,
+# as CI sets it), so that make test leaves no runs in the checkout.
 test: install
-	STARUNET_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env tests notebooks
+	@runs="$${STARUNET_RUNS:-$$(mktemp -d)}"; \
+	STARUNET_RUNS="$$runs" STARUNET_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env tests notebooks; \
+	status=$$?; [ -n "$$STARUNET_RUNS" ] || rm -rf "$$runs"; exit $$status
 
 # The widgets in a real browser (tests/browser, deselected by `make test`): JupyterLab on
 # 127.0.0.1 driven by Playwright in Debian's chromium (apt-get install chromium); minutes.
 .PHONY: browser-test
 browser-test: install
-	STARUNET_SMOKE=1 $(PY) -m pytest -m browser tests/browser
+	@runs="$${STARUNET_RUNS:-$$(mktemp -d)}"; \
+	STARUNET_RUNS="$$runs" STARUNET_SMOKE=1 $(PY) -m pytest -m browser tests/browser; \
+	status=$$?; [ -n "$$STARUNET_RUNS" ] || rm -rf "$$runs"; exit $$status
 
 clean:
 	rm -rf $(VENV) course-output .pytest_cache
