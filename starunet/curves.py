@@ -283,7 +283,8 @@ def cli(argv: Sequence[str]) -> int:
                         help="where the run folders go (default: $STARUNET_RUNS or runs/)")
     parser.add_argument("--shard", default="0/1", help="I/N: train runs I, I+N, ... (for N parallel workers)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of this worker")
-    parser.add_argument("--device", choices=list(DEVICE_CHOICES), default="auto")
+    parser.add_argument("--device", choices=list(DEVICE_CHOICES), default="auto",
+                        help="where to train and evaluate (default auto: a GPU if there is one, else the CPU)")
     parser.add_argument("--preset", default=None, help="default: curves (smoke in smoke mode)")
     parser.add_argument("--out", type=Path, default=None,
                         help="evaluate: output folder (default: results/curves, or runs/curves-smoke in smoke mode)")

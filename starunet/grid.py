@@ -426,10 +426,12 @@ def cli(argv: Sequence[str], add_runner_arguments=None, runner_from_args=None) -
                              "source's protocol, a GPU's job)")
     parser.add_argument("--precision", choices=list(PRECISION_CHOICES), default="auto",
                         help="what training steps compute in (auto: bf16 on GPUs and CPUs with native bf16)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025, 2026], metavar="SEED")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2024, 2025, 2026], metavar="SEED",
+                        help="the seeds of every configuration (default: 2024 2025 2026)")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"output folder (default: {display_path(own_results_dir())}, where the course looks)")
-    parser.add_argument("--device", choices=list(DEVICE_CHOICES), default="auto")
+    parser.add_argument("--device", choices=list(DEVICE_CHOICES), default="auto",
+                        help="where to train and evaluate (default auto: a GPU if there is one, else the CPU)")
     parser.add_argument("--fusions", nargs="+", default=list(FUSIONS_COMPARED), choices=list(FUSIONS),
                         metavar="FUSION", help=f"skip fusions (default: sum star; valid: {', '.join(FUSIONS)})")
     parser.add_argument("--activations", nargs="+", default=list(ACTIVATIONS_COMPARED), choices=list(ACTIVATIONS),

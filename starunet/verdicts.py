@@ -260,7 +260,8 @@ def cli(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m starunet verdicts",
                                      description="Recompute verdicts.csv of grid or learning-curve folders "
                                                  "from their metrics (e.g. results/full results/curves).")
-    parser.add_argument("folders", type=Path, nargs="+", metavar="FOLDER")
+    parser.add_argument("folders", type=Path, nargs="+", metavar="FOLDER",
+                        help="grid folders (metrics.csv) or learning-curve folders (points.csv), e.g. results/fast")
     parser.add_argument("--readme", action="store_true",
                         help="then regenerate the findings block of the top-level README.md from the committed folders")
     args = parser.parse_args(list(argv))

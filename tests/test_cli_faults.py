@@ -297,3 +297,31 @@ def test_help_reads_as_plain_text_and_proc_is_named_as_a_system_folder(env, tmp_
     assert "``" not in text and ":class:" not in text and "CourseProgress" in text
     line = refused(starunet(["train", "--preset", "smoke", "--out", "/proc/nope"], env))
     assert "No such file or directory" not in line and "system folder" in line
+
+
+@pytest.mark.parametrize("command", sorted(__import__("starunet.cli", fromlist=["COMMANDS"]).COMMANDS))
+def test_every_option_of_every_command_has_plain_help(command, monkeypatch):
+    """``--help`` of each command: a description without reStructuredText markup, and help
+    text for every option (argparse actions caught as the command builds its parser)."""
+    import argparse
+    import importlib
+
+    from starunet.cli import COMMANDS
+
+    parsers: list[argparse.ArgumentParser] = []
+
+    def caught(self, args=None, namespace=None):
+        parsers.append(self)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", caught)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", caught)
+    with pytest.raises(SystemExit):
+        importlib.import_module(COMMANDS[command][0]).cli(["--help"])
+    assert parsers, command
+    for parser in parsers:
+        text = parser.format_help()
+        assert "``" not in text and ":class:" not in text and ":func:" not in text, command
+        for action in parser._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help and action.help.strip(), f"{command}: {action.option_strings or action.dest} has no help"

@@ -193,13 +193,13 @@ def add_fanout_arguments(parser: argparse.ArgumentParser) -> None:
                        help="where the jobs run (default local; slurm submits each run with sbatch)")
     group.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES",
                        help="time limit of each run's job (required with --cluster slurm)")
-    group.add_argument("--slurm-partition", default=None)
+    group.add_argument("--slurm-partition", default=None, help="the SLURM partition of every job")
     group.add_argument("--slurm-gpus-per-job", type=int, default=0, metavar="N", help="GPUs per run (default 0)")
     group.add_argument("--slurm-cpus-per-job", type=int, default=None, metavar="N",
                        help="CPUs per run, also its torch threads (default 1)")
-    group.add_argument("--slurm-mem-gb", type=float, default=None, metavar="GB")
-    group.add_argument("--slurm-account", default=None)
-    group.add_argument("--slurm-qos", default=None)
+    group.add_argument("--slurm-mem-gb", type=float, default=None, metavar="GB", help="memory per job, in GB")
+    group.add_argument("--slurm-account", default=None, help="the SLURM account the jobs are charged to")
+    group.add_argument("--slurm-qos", default=None, help="the SLURM quality of service of the jobs")
     group.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
                        help="a shell line run before each job, e.g. 'source .venv/bin/activate' (repeatable)")
     group.add_argument("--slurm-extra", nargs="+", default=[], metavar="KEY=VALUE",
