@@ -161,9 +161,9 @@ def _evaluate_cached(run_dir: Path, records: Sequence, ids: Sequence[str], out: 
 
 def _inference_methods_cached(run_dir: Path, records: Sequence, ids: Sequence[str], out: Path, key: str,
                               batch_size: int, device: str) -> list[dict]:
-    """Both inference methods measured once on one trained run (cached like evaluations)."""
-
-    cache = out / "evaluations" / "inference_methods.json"
+    """Both inference methods measured on one trained run (cached like evaluations): the
+    sensitivity of its scores to how a whole image is predicted."""
+    cache = out / "evaluations" / f"{key}.methods.json"
     fingerprint = _fingerprint(run_dir, ids, "both")
     if cache.is_file():
         stored = json.loads(cache.read_text(encoding="utf-8"))
@@ -316,8 +316,8 @@ def _run_grid(configs, runner, out, runs_dir, torch_device, device, records, tes
 
 
 
-    done: dict[int, tuple[dict, list[dict], dict]] = {}
-    failures, inference_rows, reused, evaluations_reused = [], [], 0, 0
+    done: dict[int, tuple[dict, list[dict], dict, list[dict]]] = {}
+    failures, reused, evaluations_reused = [], 0, 0
 
     def write_provenance(ended: str | None = None) -> GridResults:
         """provenance.json and README.md of the runs evaluated so far; ``ended`` says why
@@ -356,12 +356,10 @@ def _run_grid(configs, runner, out, runs_dir, torch_device, device, records, tes
                                                       batch_size, str(torch_device),
                                                       panel_ids if config.seed == configs[0].seed else ())
                 reused, evaluations_reused = reused + int(result.reused), evaluations_reused + int(cached)
-                if n == 0:
-                    inference_rows = _inference_methods_cached(result.run_dir, records, test_ids, out, key,
-                                                               batch_size, str(torch_device))
                 done[n] = (_metrics_row(config, result, evaluation), _per_image_rows(config, evaluation),
-                           evaluation.curves)
-                _write_grid_files(out, *_grid_parts(done, configs), inference_rows)
+                           evaluation.curves, _inference_methods_cached(result.run_dir, records, test_ids, out, key,
+                                                                        batch_size, str(torch_device)))
+                _write_grid_files(out, *_grid_parts(done, configs))
                 prefix = f"[{len(done) + len(failures)}/{len(configs)}] {key} " if runner.parallel else "    "
                 log(f"{prefix}{'reused' if result.reused else 'trained'}; test " +
                     ", ".join(f"{m} {evaluation.pooled[m]:.4f}" for m in HEADLINE_METRICS))
@@ -395,16 +393,17 @@ def write_grid_provenance(out: Path, provenance: dict) -> GridResults:
     return results
 
 
-def _grid_parts(done: Mapping[int, tuple[dict, list[dict], dict]], configs: Sequence) -> tuple[list, list, dict]:
-    """``(rows, per_image, curves)`` of the evaluated runs, in the grid's order
-    (whatever order parallel jobs finished in)."""
-    rows, per_image, curves = [], [], {}
+def _grid_parts(done: Mapping[int, tuple], configs: Sequence) -> tuple[list, list, dict, list]:
+    """``(rows, per_image, curves, inference_rows)`` of the evaluated runs, in the grid's
+    order (whatever order parallel jobs finished in)."""
+    rows, per_image, curves, inference_rows = [], [], {}, []
     for n in sorted(done):
-        row, image_rows, run_curves = done[n]
+        row, image_rows, run_curves, methods = done[n]
         rows.append(row)
         per_image += image_rows
+        inference_rows += methods
         curves[run_key(configs[n].fusion, configs[n].activation, configs[n].seed)] = run_curves
-    return rows, per_image, curves
+    return rows, per_image, curves, inference_rows
 
 
 def cli(argv: Sequence[str], add_runner_arguments=None, runner_from_args=None) -> int:

@@ -333,7 +333,7 @@ def provenance_readme(results: GridResults) -> str:
         "- `per_image.csv`: the same metrics (and `f1_tuned`) per test image (the secondary, per-image statistic)",
         f"- `curves.json`: ROC and PR curve points per run (at most {MAX_CURVE_POINTS} each)",
         "- `inference_methods.csv`: whole-image (`pad`) vs overlapping-tile (`tiles`) inference, timed and "
-        "scored once on the first run",
+        f"scored on {len({r['run'] for r in results.inference_methods})} of the {len(results.runs)} runs",
         f"- `predictions/`: probability maps (8-bit PNG) of the first seed's runs on {', '.join(p['panel_ids'])}",
         "- `evaluations/`: per-run evaluation cache (lets a re-run skip finished work)",
         "- `verdicts.csv`: every comparison's difference, interval, margin and verdict (pooled and per-image; "

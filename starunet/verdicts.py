@@ -5,7 +5,9 @@ A grid folder (``results/reference``, ``long``, ``full``) and a learning-curves 
 (:func:`starunet.grid.write_grid_provenance`, :func:`starunet.curves.evaluate_curves`)
 and regenerated for committed folders by ``python -m starunet verdicts FOLDER...``.
 Each row is one :class:`~starunet.stats.PairedDifference`: the primary ``pooled``
-statistic first, then the secondary ``per_image`` one, each its own Bonferroni family
+statistic first, then the secondary ``per_image`` one, then, where every run was also
+scored with tiled inference, ``pooled_tiles`` (the primary statistic under the other
+inference method: the verdicts' sensitivity to it), each its own Bonferroni family
 over the headline metrics of every comparison in the folder. The READMEs' verdict
 tables and sentences are rendered from these rows (:mod:`starunet.report`), and
 ``tests/test_verdicts.py`` checks that the committed files match the committed metrics.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -27,6 +30,7 @@ from starunet.stats import (HEADLINE_METRICS, MARGINS, METRIC_LABELS, PairedDiff
                             per_image_matrix, pooled_differences, pooled_per_seed)
 
 VERDICTS_FILE = "verdicts.csv"
+TILES_STATISTIC = "pooled_tiles"  # the pooled statistic with the other inference method
 COLUMNS = ["comparison", "config_a", "config_b", "metric", "statistic", "n_seeds", "n_images", "estimate", "low",
            "high", "margin", "verdict", "adjusted_level"]
 
@@ -42,13 +46,31 @@ CURVE_COMPARISONS: tuple[tuple[tuple[str, str], tuple[str, str]], ...] = (
 )
 
 
+def tiles_runs(results: GridResults) -> list[dict]:
+    """The grid's runs scored with the other inference method (``tiles``), as rows like
+    ``metrics.csv``'s; empty unless every run of the grid has a ``tiles`` row."""
+    rows = {}
+    for r in results.inference_methods:
+        if r["method"] == "tiles":
+            fusion, activation, seed = r["run"].rsplit("-", 2)  # run_key: fusion-activation-seedN
+            rows[(fusion, activation, int(seed.removeprefix("seed")))] = {
+                "fusion": fusion, "activation": activation, "seed": seed.removeprefix("seed"),
+                "n_test_images": len(results.provenance.get("test_ids", [])), **r}
+    keys = [(r["fusion"], r["activation"], int(r["seed"])) for r in results.runs]
+    return [rows[k] for k in keys] if keys and all(k in rows for k in keys) else []
+
+
 def grid_differences(results: GridResults, metrics: Sequence[str] = HEADLINE_METRICS) -> list[PairedDifference]:
     """Every comparison the grid answers (:func:`~starunet.stats.grid_pairs`): the pooled
-    statistic, then the per-image one."""
+    statistic, then the per-image one, then (where every run was also scored with tiled
+    inference) the pooled one under ``tiles``: the verdicts' sensitivity to the method."""
     pairs = grid_pairs(results.summary())
     if not pairs:
         return []
-    return pooled_differences(results.runs, pairs, metrics) + per_image_differences(results.per_image, pairs, metrics)
+    tiles = tiles_runs(results)
+    sensitivity = [replace(d, statistic=TILES_STATISTIC) for d in pooled_differences(tiles, pairs, metrics)] if tiles else []
+    return (pooled_differences(results.runs, pairs, metrics) + per_image_differences(results.per_image, pairs, metrics)
+            + sensitivity)
 
 
 def curve_differences(results: CurveResults, statistic: str = "pooled", comparisons=CURVE_COMPARISONS,
@@ -127,10 +149,10 @@ def verdict_rule(rows: Sequence[Mapping]) -> str:
     """How the verdicts of ``rows`` were decided, with the margins and the family sizes."""
     margins = ", ".join(f"{METRIC_LABELS[m]} ±{MARGINS[m].value:g}" for m in HEADLINE_METRICS)
     families = []
-    for statistic in ("pooled", "per_image"):
+    for statistic, name in (("pooled", "pooled"), ("per_image", "per-image"), (TILES_STATISTIC, "pooled (tiles)")):
         size, level = _family([r for r in rows if r["statistic"] == statistic])
         if size:
-            families.append(f"{size} {statistic.replace('_', '-')} intervals at {100 * level:.2f} % each")
+            families.append(f"{size} {name} intervals at {100 * level:.2f} % each")
     return ("Each verdict: *equivalent* when the interval lies inside the declared margin "
             f"({margins}; `starunet.stats.MARGINS`), else *better* or *worse* when it excludes 0, else "
             "*inconclusive*; a comparison with one seed has no run-to-run interval and no verdict (one seed, "
@@ -150,6 +172,8 @@ def verdict_bullets(rows: Sequence[Mapping]) -> list[str]:
         n, images = int(first["n_seeds"]), first["n_images"]
         what, interval = ((f"pooled over the FOV pixels of {images} test images", ", t-interval over seeds")
                           if statistic == "pooled" else
+                          (f"pooled over the FOV pixels of {images} test images, tiled inference",
+                           ", t-interval over seeds") if statistic == TILES_STATISTIC else
                           (f"mean per-image difference over {images} test images", ", interval over seeds and images"))
         if n < 2:
             values = ", ".join(f"{METRIC_LABELS.get(r['metric'], r['metric'])} {float(r['estimate']):+.4f}"

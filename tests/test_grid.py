@@ -38,7 +38,9 @@ def test_reproduce_writes_the_grid_and_resumes(stare_records, tiny_preset, tmp_p
     assert len(read_csv(out / "per_image.csv")) == 2 * len(test_ids)
     curves = json.loads((out / "curves.json").read_text())
     assert sorted(curves) == ["star-none-seed7", "sum-none-seed7"]
-    assert [r["method"] for r in read_csv(out / "inference_methods.csv")] == ["pad", "tiles"]
+    methods = read_csv(out / "inference_methods.csv")  # both methods on every run: the sensitivity
+    assert [(r["run"], r["method"]) for r in methods] == [(k, m) for k in ("sum-none-seed7", "star-none-seed7")
+                                                          for m in ("pad", "tiles")]
     assert len(list((out / "predictions").glob("*.png"))) == 2 * G.PANEL_COUNT
     readme = (out / "README.md").read_text()
     assert "`python -m starunet reproduce --preset smoke`" in readme and torch.__version__ in readme
@@ -121,7 +123,8 @@ def test_results_are_read_back_and_summarised(small_grid):
     text = R.results_markdown(res)
     assert "| sum | none | 2 |" in text and "### Verdicts (`verdicts.csv`)" in text
     assert "**star − sum, without ReLU** (2 seeds, pooled" in text and "3 pooled intervals at 98.33 % each" in text
-    assert [r["statistic"] for r in read_csv(res.directory / "verdicts.csv")] == ["pooled"] * 3 + ["per_image"] * 3
+    assert [r["statistic"] for r in read_csv(res.directory / "verdicts.csv")] == \
+        ["pooled"] * 3 + ["per_image"] * 3 + ["pooled_tiles"] * 3  # every run scored both ways: the sensitivity
     assert str(res.directory) not in text and "/tmp" not in text  # no machine paths in notebook outputs
 
 

@@ -90,3 +90,24 @@ def test_the_numbers_typed_in_notebooks_05_and_06_match_the_committed_results():
                 f"products a little less ({swing['star_bn', 'none']:.3f}, {swing['sum_star_bn', 'none']:.3f}); "
                 f"with ReLU both swing about a third as much ({swing['sum', 'relu']:.3f})")
     assert sentence in text and f"{swing['star', 'relu']:.3f}" == f"{swing['sum', 'relu']:.3f}"
+
+
+def test_tiled_inference_gives_a_sensitivity_family_only_when_every_run_has_it(tmp_path):
+    from fakes import synthetic_grid
+    from starunet.metrics import METRIC_NAMES
+
+    grid = synthetic_grid(tmp_path, "fast", gap=0.02, epochs=8)
+    grid.provenance["test_ids"] = ["im1", "im2", "im3", "im4"]
+    tiles = [{"run": f"{r['fusion']}-{r['activation']}-seed{r['seed']}", "method": "tiles",
+              **{m: r[m] - (0.01 if r["fusion"] == "star" else 0.0) for m in METRIC_NAMES}} for r in grid.runs]
+    grid.inference_methods = tiles[:1]  # one run scored both ways: no sensitivity verdicts
+    assert {d.statistic for d in V.grid_differences(grid)} == {"pooled", "per_image"}
+    grid.inference_methods = tiles
+    diffs = V.grid_differences(grid)
+    sensitivity = {d.metric: d for d in diffs if d.statistic == V.TILES_STATISTIC}
+    pooled = {d.metric: d for d in diffs if d.statistic == "pooled"}
+    assert set(sensitivity) == set(pooled) and sensitivity["pr_auc"].n_seeds == 3
+    assert sensitivity["pr_auc"].mean == pytest.approx(pooled["pr_auc"].mean - 0.01)
+    rows = [V.verdict_row(d) for d in diffs]
+    assert "pooled (tiles) intervals" in V.verdict_rule(rows)
+    assert any("tiled inference" in line for line in V.verdict_bullets([r for r in rows if r["statistic"] == V.TILES_STATISTIC]))
