@@ -242,11 +242,21 @@ def test_budget_grids_reads_the_other_grids_only_when_present_in_budget_order(tm
     assert list(RS.budget_grids(full, [tmp_path / "full", tmp_path / "long"])) == ["long", "full"]
 
 
-def test_the_course_shows_the_full_grid_when_committed_and_no_own_grid(monkeypatch, tmp_path):
+def test_the_course_shows_the_fast_study_once_complete_else_the_full_grid(monkeypatch, tmp_path):
     monkeypatch.setattr(RS, "own_results_dir", lambda: tmp_path / "no-own-grid")
     shown = RS.find_results()
-    expected = RS.FULL_REFERENCE_DIR if (RS.FULL_REFERENCE_DIR / "metrics.csv").is_file() else RS.REFERENCE_DIR
+    expected = (RS.FAST_DIR if RS.complete_seeds(RS.FAST_DIR) >= RS.MAIN_ANSWER_SEEDS else RS.FULL_REFERENCE_DIR
+                if (RS.FULL_REFERENCE_DIR / "metrics.csv").is_file() else RS.REFERENCE_DIR)
     assert shown.directory == expected and shown.kind == "reference"
+    fast = tmp_path / "fast"
+    fast.mkdir()
+    monkeypatch.setattr(RS, "FAST_DIR", fast)
+    rows = [("sum", "none", seed, "fast", "pad") for seed in range(5)] + [("star", "none", 0, "fast", "pad")]
+    _grid_folder(fast, rows)
+    assert RS.complete_seeds(fast) == 1 and RS.find_results().directory != fast
+    _grid_folder(fast, rows + [("star", "none", seed, "fast", "pad") for seed in range(1, 5)])
+    assert RS.complete_seeds(fast) == 5 and RS.find_results().directory == fast
+    monkeypatch.setattr(RS, "FAST_DIR", tmp_path / "no-fast-grid")
     monkeypatch.setattr(RS, "FULL_REFERENCE_DIR", tmp_path / "no-full-grid")
     assert RS.find_results().directory == RS.REFERENCE_DIR
     assert list(RS.budget_grids(RS.find_results())) == ["quick", "long"]
