@@ -43,7 +43,7 @@ from starunet.report import provenance_readme
 from starunet.results import GridResults, course_check_dir, is_committed_grid, load_results, own_results_dir
 from starunet.stats import (ACTIVATIONS_COMPARED, FUSIONS_COMPARED, HEADLINE_METRICS, TUNED_COLUMNS, TUNED_METRICS,
                             run_key)
-from starunet.presets import PRESETS, preset_config
+from starunet.presets import PRESETS, parse_recipe, preset_config
 from starunet.runners import GridRunError, InProcessRunner, RunFailure
 from starunet.runs import RESULT_FILE, load_model, run_dir_for
 from starunet.verdicts import grid_verdict_rows, write_verdicts
@@ -108,9 +108,9 @@ INFERENCE_COLUMNS = ["run", "method", "seconds", "seconds_per_image", *METRIC_NA
 
 
 def grid_configs(preset: str, seeds: Sequence[int], fusions: Sequence[str] = FUSIONS_COMPARED,
-                 activations: Sequence[str] = ACTIVATIONS_COMPARED) -> list:
+                 activations: Sequence[str] = ACTIVATIONS_COMPARED, recipe: Mapping | None = None) -> list:
     """The :class:`~starunet.presets.TrainConfig` of every run of the grid, seed by seed
-    (so an interrupted grid has whole seeds done), validated."""
+    (so an interrupted grid has whole seeds done), with ``recipe``'s changes, validated."""
 
     seeds = list(seeds)
     if not seeds:
@@ -120,7 +120,7 @@ def grid_configs(preset: str, seeds: Sequence[int], fusions: Sequence[str] = FUS
     for name, values in (("fusions", fusions), ("activations", activations)):
         if not values or len(set(values)) != len(values):
             raise ValueError(f"{name} must be a non-empty list of distinct names, got {list(values)}")
-    return [preset_config(preset, fusion=f, activation=a, seed=s)
+    return [preset_config(preset, fusion=f, activation=a, seed=s, **(recipe or {}))
             for s in seeds for a in activations for f in fusions]
 
 
@@ -255,7 +255,8 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
               fusions: Sequence[str] = FUSIONS_COMPARED, activations: Sequence[str] = ACTIVATIONS_COMPARED,
               device: str = "auto", runs_dir: str | Path | None = None, method: str = DEFAULT_METHOD,
               batch_size: int = 4, records: Sequence | None = None, command: str | None = None,
-              log=None, overwrite: bool = False, runner=None, precision: str = "auto") -> GridResults:
+              log=None, overwrite: bool = False, runner=None, precision: str = "auto",
+              recipe: Mapping | None = None) -> GridResults:
     """Train (or reuse) and evaluate the fusion x activation grid for every seed.
 
     Runs go to :func:`starunet.runs.run_dir_for` under ``runs_dir`` (finished
@@ -273,12 +274,13 @@ def reproduce(preset: str, seeds: Sequence[int], out: str | Path | None = None,
     reported together at the end (:class:`starunet.runners.GridRunError`) after the
     others are evaluated. ``precision``: what the runs train in
     (:func:`starunet.training.train`; the resolved one is in each row of ``metrics.csv``).
+    ``recipe``: changes to the preset (``{"lr": 1e-3}``, ``reproduce --set lr=1e-3``).
     """
 
 
     log = log or (lambda message: print(message, flush=True))
     check_inference_method(method)
-    configs = grid_configs(preset, seeds, fusions, activations)  # fails fast on bad names
+    configs = grid_configs(preset, seeds, fusions, activations, recipe)  # fails fast on bad names
     runner = (runner if runner is not None else InProcessRunner()).validate()
     torch_device = select_device(device)
     resolve_precision(precision, torch_device)  # a bad name fails before any work
@@ -440,6 +442,8 @@ def cli(argv: Sequence[str], add_runner_arguments=None, runner_from_args=None) -
     parser.add_argument("--method", choices=INFERENCE_METHODS, default=DEFAULT_METHOD,
                         help="whole-image inference: padded image (default) or averaged 96x96 tiles")
     parser.add_argument("--batch-size", type=int, default=4, help="images (or tiles) per inference batch")
+    parser.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="change the preset's recipe, e.g. --set lr=1e-3 max_epochs=4 (a recipe search)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace results in --out that this grid does not contain (default: refuse)")
     if add_runner_arguments is not None:
@@ -460,7 +464,8 @@ def cli(argv: Sequence[str], add_runner_arguments=None, runner_from_args=None) -
     try:
         reproduce(args.preset, args.seeds, args.out, fusions=args.fusions, activations=args.activations,
                   device=args.device, runs_dir=args.runs_dir, method=args.method, batch_size=args.batch_size,
-                  command=command, overwrite=args.overwrite, runner=runner, precision=args.precision)
+                  command=command, overwrite=args.overwrite, runner=runner, precision=args.precision,
+                  recipe=parse_recipe(args.set, PRESETS[args.preset]))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {cli_message(err)}", file=sys.stderr)
         return 2

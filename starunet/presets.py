@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from starunet.data import split_ids
 from starunet.stare import STARE_IDS
@@ -240,3 +240,27 @@ def preset_config(preset: str, **overrides: Any) -> TrainConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     return PRESETS[preset].replace(**overrides)
+
+
+RECIPE_FIXED = ("fusion", "activation", "seed", "preset")  # set by their own options, not by --set
+
+
+def parse_recipe(items: Sequence[str], base: TrainConfig | None = None) -> dict[str, Any]:
+    """``["lr=1e-3", "schedule=cosine"]`` -> ``{"lr": 0.001, "schedule": "cosine"}``: changes
+    to a preset's recipe (``reproduce --set``), each converted to its field's type. A bad
+    item raises ``ValueError`` naming it and the fields that can be set."""
+    base = base or TrainConfig()
+    settable = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in RECIPE_FIXED]
+    changes: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or name not in settable:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(settable)}")
+        default = getattr(base, name)
+        kind = int if default is None else type(default)  # val_crop, val_images: None or a size
+        try:
+            changes[name] = (text.lower() in {"1", "true", "yes"} if kind is bool else None if text == "None"
+                             else kind(float(text)) if kind is int else kind(text))
+        except ValueError:
+            raise ValueError(f"--set {item!r}: {name} takes a {kind.__name__}") from None
+    return changes

@@ -9,7 +9,9 @@ hardware that trained it.
   weights so far scored on the test images at every doubling of training patches;
 * ``results/reference``, ``long``, ``full``: the same recipe with early stopping, so the
   budget is what the runs trained (mean epochs × epoch size);
-* ``results/fast``: one-cycle to a peak of 2e-3, a fixed 16,384 patches.
+* ``results/fast``: one-cycle to a peak of 2e-3, a fixed 16,384 patches;
+* ``results/search/*``: other recipes, each a grid folder written by ``python -m starunet
+  reproduce --preset fast --set lr=1e-3 ... --out results/search/NAME``.
 
 The folders differ in more than the recipe (hardware, precision, epoch size; the
 ``training_conditions`` of ``starunet.verdicts`` lists them); the table names each row's
@@ -20,8 +22,12 @@ from __future__ import annotations
 from statistics import mean
 from typing import Iterable, Sequence
 
+from starunet.config import PROJECT_ROOT
 from starunet.report import markdown_table
-from starunet.results import CurveResults, GridResults
+from starunet.results import CurveResults, GridResults, load_curves, load_results
+
+SEARCH_DIR = PROJECT_ROOT / "results" / "search"  # one grid folder per recipe tried (reproduce --set ...)
+GRID_FOLDERS = ("reference", "long", "full", "fast")
 
 CONFIGS: tuple[tuple[str, str], ...] = (("sum", "relu"), ("sum", "none"), ("star", "none"), ("star", "relu"))
 COLUMNS = ["source", "schedule", "peak_lr", "patches", "fusion", "activation", "seeds", "roc_auc", "pr_auc", "f1",
@@ -81,6 +87,14 @@ def recipe_table(grids: Sequence[GridResults], curves: CurveResults | None = Non
     order = {c: i for i, c in enumerate(CONFIGS)}
     return sorted(rows, key=lambda r: (order.get((r["fusion"], r["activation"]), len(order)), r["patches"],
                                        r["source"]))
+
+
+def committed_recipe_table() -> list[dict]:
+    """:func:`recipe_table` of the committed grids, the recipe search's folders under
+    ``results/search/`` and the learning curves."""
+    folders = [PROJECT_ROOT / "results" / name for name in GRID_FOLDERS] + sorted(SEARCH_DIR.glob("*/"))
+    grids = [load_results(f, kind="reference") for f in folders if (f / "metrics.csv").is_file()]
+    return recipe_table(grids, load_curves())
 
 
 def recipe_markdown(rows: Sequence[dict]) -> str:

@@ -1,6 +1,8 @@
 """Where things go: the runs folder in normal and smoke mode."""
 from __future__ import annotations
 
+import pytest
+
 from starunet import config
 from starunet.presets import preset_config
 from starunet.runs import run_dir_for
@@ -48,3 +50,21 @@ def test_git_commit_comes_from_the_environment_in_a_copy_without_git(tmp_path, m
     assert config.git_commit() == "0123456789ab"
     monkeypatch.delenv("STARUNET_GIT_COMMIT")
     assert config.git_commit() == "unknown"
+
+
+def test_a_recipe_change_is_typed_and_a_bad_one_names_the_settable_fields():
+    from starunet.grid import grid_configs
+    from starunet.presets import PRESETS, parse_recipe
+
+    changes = parse_recipe(["lr=1e-3", "max_epochs=4", "schedule=cosine", "augment=false", "val_crop=None"],
+                           PRESETS["fast"])
+    assert changes == {"lr": 0.001, "max_epochs": 4, "schedule": "cosine", "augment": False, "val_crop": None}
+    configs = grid_configs("fast", [1, 2], ["sum"], ["none"], {"lr": 1e-3, "max_epochs": 4})
+    assert [(c.lr, c.max_epochs, c.seed) for c in configs] == [(0.001, 4, 1), (0.001, 4, 2)]
+    assert configs[0].config_hash != grid_configs("fast", [1], ["sum"], ["none"])[0].config_hash
+    with pytest.raises(ValueError, match="FIELD one of .*lr"):
+        parse_recipe(["seed=3"])
+    with pytest.raises(ValueError, match="max_epochs takes a int"):
+        parse_recipe(["max_epochs=many"])
+    with pytest.raises(ValueError, match="schedule='weekly' is unknown"):
+        grid_configs("fast", [1], ["sum"], ["none"], parse_recipe(["schedule=weekly"]))

@@ -1,14 +1,10 @@
 """The recipe table (starunet.recipes): computed from the committed folders."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from fakes import synthetic_grid
 from starunet import recipes
-from starunet import results as RS
-from starunet.config import PROJECT_ROOT
 
 
 def test_a_grid_row_is_the_mean_over_its_seeds_at_the_patches_trained(tmp_path):
@@ -24,9 +20,7 @@ def test_a_grid_row_is_the_mean_over_its_seeds_at_the_patches_trained(tmp_path):
 
 
 def test_the_committed_table_holds_every_folder_and_the_fast_recipe():
-    folders = [PROJECT_ROOT / "results" / name for name in ("reference", "long", "full", "fast")]
-    grids = [RS.load_results(f, kind="reference") for f in folders if (f / "metrics.csv").is_file()]
-    rows = recipes.recipe_table(grids, RS.load_curves())
+    rows = recipes.committed_recipe_table()
     fast = [r for r in rows if r["source"] == "fast"]
     assert fast and {(r["schedule"], r["peak_lr"], r["patches"]) for r in fast} == {("onecycle", 0.002, 16384)}
     curve_budgets = sorted({r["patches"] for r in rows if r["source"] == "curves"})
