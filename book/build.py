@@ -68,8 +68,8 @@ def notebook_title(nb: dict) -> str:
 def toc(notebooks: dict[str, str]) -> dict:
     """The Jupyter Book table of contents for ``{"notebooks/01_x": title, ...}``: the
     landing page, then every notebook as a chapter, under "Lessons", or under "Appendix"
-    where its title starts with "Appendix" (in the order given)."""
-    lessons = [name for name, title in notebooks.items() if not title.lower().startswith("appendix")]
+    where its title has that word ("07 · Appendix: ..."), in the order given."""
+    lessons = [name for name, title in notebooks.items() if not re.search(r"\bappendix\b", title, re.I)]
     appendix = [name for name in notebooks if name not in lessons]
     parts = [{"caption": caption, "chapters": [{"file": name} for name in names]}
              for caption, names in (("Lessons", lessons), ("Appendix", appendix)) if names]

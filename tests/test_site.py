@@ -50,11 +50,13 @@ def _repo(tmp_path: Path) -> Path:
 
 def test_the_toc_lists_every_numbered_notebook_and_puts_appendices_last():
     titles = {"notebooks/01_a": "01 · Data", "notebooks/02_b": "02 · Model",
-              "notebooks/07_c": "Appendix · How the experiments are made reproducible"}
+              "notebooks/07_c": "07 · Appendix: how the experiments are made reproducible"}
     assert site.toc(titles) == {"format": "jb-book", "root": "index", "parts": [
         {"caption": "Lessons", "chapters": [{"file": "notebooks/01_a"}, {"file": "notebooks/02_b"}]},
         {"caption": "Appendix", "chapters": [{"file": "notebooks/07_c"}]}]}
     assert [p["caption"] for p in site.toc({"notebooks/01_a": "01"})["parts"]] == ["Lessons"]
+    assert site.toc({"notebooks/08_d": "Appendix B"})["parts"][0]["caption"] == "Appendix"
+    assert site.toc({"notebooks/02_e": "02 · Appendices of U-Nets"})["parts"][0]["caption"] == "Lessons"
 
 
 def test_the_toc_of_the_course_is_its_notebooks(tmp_path):
