@@ -1,6 +1,7 @@
 # Two entry points (see README):
 #   make course   set up .venv, run the whole course headless into course-output/
 #   make test     set up .venv, run the package tests and the notebooks under nbval (smoke mode)
+#   make site     the course as a static web site in site-output/ (from the committed outputs)
 # .venv gets the package with the dev extra (tests) and the cluster extra (submitit, for the
 # lab's `reproduce --jobs N`), so that make test (and CI) runs the lab's fan-out tests too.
 #
@@ -48,13 +49,24 @@ test: install
 	STARUNET_RUNS="$$runs" STARUNET_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env tests notebooks; \
 	status=$$?; [ -n "$$STARUNET_RUNS" ] || rm -rf "$$runs"; exit $$status
 
-# The widgets in a real browser (tests/browser, deselected by `make test`): JupyterLab on
-# 127.0.0.1 driven by Playwright in Debian's chromium (apt-get install chromium); minutes.
+# The web site (book/, Jupyter Book 1): the site extra on top of install, then the book
+# built from the notebooks' committed outputs (nothing is run) into site-output/.
+$(VENV)/.site-installed: $(VENV)/.installed
+	$(PY) -m pip install -e ".[site]"
+	touch $@
+
+.PHONY: site
+site: $(VENV)/.site-installed
+	$(PY) book/build.py --out site-output
+
+# The browser tests (tests/browser, deselected by `make test`), with Playwright in Debian's
+# chromium (apt-get install chromium); minutes: the widgets in JupyterLab on 127.0.0.1, and
+# the web site built into a temporary folder and served on 127.0.0.1 (so the site extra too).
 .PHONY: browser-test
-browser-test: install
+browser-test: install $(VENV)/.site-installed
 	@runs="$${STARUNET_RUNS:-$$(mktemp -d)}"; \
 	STARUNET_RUNS="$$runs" STARUNET_SMOKE=1 $(PY) -m pytest -m browser tests/browser; \
 	status=$$?; [ -n "$$STARUNET_RUNS" ] || rm -rf "$$runs"; exit $$status
 
 clean:
-	rm -rf $(VENV) course-output .pytest_cache
+	rm -rf $(VENV) course-output site-output .pytest_cache
