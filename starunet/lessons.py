@@ -108,4 +108,105 @@ def lesson_header(lesson: str, directory: Path = NOTEBOOKS_DIR, timings: Path = 
 # -- The results of lessons 01-03 (one function each, registered with @lesson_result). ---------
 
 
+@lesson_result("01")
+def data_result() -> list[str]:
+    """Lesson 01: the data, its split, how rare vessels are, the human yardstick.
+    Computed from the STARE files (about a second: decoding 60 images)."""
+    import numpy as np
+
+    from starunet.data import split_ids, vessel_fraction
+    from starunet.metrics import confusion_counts, rates_from_counts
+    from starunet.presets import TrainConfig
+    from starunet.stare import IMAGE_SHAPE, load_stare
+
+    records, split = load_stare(), split_ids()
+    test = [r for r in records if r.id in split.test]
+    human = rates_from_counts(**confusion_counts([r.label_vk.astype(np.float32) for r in test],
+                                                 [r.label for r in test], [r.fov for r in test]))
+    height, width = IMAGE_SHAPE
+    patch = TrainConfig().patch_size
+    return [f"**{len(records)} STARE fundus images** of {width}×{height} pixels, each labelled by two annotators, "
+            f"split by image into **{len(split.train)} training, {len(split.val)} validation and "
+            f"{len(split.test)} test images**, the same in every lesson.",
+            f"Vessels are a minority class: **{vessel_fraction(records):.1%} of the pixels inside the field of "
+            f"view** (annotator ah, all images). Saying \"no vessel\" everywhere would already be "
+            f"{1 - vessel_fraction(test):.1%} accurate on the test images, so accuracy alone cannot rank models.",
+            f"The human yardstick: the second annotator, scored against the first inside the field of view of "
+            f"the {len(test)} test images, reaches **F1 {human['f1']:.3f}** (accuracy {human['acc']:.3f}, "
+            f"sensitivity {human['se']:.3f}, precision {human['pre']:.3f}).",
+            f"Models train on {patch}×{patch} patches centred in the field of view, reproducible from "
+            "(seed, epoch, index), and label whole images through overlapping tiles."]
+
+
+@lesson_result("02")
+def star_result() -> list[str]:
+    """Lesson 02: the algebra of the star operation and one toy comparison, computed
+    by :mod:`starunet.theory` and :mod:`starunet.toys` (well under a second)."""
+    import numpy as np
+
+    from starunet import theory, toys
+
+    ts = np.linspace(-1.5, 1.5, 401)
+    rng = np.random.default_rng(0)
+    start, direction = rng.normal(size=8), rng.normal(size=8)
+
+    def degree(fn) -> int:
+        return theory.polynomial_degree(ts, theory.response_along_line(fn, start, direction, ts))
+
+    stacked, chained = [], []
+    for depth in (1, 2, 3, 4):
+        layers = theory.star_stack(d=8, depth=depth, seed=depth)
+        stacked.append(degree(lambda x: theory.apply_star_stack(x, layers)[-1][:, 0]))
+        chained.append(degree(lambda x: theory.skip_star_chain(x, layers)[:, 0]))
+    toy = {fusion: toys.run_toy_experiment("circles", fusion, "none", depth=2, width=8, seed=0)
+           for fusion in ("sum", "star")}
+    return [f"One star layer, `(W1 x + b1) ⊙ (W2 x + b2)`, is a linear model on all pairwise products of "
+            f"`[x, 1]`: {theory.quadratic_feature_count(8)} features for 8 inputs, matched to a relative "
+            f"error of {theory.star_identity_error(8, seed=8):.0e}.",
+            f"Stacking doubles the degree: 1, 2, 3, 4 star layers measure degree "
+            f"{', '.join(map(str, stacked))}, and two layers on 32 channels reach "
+            f"{theory.implicit_dimension(32, 2):,} implicit dimensions.",
+            f"In a U-Net one factor is always an encoder skip, so each product adds one degree instead: "
+            f"{', '.join(map(str, chained))} after 1, 2, 3, 4 products.",
+            f"Same {toy['star'].n_params} weights, no activation, circles (seed 0): star fusion reaches "
+            f"{toy['star'].test_acc:.0%} test accuracy, sum fusion, a straight line, {toy['sum'].test_acc:.0%}."]
+
+
+@lesson_result("03")
+def model_result() -> list[str]:
+    """Lesson 03: the ReLU-free U-Net's size, degree, resolution and the softmax
+    pitfall, computed on the network itself (well under a second)."""
+    import torch
+
+    from starunet.model import UNet, count_parameters
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        star, total = UNet(), count_parameters(UNet(fusion="sum"))
+        x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
+    deepest = count_parameters(star.encoder[-1]) + count_parameters(star.decoder[0])
+    with torch.no_grad():
+        star = star.double().eval()  # a fresh network's BatchNorm in eval mode is the identity
+        for module in star.modules():
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+        out = star(x)
+        ratio = (star(2 * x).abs().sum() / out.abs().sum()).item()
+    blocks = out[..., 0::2, 0::2]
+    half = all(torch.equal(blocks, out[..., i::2, j::2]) for i in (0, 1) for j in (0, 1))
+    degree = round(torch.log2(torch.tensor(ratio)).item())
+    softmax = torch.softmax(out, dim=1)
+    return [f"`su.UNet()` has **{count_parameters(star):,} parameters**, exactly as many as the sum network "
+            f"({total:,}): the fusion `d ⊙ s` has no weights. {deepest / total:.0%} of them sit in the two "
+            "deepest blocks.",
+            f"Its only non-linearities are {UNet.levels} max-poolings and {len(star.fusions)} star fusions: "
+            f"without biases, doubling the input multiplies the output by {ratio:.0f} = 2^{degree}: between "
+            f"pooling kinks it is a polynomial of degree {degree}, one more per fusion.",
+            (f"It predicts at half resolution: every aligned 2×2 block of its {x.shape[-1]}×{x.shape[-2]} "
+             "output holds one value" if half else "It predicts at full resolution")
+            + ", since its shallowest skip is computed but unused; `use_shallowest_skip=True` fuses it.",
+            f"The source's softmax over one output channel is {softmax.min().item():g} at every pixel, whatever "
+            "the network computes: it passes no gradient, so this course uses a sigmoid."]
+
+
 # -- The results of lessons 04-06 (one function each, registered with @lesson_result). ---------

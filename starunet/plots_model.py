@@ -49,6 +49,7 @@ def plot_unet_architecture(rows: list[dict], input_size: int = 96) -> plt.Figure
         if f"fusion{k}" in blocks:
             node(f"fusion{k}", fuse_x, n_levels - k, symbol, "#fce5cd", "circle,pad=0.3")
             artists[f"fusion{k}"].set_fontsize(13)
+            artists[f"fusion{k}"].get_bbox_patch().set(edgecolor=fusion_color(fusion_name), linewidth=2.5)
     head = blocks["head"]
     node("head", head_x, 0, f"head 1×1 conv\n{head['in_channels']}→{head['out_channels']} logits\n"
          f"{head['params']:,} params", "#ead1dc")

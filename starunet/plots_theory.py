@@ -5,11 +5,23 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
+from starunet.plots import fusion_color
 from starunet.theory import implicit_dimension, paper_implicit_dimension
 from starunet.toys import decision_surface
 
 
 _TOY_COLORS = ("#d95f02", "#1b9e77")  # class 0, class 1 (colour-blind safe pair)
+
+
+def _toy_bar_style(model: str) -> dict:
+    """A toy model ``"fusion/activation"`` as the course draws it everywhere: the colour of
+    its fusion (``sum``, ``star``: the U-Net registry's; ``stack``, no U-Net fusion: grey),
+    filled without an activation, hatched with one."""
+    fusion, _, activation = model.partition("/")
+    color = fusion_color(fusion, default="0.45")
+    if activation in ("", "none"):
+        return {"color": color}
+    return {"facecolor": "white", "edgecolor": color, "hatch": "////", "linewidth": 1.0}
 
 
 def plot_implicit_dimension(ds, depths) -> plt.Figure:
@@ -127,7 +139,7 @@ def plot_toy_accuracies(summary) -> plt.Figure:
         means = [100 * cell[m, d]["mean"] for d in datasets]
         stds = [100 * cell[m, d]["std"] for d in datasets]
         ax.bar(np.arange(len(datasets)) + (k - (len(models) - 1) / 2) * width, means, width,
-               yerr=stds, capsize=2, label=m, color=plt.cm.tab20(k % 20))  # pairs: dark, light
+               yerr=stds, capsize=2, label=m, error_kw={"ecolor": "0.2", "lw": 1}, **_toy_bar_style(m))
     n_seeds = summary[0]["n_seeds"]
     ax.set(xticks=np.arange(len(datasets)), xticklabels=datasets, ylim=(40, 101),
            ylabel="test accuracy (%)", title=f"Mean ± std over {n_seeds} seed{'s' if n_seeds > 1 else ''}")

@@ -501,3 +501,49 @@ def test_real_fov_matches_reference_masks(stare_records, stare_source):
             ref = ref if ref.ndim == 2 else ref[..., 0]
             iou = (ref & r.fov).sum() / (ref | r.fov).sum()
             assert iou >= 0.95, f"{r.id}: FOV IoU {iou:.3f} < 0.95"
+
+
+def test_lesson_01_result_is_computed_from_the_data(stare_records, monkeypatch):
+    from starunet import lessons
+    from starunet.metrics import human_baseline
+
+    monkeypatch.setattr(stare, "load_stare", lambda *args, **kwargs: stare_records)
+    lines = lessons.data_result()
+    test = [r for r in stare_records if r.id in split_ids().test]
+    assert 3 <= len(lines) <= 5
+    assert "8 training, 2 validation and 10 test images" in lines[0]
+    assert f"{vessel_fraction(stare_records):.1%} of the pixels" in lines[1]
+    assert f"{1 - vessel_fraction(test):.1%} accurate" in lines[1]
+    assert f"F1 {human_baseline(stare_records)['f1']:.3f}" in lines[2]
+
+
+# ------------------------------------------------------------------ figures (notebook 01)
+
+def test_data_figures_build_and_photos_are_saved_at_the_photo_resolution():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from starunet import plots_data
+    from starunet.inference import Tiler
+    from starunet.metrics import segmentation_metrics
+
+    from fakes import fake_records
+
+    records = fake_records(2, shape=(48, 52))
+    for r in records:
+        r.label_vk = r.label ^ (np.random.default_rng(1).random(r.label.shape) < 0.02)
+    photos = [plots_data.plot_stare_records(records),
+              plots_data.plot_fov_method(records[0]),
+              plots_data.plot_patches(PatchDataset(records, patch_size=16, samples_per_epoch=4, seed=0), 4, columns=4),
+              plots_data.plot_tiles(records[0], Tiler(48, 52, patch_size=16, stride=8)),
+              plots_data.plot_observer_agreement(records[0])]
+    assert [fig.dpi for fig in photos] == [plots_data.PHOTO_DPI] * len(photos)
+    split = Split(train=(records[0].id,), val=(), test=(records[1].id,))
+    pooled = segmentation_metrics([r.label_vk.astype(np.float32) for r in records], [r.label for r in records],
+                                  [r.fov for r in records])
+    plots = [plots_data.plot_vessel_fractions(stare.dataset_summary(records), split),
+             plots_data.plot_human_baseline(pooled, {r.id: pooled for r in records})]
+    assert all(fig.dpi != plots_data.PHOTO_DPI for fig in plots)  # line plots keep the default resolution
+    plt.close("all")

@@ -350,3 +350,31 @@ def test_notebook_03_widget_builds_and_rebuilds_on_a_change():
     assert set(controls[0].options) == set(FUSIONS)
     controls[0].value = "sum"  # a change rebuilds the variant without error
     plt.close("all")
+
+
+def test_lesson_03_result_is_computed_on_the_network():
+    from starunet import lessons
+
+    lines = lessons.model_result()
+    assert 3 <= len(lines) <= 5
+    assert f"**{count_parameters(UNet()):,} parameters**" in lines[0] and "2,937,345" in lines[0]
+    assert "3 star fusions" in lines[1] and "by 16 = 2^4" in lines[1] and "degree 4" in lines[1]
+    assert lines[2].startswith("It predicts at half resolution")
+    assert "is 1 at every pixel" in lines[3]
+
+
+def test_the_architecture_draws_each_fusion_in_its_colour():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    from starunet import plots_model
+    from starunet.fusion import fusion_color
+
+    fig = plots_model.plot_unet_architecture(parameter_table(UNet(fusion="sum", **SMALL)))
+    circles = [t for t in fig.axes[0].texts if t.get_text() == "+" and t.get_bbox_patch() is not None]
+    assert len(circles) == 3
+    assert all(c.get_bbox_patch().get_edgecolor() == to_rgba(fusion_color("sum")) for c in circles)
+    plt.close(fig)

@@ -374,3 +374,33 @@ def test_toy_playground_retrains_when_a_control_changes(monkeypatch):
     assert [c["dataset"] for c in calls] == ["moons", "circles"]
     assert calls[-1] == {"steps": 2, "dataset": "circles", "fusion": "star", "activation": "none",
                          "depth": 2, "width": 8, "seed": 0}
+
+
+def test_toy_accuracy_bars_use_the_course_colours():
+    """A toy model is drawn as the course draws its fusion everywhere: the U-Net
+    registry's colour for sum and star, grey for stack; hatched with an activation."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    from starunet import plots_theory
+    from starunet.fusion import fusion_color
+
+    summary = [{"dataset": "moons", "model": m, "mean": 0.9, "std": 0.01, "n_seeds": 2}
+               for m in ("stack/none", "sum/none", "star/none", "star/relu")]
+    fig = plots_theory.plot_toy_accuracies(summary)
+    bars = {b.get_label(): b for b in fig.axes[0].containers}
+    assert bars["sum/none"][0].get_facecolor() == to_rgba(fusion_color("sum"))
+    assert bars["star/none"][0].get_facecolor() == to_rgba(fusion_color("star"))
+    assert bars["star/relu"][0].get_edgecolor() == to_rgba(fusion_color("star"))
+    assert bars["star/relu"][0].get_hatch() and not bars["star/none"][0].get_hatch()
+    assert bars["stack/none"][0].get_facecolor() not in {to_rgba(fusion_color(f)) for f in ("sum", "star")}
+    plt.close(fig)
+
+
+def test_lesson_02_result_states_the_measured_degree_laws():
+    from starunet import lessons
+
+    lines = lessons.star_result()
+    assert 3 <= len(lines) <= 5
+    assert "measure degree 2, 4, 8, 16" in lines[1] and f"{th.implicit_dimension(32, 2):,}" in lines[1]
+    assert "2, 3, 4, 5 after 1, 2, 3, 4 products" in lines[2]
