@@ -210,3 +210,133 @@ def model_result() -> list[str]:
 
 
 # -- The results of lessons 04-06 (one function each, registered with @lesson_result). ---------
+
+def _interval_text(rows, metrics=("roc_auc", "pr_auc", "f1")) -> str:
+    """A comparison's pooled verdicts.csv rows in one phrase: with two or more seeds each
+    metric's estimate, interval and verdict; with one, the estimates and "one seed, preliminary"."""
+    from starunet.stats import METRIC_LABELS
+
+    by_metric = {r["metric"]: r for r in rows}
+    chosen = [by_metric[m] for m in metrics if m in by_metric]
+    n = int(chosen[0]["n_seeds"])
+    if n < 2:
+        values = ", ".join(f"{METRIC_LABELS[r['metric']]} {float(r['estimate']):+.3f}" for r in chosen)
+        return f"one seed, preliminary: {values} (no interval, no verdict)"
+    values = ", ".join(f"{METRIC_LABELS[r['metric']]} {float(r['estimate']):+.3f} "
+                       f"[{float(r['low']):+.3f}, {float(r['high']):+.3f}] {r['verdict']}" for r in chosen)
+    return f"{n} seeds: {values}"
+
+
+def _family_size(rows) -> int:
+    """The Bonferroni family of pooled ``verdicts.csv`` rows, read back from their level."""
+    levels = [float(r["adjusted_level"]) for r in rows if int(r["n_seeds"]) > 1]
+    return round(0.05 / (1 - levels[0])) if levels else 0
+
+
+@lesson_result("04")
+def training_result() -> list[str]:
+    """Lesson 04: the `fast` preset as the course trains it, and how long its runs took
+    (``results/fast``'s metrics and provenance, ``benchmarks/cpu.csv``)."""
+    from starunet.presets import PRESETS
+    from starunet.results import FAST_DIR
+
+    c = PRESETS["fast"]
+    schedule = {"onecycle": "one-cycle", "constant": "constant", "cosine": "cosine"}.get(c.schedule, c.schedule)
+    lines = [f"The course trains with the `fast` preset: {c.samples_per_epoch * c.max_epochs:,} random "
+             f"{c.patch_size}×{c.patch_size} patches ({c.max_epochs} epochs of {c.samples_per_epoch:,}, batch "
+             f"{c.batch_size}: {c.total_steps():,} Adam steps) under a {schedule} learning rate peaking at "
+             f"{c.lr:g} after a {c.warmup:.0%} warm-up; the weights of the best validation epoch are kept."]
+    if (FAST_DIR / "metrics.csv").is_file():
+        runs = read_csv(FAST_DIR / "metrics.csv")
+        p = json.loads((FAST_DIR / "provenance.json").read_text(encoding="utf-8"))
+        minutes = sorted(float(r["train_seconds"]) / 60 for r in runs)
+        best = sorted({int(r["best_epoch"]) for r in runs})
+        fanout = p.get("fanout", {})
+        seeds = len({r["seed"] for r in runs})
+        lines.append(f"`results/fast` holds {len(runs)} such runs ({seeds} seed{'s' if seeds > 1 else ''}; precision: "
+                     f"{p.get('precision', '?')}): each trained all {max(int(r['epochs']) for r in runs)} epochs "
+                     f"and kept the weights of epoch {best[0]}" + (f"–{best[-1]}" if len(best) > 1 else "") + ".")
+        lines.append(f"Measured training time of one of those runs: {minutes[0]:.0f}–{minutes[-1]:.0f} min "
+                     f"(median {minutes[len(minutes) // 2]:.0f}), on {p['hardware']['summary']}, "
+                     f"{fanout.get('jobs', 1)} run(s) at a time.")
+    bench = PROJECT_ROOT / "benchmarks" / "cpu.csv"
+    rows = [r for r in read_csv(bench) if r["what"].startswith("fast preset run")] if bench.is_file() else []
+    if rows:
+        times = ", ".join(f"{float(r['value']):.2f} {r['unit']} in {r['variant']}" for r in rows)
+        lines.append(f"Alone on the machine (`benchmarks/cpu.csv`, {rows[0]['device']}): one run trains in {times}.")
+    return lines
+
+
+# The comparisons lesson 05 answers first (their names in verdicts.csv).
+MAIN_COMPARISONS = ("star − sum, without ReLU", "star − sum, with ReLU", "star/none − sum/relu")
+
+
+@lesson_result("05")
+def comparison_result() -> list[str]:
+    """Lesson 05: the pooled verdicts of the main comparisons in the committed `full`
+    and `fast` grids (their ``verdicts.csv``), seeds counted, never typed."""
+    from starunet.stats import HEADLINE_METRICS, MARGINS, METRIC_LABELS
+    from starunet.verdicts import COMMITTED_FOLDERS, VERDICTS_FILE, read_verdicts
+
+    folders = {name: COMMITTED_FOLDERS[name] for name in ("full", "fast")
+               if (COMMITTED_FOLDERS[name] / VERDICTS_FILE).is_file()}
+    pooled = {name: [r for r in read_verdicts(folder) if r["statistic"] == "pooled"]
+              for name, folder in folders.items()}
+    families = "; ".join(f"`{name}` {_family_size(rows)} intervals" for name, rows in pooled.items()
+                         if _family_size(rows))
+    margins = ", ".join(f"{METRIC_LABELS[m]} ±{MARGINS[m].value:g}" for m in HEADLINE_METRICS)
+    images = next((r["n_images"] for rows in pooled.values() for r in rows), "?")
+    lines = [f"Statistic: each seed's difference B − A of the test metric pooled over the FOV pixels of the "
+             f"{images} test images; its mean and t-interval over seeds (Bonferroni per grid: {families or 'no interval'}), "
+             f"judged against the margins {margins}."]
+    for comparison in MAIN_COMPARISONS:
+        parts = [f"`{name}` {_interval_text([r for r in rows if r['comparison'] == comparison])}"
+                 for name, rows in pooled.items() if any(r["comparison"] == comparison for r in rows)]
+        if parts:
+            lines.append(f"**{comparison}**: " + "; ".join(parts) + ".")
+    decided = [f"{r['comparison']} ({name}, {METRIC_LABELS[r['metric']]}): {r['verdict']}"
+               for name, rows in pooled.items() for r in rows
+               if int(r["n_seeds"]) > 1 and r["verdict"] != "inconclusive"]
+    intervals = sum(int(r["n_seeds"]) > 1 for rows in pooled.values() for r in rows)
+    lines.append(f"Of these grids' {intervals} pooled intervals with two or more seeds, {len(decided)} decide a "
+                 "verdict" + (f": {'; '.join(decided)}." if decided else "; \"inconclusive\" means the study cannot "
+                              "tell yet, not that there is no difference."))
+    return lines
+
+
+@lesson_result("06")
+def curves_result() -> list[str]:
+    """Lesson 06: the learning curves' verdicts at the largest budget (``results/curves``'s
+    ``verdicts.csv``), how many runs still rise, and how much validation scores swing."""
+    from starunet.results import CURVES_DIR
+    from starunet.verdicts import read_verdicts
+
+    rows = [r for r in read_verdicts(CURVES_DIR) if r["statistic"] == "pooled"]
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["comparison"], []).append(r)
+    several = {c: g for c, g in groups.items() if int(g[0]["n_seeds"]) > 1}
+    lines = [f"**{c}** (pooled test metric, per-seed difference, t-interval, Bonferroni over "
+             f"{_family_size(rows)}): {_interval_text(g)}." for c, g in several.items()]
+    single = [(c.split(" at ")[0], c.partition(" at ")[2],
+               float(next(r for r in g if r["metric"] == "pr_auc")["estimate"]))
+              for c, g in groups.items() if c not in several]
+    if single:
+        budgets = sorted({at for _, at, _ in single})
+        lines.append(f"One seed each, preliminary (PR-AUC difference at {', '.join(budgets)}; no interval, no "
+                     "verdict): " + "; ".join(f"{c} {v:+.3f}" for c, _, v in single) + ".")
+    runs = read_csv(CURVES_DIR / "runs.csv")
+    rising = [r for r in runs if r["plateau"].startswith("still rising")]
+    lines.append(f"{len(rising)} of the {len(runs)} runs are still rising at their last doubling by the plateau "
+                 "rule (a doubling gains 0.005 test PR-AUC or more): the curves show where the networks stand "
+                 "at that budget, not where they end.")
+    swing: dict[str, list[float]] = {}
+    for r in runs:
+        swing.setdefault(r["activation"], []).append(float(r["val_pr_auc_swing"]))
+    parts = []
+    for activation, values in swing.items():
+        low, high = f"{min(values):.3f}", f"{max(values):.3f}"
+        name = {"none": "without ReLU", "relu": "with ReLU"}.get(activation, f"with {activation}")
+        parts.append(f"{name} {low if low == high else f'{low}–{high}'} ({len(values)} runs)")
+    lines.append("Median epoch-to-epoch swing of validation PR-AUC: " + "; ".join(parts) + ".")
+    return lines

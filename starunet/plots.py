@@ -22,6 +22,19 @@ from starunet.stats import ACTIVATIONS_COMPARED, FUSIONS_COMPARED
 # ReLU, dotted with GELU/SiLU.
 ACTIVATION_STYLES = {"none": "-", "relu": "--", "gelu": ":", "silu": ":"}
 
+# A training budget's colour and marker in every figure that compares budgets (notebooks
+# 05, 06): one fixed entry per preset, purples light to dark as the budget grows (hues no
+# fusion op uses), each with its own marker so they stay apart without colour.
+BUDGET_STYLES = {"smoke": ("#BBBBBB", "x"), "quick": ("#ADA8D3", "v"), "long": ("#8479BC", "s"),
+                 "fast": ("#6A51A3", "D"), "full": ("#3F007D", "o"), "curves": ("#000000", "^")}
+
+
+def budget_style(name: str) -> tuple[str, str]:
+    """``(colour, marker)`` of a budget (preset) name; a grey plus for one not in
+    :data:`BUDGET_STYLES` (e.g. a reader's own preset)."""
+    return BUDGET_STYLES.get(name, ("0.45", "P"))
+
+
 def no_ticks(ax) -> None:
     ax.set_xticks([])
     ax.set_yticks([])
@@ -59,7 +72,7 @@ def plot_training_curves(histories, metrics=("train_loss", "val_loss", "val_pr_a
     :func:`starunet.runs.read_history`. Labels starting ``fusion-activation``
     get notebook 05's style (colour = fusion, dashed = ReLU).
     """
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics) + 1.8, 3.2), squeeze=False)
     for label, rows in histories.items():
         style = _config_style(label) if label.count("-") >= 1 else {}
         epochs = [row["epoch"] for row in rows]
@@ -77,7 +90,44 @@ def plot_training_curves(histories, metrics=("train_loss", "val_loss", "val_pr_a
             ax.set_xticks(epochs)
         else:
             ax.xaxis.get_major_locator().set_params(integer=True)
-    axes[0, -1].legend(fontsize=8, frameon=False)
+    axes[0, -1].legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the data
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_run_panels(histories, metric: str = "val_pr_auc", patches_per_epoch: int | None = None,
+                    ncols: int = 3, title: str | None = None) -> plt.Figure:
+    """One panel per run (``{label: history rows}``, labels ``fusion-activation...``):
+    its ``metric`` after every epoch in its configuration's style, the other runs in
+    light grey behind it, one shared y axis, so a run's epoch-to-epoch swing can be
+    read against the others' without six lines on one another. The x axis counts
+    training patches when ``patches_per_epoch`` is given, else epochs."""
+    n = len(histories)
+    ncols = max(1, min(ncols, n))
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.0 * ncols, 2.9 * nrows), sharex=True, sharey=True,
+                             squeeze=False)
+    scale = patches_per_epoch or 1
+    series = {label: ([row["epoch"] * scale for row in rows], [row[metric] for row in rows])
+              for label, rows in histories.items()}
+    for ax, (label, (x, y)) in zip(axes.flat, series.items()):
+        for other, (ox, oy) in series.items():
+            if other != label:
+                ax.plot(ox, oy, color="0.85", lw=0.8, zorder=1)
+        ax.plot(x, y, lw=1.4, zorder=2, **(_config_style(label) if label.count("-") >= 1 else {}))
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(TRAINING_CURVE_TITLES.get(metric, metric), fontsize=9)
+    for ax in axes[-1]:
+        ax.set_xlabel("training patches seen" if patches_per_epoch else "epoch", fontsize=9)
+        if patches_per_epoch:
+            ax.xaxis.set_major_formatter(lambda value, _: f"{value / 1000:g}k" if value else "0")
     if title:
         fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -96,7 +146,8 @@ def plot_lr_schedules(configs) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6.4, 3.0))
     for label, config in configs.items():
         steps = np.arange(config.total_steps())
-        ax.plot(steps * config.batch_size, [config.learning_rate(int(s)) for s in steps], label=label)
+        ax.plot(steps * config.batch_size, [config.learning_rate(int(s)) for s in steps], label=label,
+                color=budget_style(config.preset)[0])  # a preset's colour, as in every budget figure
     ax.set_title("learning rate of each training step", fontsize=10)
     ax.set_xlabel("training patches seen")
     ax.set_ylabel("learning rate")
@@ -129,18 +180,21 @@ def plot_roc_pr(curves, markers=None, roc_xmax: float = 0.3, title: str | None =
 
     ``curves``: ``{run_key: {"roc": {"fpr", "tpr"}, "pr": {"recall", "precision"}}}``
     (keys ``fusion-activation-seedN``). By default runs of one configuration share
-    a colour and one legend entry; ``per_run=True`` gives every run its own colour
-    and label (to compare two runs). ``markers``: ``{label: metrics}`` drawn as
+    a colour and one legend entry; ``per_run=True`` gives every run its own legend
+    entry, in its configuration's style (to compare two runs). ``markers``: ``{label: metrics}`` drawn as
     points at their operating point (``1 - sp, se`` and ``se, pre``), e.g. the
     second observer. The ROC x-axis stops at ``roc_xmax``: all models live in its
     top-left corner.
     """
     fig, (ax_roc, ax_pr) = plt.subplots(1, 2, figsize=(11, 4.6))
-    seen = set()
-    for n, (key, curve) in enumerate(curves.items()):
+    seen, drawn = set(), set()
+    for key, curve in curves.items():
         config = key.rsplit("-seed", 1)[0]
-        if per_run:
-            label, style = key, {"color": f"C{n}", "linestyle": "-"}
+        if per_run:  # each run its configuration's style; a second run of one configuration dotted
+            label, style = key, _config_style(key)
+            if (style["color"], style["linestyle"]) in drawn:
+                style["linestyle"] = ":"
+            drawn.add((style["color"], style["linestyle"]))
         else:
             label = None if config in seen else config.replace("-", " / ")
             style = _config_style(key)
@@ -169,14 +223,14 @@ def plot_prediction_panels(image, label, fov, probabilities, threshold: float = 
     ``probabilities``: ``{run name: (H, W) array}``. Error maps: TP white, FP orange,
     FN blue, TN black, outside the FOV grey (see :func:`error_map`).
     ``crop=(top, bottom, left, right)`` zooms in on a region (thin vessels vanish
-    when a 700-pixel image is drawn 3 inches wide).
+    when a 700-pixel image is drawn 2.6 inches wide).
     """
     from matplotlib.patches import Patch
 
 
     window = (slice(crop[0], crop[1]), slice(crop[2], crop[3])) if crop else (slice(None), slice(None))
     n = len(probabilities)
-    fig, axes = plt.subplots(2, n + 1, figsize=(3.0 * (n + 1), 7.2), squeeze=False)
+    fig, axes = plt.subplots(2, n + 1, figsize=(2.6 * (n + 1), 6.4), squeeze=False)
     axes[0, 0].imshow(np.asarray(image)[window])
     axes[0, 0].set_title("image")
     axes[1, 0].imshow(np.asarray(label)[window], cmap="gray")
@@ -228,57 +282,70 @@ def plot_seed_metrics(runs, metrics=("roc_auc", "pr_auc", "f1")):
 
 
 def plot_paired_differences(diffs):
-    """Forest plot of star - sum per metric: the mean paired difference and its
-    interval, one colour per activation setting; hollow markers: no verdict of better or worse."""
-    colors = {"none": "black", "relu": "#CC79A7"}  # not the fusion colours: here colour = activation
-    groups = {f"activation {act}": [d for d in diffs if d.activation == act]
-              for act in dict.fromkeys(d.activation for d in diffs)}
-    return _forest_plot(groups, {f"activation {a}": c for a, c in colors.items()})
+    """Forest plot of paired differences b − a (:class:`~starunet.stats.PairedDifference`),
+    one panel per comparison, one row per metric: the mean and its interval in the
+    colour of ``b``'s fusion; hollow markers: no verdict of better or worse."""
+    return _forest_panels({"": diffs})
 
 
 def plot_budget_differences(diffs_by_grid):
-    """Forest plot of star - sum per metric for grids trained with different budgets
-    (``{preset: [PairedDifference, ...]}``, see ``stats.budget_differences``), one
-    colour per preset and activation: does the difference shrink, grow or flip with
-    more training?"""
-    palette = ["#999999", "black", "#E69F00", "#56B4E9", "#009E73", "#CC79A7"]
-    groups: dict[str, list] = {}
-    for name, diffs in diffs_by_grid.items():
-        for d in diffs:
-            label = (f"{name}: {d.config_b} - {d.config_a}" if d.config_a.activation != d.config_b.activation
-                     else f"{name}, activation {d.activation}")
-            groups.setdefault(label, []).append(d)
-    return _forest_plot(groups, {g: palette[i % len(palette)] for i, g in enumerate(groups)})
+    """Forest plot of the comparisons of grids trained with different budgets
+    (``{preset: [PairedDifference, ...]}``, see ``stats.budget_differences``): one panel
+    per comparison, one row per metric, each budget in its colour and marker of
+    :data:`BUDGET_STYLES` (the same in every figure): does a difference shrink, grow or
+    flip with more training?"""
+    return _forest_panels(diffs_by_grid)
 
 
-def _forest_plot(groups, colors):
-    """Mean and CI of each :class:`~starunet.stats.PairedDifference`, one row per
-    metric, the ``groups`` (label -> differences) side by side in their colours."""
-    diffs = [d for group in groups.values() for d in group]
+def plot_config_differences(diffs):
+    """Forest plot of the paired differences b − a of several configuration pairs
+    (:func:`starunet.stats.config_differences`), one panel per pair."""
+    return _forest_panels({"": diffs})
+
+
+def _forest_panels(series: dict, ncols: int = 3):
+    """``series``: ``{budget name or "": [PairedDifference, ...]}``. One panel per
+    comparison (titled by it), one row per metric, each series offset within the row;
+    a named series is drawn in its budget style and named in a legend below the panels,
+    an unnamed one in the colour of the compared fusion."""
+    diffs = [d for group in series.values() for d in group]
+    comparisons = list(dict.fromkeys(d.comparison for d in diffs))
     metrics = list(dict.fromkeys(d.metric for d in diffs))
-    fig, ax = plt.subplots(figsize=(7, 0.32 * len(metrics) * len(groups) + 1.4))
-    spread = min(0.35, 0.075 * len(groups))  # many groups: use the room between metrics
-    offsets = np.linspace(-spread, spread, len(groups)) if len(groups) > 1 else [0.0]
-    for off, (label, group) in zip(offsets, groups.items()):
-        color = colors.get(label, "0.3")
-        for d in group:
-            y = metrics.index(d.metric) + off
-            ax.errorbar(d.mean, y, xerr=[[d.mean - d.low], [d.high - d.mean]], fmt="o", capsize=3,
-                        color=color, mfc="white" if d.verdict in ("inconclusive", "equivalent") else None)
-        ax.plot([], [], "o", color=color, label=label)
-    ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(range(len(metrics)), metrics)
-    ax.invert_yaxis()
+    ncols = max(1, min(ncols, len(comparisons)))
+    nrows = -(-len(comparisons) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.9 * ncols, (0.42 * len(metrics) * max(1, len(series)) ** 0.5
+                                                               + 1.5) * nrows),
+                             sharex=True, sharey=True, squeeze=False)
+    offsets = np.linspace(-0.25, 0.25, len(series)) if len(series) > 1 else [0.0]
+    for ax, comparison in zip(axes.flat, comparisons):
+        for off, (name, group) in zip(offsets, series.items()):
+            for d in (d for d in group if d.comparison == comparison):
+                color, marker = budget_style(name) if name else (fusion_color(d.config_b.fusion), "o")
+                ax.errorbar(d.mean, metrics.index(d.metric) + off, xerr=[[d.mean - d.low], [d.high - d.mean]],
+                            fmt=marker, capsize=3, color=color, ms=6,
+                            mfc="white" if d.verdict in ("inconclusive", "equivalent") else color)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_title(comparison, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in axes.flat[len(comparisons):]:
+        ax.set_visible(False)
+    axes[0, 0].set_yticks(range(len(metrics)), metrics)
+    axes[0, 0].invert_yaxis()
     level = diffs[0].level if diffs else 0.95
-    pairs = {(d.b, d.a) for d in diffs}
-    compared = " - ".join(pairs.pop()) if len(pairs) == 1 else "difference as in the legend"
     what = {"pooled": "pooled metric, per-seed difference", "per_image": "mean per-image difference"}
     statistic = " / ".join(what[s] for s in dict.fromkeys(d.statistic for d in diffs)) or "difference"
-    ax.set_xlabel(f"{compared} ({statistic}; {100 * level:.1f}% intervals, Bonferroni)")
-    ax.legend(fontsize=8, loc="best")
-    ax.grid(axis="x", alpha=0.3)
-    ax.set_title("paired difference; hollow = inconclusive or equivalent")
-    fig.tight_layout()
+    levels = sorted({f"{100 * d.level:.1f}%" for d in diffs if d.n_seeds > 1}) or ["no"]
+    for ax in axes[-1]:
+        ax.set_xlabel(f"b − a ({statistic})", fontsize=9)
+    named = [name for name in series if name]
+    if named:
+        handles = [plt.Line2D([], [], color=budget_style(n)[0], marker=budget_style(n)[1], ls="", label=n)
+                   for n in named]
+        fig.legend(handles=handles, title="budget (preset)", loc="lower center", ncol=len(handles),
+                   fontsize=9, frameon=False)
+    fig.suptitle(f"paired differences with {' / '.join(levels)} intervals (Bonferroni); "
+                 "hollow = inconclusive or equivalent", fontsize=10)
+    fig.tight_layout(rect=(0, 0.1 if named else 0, 1, 1))
     return fig
 
 
@@ -335,13 +402,3 @@ def plot_learning_curves(points, metrics=("roc_auc", "pr_auc", "f1"), human=None
         fig.suptitle(title, fontsize=11)
     fig.tight_layout(rect=(0, 0.06 + 0.035 * ((len(names) - 1) // 5), 1, 1))
     return fig
-
-
-def plot_config_differences(diffs):
-    """Forest plot of the paired differences b − a of several configuration pairs
-    (:func:`starunet.stats.config_differences`), one colour per pair."""
-    palette = ["black", "#D55E00", "#999933", "#882255", "#CC79A7", "#56B4E9"]
-    groups: dict[str, list] = {}
-    for d in diffs:
-        groups.setdefault(f"{d.config_b} − {d.config_a}", []).append(d)
-    return _forest_plot(groups, {g: palette[i % len(palette)] for i, g in enumerate(groups)})

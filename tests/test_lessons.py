@@ -156,3 +156,28 @@ def test_every_lesson_has_a_result_that_computes():
     for path in LESSONS:
         text = lessons.lesson_header(path.name[:2]).data
         assert 3 <= text.count("\n- ") <= 5, f"{path.name}: {text}"
+
+
+def test_the_comparison_result_follows_the_committed_seeds(tmp_path, monkeypatch):
+    """Lesson 05's header reads the verdicts.csv files: one seed says "one seed,
+    preliminary" and shows no interval; several seeds show the interval and the verdict."""
+    from starunet import verdicts
+
+    def folder(name: str, n_seeds: int) -> Path:
+        rows = [{"comparison": comparison, "config_a": "sum/none", "config_b": "star/none", "metric": metric,
+                 "statistic": statistic, "n_seeds": str(n_seeds), "n_images": "10", "estimate": "0.012",
+                 "low": "" if n_seeds < 2 else "-0.020", "high": "" if n_seeds < 2 else "0.044", "margin": "0.01",
+                 "verdict": "inconclusive", "adjusted_level": "0.983333" if n_seeds > 1 else "0.95"}
+                for comparison in lessons.MAIN_COMPARISONS for metric in ("roc_auc", "pr_auc", "f1")
+                for statistic in ("pooled", "per_image")]
+        (tmp_path / name).mkdir()
+        verdicts.write_verdicts(tmp_path / name, rows)
+        return tmp_path / name
+
+    monkeypatch.setattr(verdicts, "COMMITTED_FOLDERS", {"full": folder("full", 3), "fast": folder("fast", 1)})
+    lines = lessons.comparison_result()
+    assert 3 <= len(lines) <= 5
+    first = next(line for line in lines if line.startswith("**star − sum, without ReLU**"))
+    assert "`full` 3 seeds: ROC-AUC +0.012 [-0.020, +0.044] inconclusive" in first
+    assert "`fast` one seed, preliminary: ROC-AUC +0.012, PR-AUC +0.012, F1 +0.012 (no interval, no verdict)" in first
+    assert "`full` 3 intervals" in lines[0] and "9 pooled intervals with two or more seeds, 0 decide" in lines[-1]

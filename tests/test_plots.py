@@ -103,3 +103,15 @@ def test_plot_lr_schedules_draws_each_configs_steps():
     assert len(fast.get_xdata()) == PRESETS["fast"].total_steps()
     assert max(fast.get_ydata()) == pytest.approx(2e-3) and set(quick.get_ydata()) == {5e-4}
     assert fast.get_xdata()[-1] == (PRESETS["fast"].total_steps() - 1) * 8
+
+
+def test_run_panels_give_each_run_its_own_panel_in_its_style():
+    history = [{"epoch": e, "val_pr_auc": 0.5 + 0.01 * e} for e in range(1, 5)]
+    fig = plots.plot_run_panels({"sum-none-seed1": history, "star-relu-seed1": history, "other": history},
+                                patches_per_epoch=512, ncols=2)
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in visible] == ["sum-none-seed1", "star-relu-seed1", "other"]
+    own = [line for line in visible[1].lines if line.get_zorder() == 2]
+    assert [(to_hex(line.get_color()), line.get_linestyle()) for line in own] == [("#d55e00", "--")]
+    assert len(visible[1].lines) == 3  # the two other runs in grey behind it
+    assert list(own[0].get_xdata()) == [512, 1024, 1536, 2048] and visible[-1].get_xlabel() == "training patches seen"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from matplotlib.colors import to_hex
 
 import starunet.report as R
 import starunet.results as RS
@@ -65,16 +66,18 @@ def test_training_budget_comparison(tmp_path):
     assert "ROC-AUC -0.0500 [-0.0500, -0.0500] worse" in bullets[0]
     assert S.budget_differences(grids, activations=["relu"]) == {}  # no relu runs: nothing to pair
     from starunet import plots
-    fig = plots.plot_budget_differences(diffs)
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == \
-        ["quick, activation none", "long, activation none"]
-    assert fig.axes[0].get_xlabel().startswith("star - sum (")
+    fig = plots.plot_budget_differences(diffs)  # one panel per comparison, one style per budget
+    assert [ax.get_title() for ax in fig.axes] == ["star − sum, without ReLU"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["quick", "long"]
+    drawn = {to_hex(line.get_color()) for line in fig.axes[0].lines if line.get_marker() in ("v", "s")}
+    assert drawn == {plots.BUDGET_STYLES["quick"][0].lower(), plots.BUDGET_STYLES["long"][0].lower()}
+    assert fig.axes[0].get_xlabel() == "b − a (pooled metric, per-seed difference)"
     mixed = S.budget_differences(grids, activations=["none"], replacement=True)
     replacement = {"config_a": S.Config("sum", "relu"), "config_b": S.Config("star", "none"), "by_fusion": False}
     mixed["long"] = mixed["long"] + [dataclasses.replace(d, **replacement) for d in mixed["long"]]
     fig = plots.plot_budget_differences(mixed)
-    assert fig.axes[0].get_xlabel().startswith("difference as in the legend (")
-    assert "long: star/none - sum/relu" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert [ax.get_title() for ax in fig.axes] == ["star − sum, without ReLU", "star/none − sum/relu"]
+    assert plots.budget_style("mine") == ("0.45", "P")  # a reader's own preset: grey, not another's colour
 
 
 def test_threshold_table_and_grids_evaluated_before_the_tuned_threshold(tmp_path):
