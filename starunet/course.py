@@ -290,7 +290,7 @@ def course_summary_markdown() -> str:
     own_dir = own_results_dir() if results.kind == "own" else course_check_dir()
     if (own_dir / "metrics.csv").is_file():
         own, reference = load_results(own_dir), course_reference()
-        text += ("\n## Your runs beside the reference (notebook 05, section 1)\n\n"
+        text += ("\n## Your runs beside the reference (appendix notebook 07, section 6)\n\n"
                  f"{reference_comparison_markdown(own, reference)}")
     grids = budget_grids(results)
     diffs = budget_differences(grids) if len(grids) > 1 else {}

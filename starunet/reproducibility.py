@@ -1,6 +1,6 @@
 """Is a run reproducible? :func:`kill_and_resume_check` trains a config twice, once
 straight through and once killed and resumed, and compares the weights bit for bit
-(notebook 04 and the appendix show it on a tiny config; ``tests/test_train.py`` on
+(the appendix notebook 07 shows it on a tiny config; ``tests/test_train.py`` on
 every engine change). Sits above :mod:`starunet.training`, which it drives.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ def kill_and_resume_check(config: TrainConfig, records: Sequence, kill_after_epo
     """Train ``config`` twice in a temporary folder: once straight through, once
     killed after ``kill_after_epoch`` epochs (an exception from the epoch callback,
     as Ctrl-C or a dead kernel would) and resumed with ``resume=True``. Compares the
-    final weights and histories; notebook 04 shows it on a tiny config."""
+    final weights and histories; the appendix notebook 07 shows it on a tiny config."""
     if not 1 <= kill_after_epoch < config.max_epochs:
         raise ValueError(f"kill_after_epoch must be in 1..{config.max_epochs - 1} (max_epochs - 1), "
                          f"got {kill_after_epoch}")

@@ -162,8 +162,8 @@ def course_check_dir() -> Path:
 
 
 def course_reference() -> GridResults:
-    """The committed grid that the reader's notebook-04 runs are set beside (notebook 05,
-    section 12; ``summary.md``): ``results/fast/`` (same preset as notebook 04) when it
+    """The committed grid that the reader's notebook-04 runs are set beside (appendix
+    notebook 07, section 6; ``summary.md``): ``results/fast/`` (same preset as notebook 04) when it
     has results, else the quick grid ``results/reference/``."""
     folder = FAST_DIR if (FAST_DIR / "metrics.csv").is_file() else REFERENCE_DIR
     return load_results(folder, kind="reference")
