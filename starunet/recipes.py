@@ -106,3 +106,23 @@ def recipe_markdown(rows: Sequence[dict]) -> str:
         [[f"{r['fusion']}/{r['activation']}", f"`{r['source']}`", f"{r['schedule']}, {r['peak_lr']:g}",
           f"{r['patches']:,}", str(r["seeds"]), f"{r['roc_auc']:.4f}", f"{r['pr_auc']:.4f}", f"{r['f1']:.4f}",
           r["hardware"]] for r in rows])
+
+
+def recipe_lines(rows: Sequence[dict], source: str = "fast", reference: str = "full") -> list[str]:
+    """Per configuration, one Markdown line setting the ``source`` recipe's test PR-AUC
+    beside the source's recipe at the same budget (the curves) and under ``reference``."""
+    lines = []
+    for fusion, activation in CONFIGS:
+        mine = [r for r in rows if (r["fusion"], r["activation"], r["source"]) == (fusion, activation, source)]
+        if not mine:
+            continue
+        m = mine[0]
+        parts = [f"**{fusion}/{activation}**: `{source}` ({m['schedule']} to {m['peak_lr']:g}, {m['patches']:,} "
+                 f"patches, {m['seeds']} seed{'s' * (m['seeds'] != 1)}) PR-AUC {m['pr_auc']:.4f}"]
+        for r in rows:
+            same_budget = r["source"] == "curves" and r["patches"] == m["patches"]
+            if (r["fusion"], r["activation"]) == (fusion, activation) and (same_budget or r["source"] == reference):
+                parts.append(f"`{r['source']}` ({r['schedule']} {r['peak_lr']:g}, {r['patches']:,} patches, "
+                             f"{r['seeds']} seed{'s' * (r['seeds'] != 1)}) {r['pr_auc']:.4f}")
+        lines.append("- " + "; ".join(parts) + ".")
+    return lines

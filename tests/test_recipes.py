@@ -27,3 +27,12 @@ def test_the_committed_table_holds_every_folder_and_the_fast_recipe():
     assert curve_budgets[0] == 4096 and curve_budgets[-1] == 65536
     text = recipes.recipe_markdown(rows)
     assert text.count("\n") == len(rows) + 1 and "onecycle, 0.002" in text
+
+
+def test_the_recipe_lines_set_fast_beside_the_same_budget_and_the_full_protocol():
+    rows = recipes.committed_recipe_table()
+    lines = recipes.recipe_lines(rows)
+    sum_relu = next(line for line in lines if line.startswith("- **sum/relu**"))
+    fast = next(r for r in rows if (r["source"], r["fusion"], r["activation"]) == ("fast", "sum", "relu"))
+    assert f"PR-AUC {fast['pr_auc']:.4f}" in sum_relu and "`curves` (constant 0.0005, 16,384 patches" in sum_relu
+    assert "`full` (constant 0.0005" in sum_relu
