@@ -233,12 +233,36 @@ def _family_size(rows) -> int:
     return round(0.05 / (1 - levels[0])) if levels else 0
 
 
+def fast_run_benchmark() -> dict[str, dict]:
+    """One `fast` run trained alone on the benchmark machine, per training precision
+    (``benchmarks/cpu.csv``): ``{"bf16": {"minutes", "device", "what"}, "fp32": ...}``;
+    empty when the file or its rows are missing. The figure lessons 04 and 05 quote."""
+    bench = PROJECT_ROOT / "benchmarks" / "cpu.csv"
+    rows = read_csv(bench) if bench.is_file() else []
+    return {r["variant"]: {"minutes": float(r["value"]), "device": r["device"], "what": r["what"]}
+            for r in rows if r["what"].startswith("fast preset run") and r["unit"] == "min"}
+
+
+def fast_run_line() -> str:
+    """One sentence: a `fast` run alone, bf16 and fp32, and bf16's speed-up, all read from
+    ``benchmarks/cpu.csv`` (an empty string without it)."""
+    bench = fast_run_benchmark()
+    if not {"bf16", "fp32"} <= set(bench):
+        return ""
+    bf16, fp32 = bench["bf16"]["minutes"], bench["fp32"]["minutes"]
+    return (f"One `fast` run trained alone ({bench['bf16']['what']}; `benchmarks/cpu.csv`, {bench['bf16']['device']}): "
+            f"{bf16:.2f} min with bf16 training steps, {fp32:.2f} min in fp32, so bf16 is {fp32 / bf16:.2f}× as fast.")
+
+
 @lesson_result("04")
 def training_result() -> list[str]:
-    """Lesson 04: the `fast` preset as the course trains it, and how long its runs took
-    (``results/fast``'s metrics and provenance, ``benchmarks/cpu.csv``)."""
+    """Lesson 04: the `fast` preset as the course trains it, how long one run takes alone
+    (``benchmarks/cpu.csv``, the primary figure), and what ``results/fast`` holds: which
+    configurations and seeds, and how its runs shared the machine (their times are not
+    one run's alone). Counts follow whatever the folder holds."""
     from starunet.presets import PRESETS
     from starunet.results import FAST_DIR
+    from starunet.stats import ACTIVATIONS_COMPARED, FUSIONS_COMPARED
 
     c = PRESETS["fast"]
     schedule = {"onecycle": "one-cycle", "constant": "constant", "cosine": "cosine"}.get(c.schedule, c.schedule)
@@ -246,24 +270,31 @@ def training_result() -> list[str]:
              f"{c.patch_size}×{c.patch_size} patches ({c.max_epochs} epochs of {c.samples_per_epoch:,}, batch "
              f"{c.batch_size}: {c.total_steps():,} Adam steps) under a {schedule} learning rate peaking at "
              f"{c.lr:g} after a {c.warmup:.0%} warm-up; the weights of the best validation epoch are kept."]
+    if fast_run_line():
+        lines.append(fast_run_line())
     if (FAST_DIR / "metrics.csv").is_file():
         runs = read_csv(FAST_DIR / "metrics.csv")
         p = json.loads((FAST_DIR / "provenance.json").read_text(encoding="utf-8"))
+        seeds: dict[tuple[str, str], set[str]] = {}
+        for r in runs:
+            seeds.setdefault((r["fusion"], r["activation"]), set()).add(r["seed"])
+        counts = sorted({len(v) for v in seeds.values()})
+        all_seeds = sorted({s for v in seeds.values() for s in v})
+        ours = [k for k in seeds if k[0] in FUSIONS_COMPARED and k[1] in ACTIVATIONS_COMPARED]
+        others = sorted({f for f, _ in seeds} - set(FUSIONS_COMPARED))
+        per_config = f"{counts[0]}" + (f"–{counts[-1]}" if len(counts) > 1 else "")
+        lines.append(f"`results/fast` holds {len(runs)} such runs: fusions {', '.join(sorted({f for f, _ in seeds}))} × "
+                     f"activations {', '.join(sorted({a for _, a in seeds}))}, seed{'s' * (len(all_seeds) > 1)} "
+                     f"{', '.join(all_seeds)} ({per_config} seed{'s' * (counts[-1] > 1)} per configuration). This "
+                     f"lesson trains the {len(FUSIONS_COMPARED)}×{len(ACTIVATIONS_COMPARED)} grid "
+                     f"({len(ours)} of those configurations)" + (f"; {', '.join(others)} are notebook 06's" if others
+                                                                 else "") + ".")
+        fan = p.get("fanout", {})
         minutes = sorted(float(r["train_seconds"]) / 60 for r in runs)
-        best = sorted({int(r["best_epoch"]) for r in runs})
-        fanout = p.get("fanout", {})
-        seeds = len({r["seed"] for r in runs})
-        lines.append(f"`results/fast` holds {len(runs)} such runs ({seeds} seed{'s' if seeds > 1 else ''}; precision: "
-                     f"{p.get('precision', '?')}): each trained all {max(int(r['epochs']) for r in runs)} epochs "
-                     f"and kept the weights of epoch {best[0]}" + (f"–{best[-1]}" if len(best) > 1 else "") + ".")
-        lines.append(f"Measured training time of one of those runs: {minutes[0]:.0f}–{minutes[-1]:.0f} min "
-                     f"(median {minutes[len(minutes) // 2]:.0f}), on {p['hardware']['summary']}, "
-                     f"{fanout.get('jobs', 1)} run(s) at a time.")
-    bench = PROJECT_ROOT / "benchmarks" / "cpu.csv"
-    rows = [r for r in read_csv(bench) if r["what"].startswith("fast preset run")] if bench.is_file() else []
-    if rows:
-        times = ", ".join(f"{float(r['value']):.2f} {r['unit']} in {r['variant']}" for r in rows)
-        lines.append(f"Alone on the machine (`benchmarks/cpu.csv`, {rows[0]['device']}): one run trains in {times}.")
+        lines.append(f"The study trained {fan.get('jobs', 1)} run(s) at a time with {fan.get('threads_per_job', '?')} "
+                     f"torch thread(s) each on a shared machine ({p['hardware']['summary']}), so its runs' times "
+                     f"({minutes[0]:.0f}–{minutes[-1]:.0f} min, median {minutes[len(minutes) // 2]:.0f}) are not the "
+                     f"time of one run alone; precision: {p.get('precision', '?')}.")
     return lines
 
 

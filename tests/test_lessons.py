@@ -181,3 +181,30 @@ def test_the_comparison_result_follows_the_committed_seeds(tmp_path, monkeypatch
     assert "`full` 3 seeds: ROC-AUC +0.012 [-0.020, +0.044] inconclusive" in first
     assert "`fast` one seed, preliminary: ROC-AUC +0.012, PR-AUC +0.012, F1 +0.012 (no interval, no verdict)" in first
     assert "`full` 3 intervals" in lines[0] and "9 pooled intervals with two or more seeds, 0 decide" in lines[-1]
+
+
+def test_the_training_result_puts_one_run_alone_first_and_counts_what_results_fast_holds(tmp_path, monkeypatch):
+    """Lesson 04's header: one run alone from benchmarks/cpu.csv (bf16 and fp32, the ratio
+    computed), then results/fast's configurations and seeds counted from its metrics, and
+    that its runs shared the machine (their times are not one run's alone)."""
+    from starunet import results
+    from starunet.io import write_csv_atomic
+
+    runs = [{"fusion": f, "activation": a, "seed": s, "train_seconds": 600 + 60 * s % 7, "epochs": 8, "best_epoch": 7}
+            for f in ("sum", "star", "star_bn") for a in ("none", "relu") for s in (2024, 2025)
+            if not (f == "star_bn" and s == 2025)]
+    write_csv_atomic(tmp_path / "metrics.csv", runs, list(runs[0]))
+    (tmp_path / "provenance.json").write_text(json.dumps({
+        "fanout": {"jobs": 2, "threads_per_job": 1}, "hardware": {"summary": "cpu: test"}, "precision": "bf16"}))
+    monkeypatch.setattr(results, "FAST_DIR", tmp_path)
+    lines = lessons.training_result()
+    bench = lessons.fast_run_benchmark()
+    assert 3 <= len(lines) <= 5
+    if {"bf16", "fp32"} <= set(bench):
+        ratio = bench["fp32"]["minutes"] / bench["bf16"]["minutes"]
+        assert lines[1].startswith("One `fast` run trained alone") and f"{ratio:.2f}× as fast" in lines[1]
+    held = next(line for line in lines if line.startswith("`results/fast` holds"))
+    assert "holds 10 such runs" in held and "seeds 2024, 2025 (1–2 seeds per configuration)" in held
+    assert "the 2×2 grid (4 of those configurations); star_bn are notebook 06's" in held
+    assert "2 run(s) at a time with 1 torch thread(s) each on a shared machine" in lines[-1]
+    assert "not the time of one run alone" in lines[-1]
