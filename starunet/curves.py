@@ -161,6 +161,39 @@ def validation_swing(history: Sequence[Mapping[str, float]], skip_patches: int,
     return float(np.median(np.abs(steps))), float(max(0.0, -steps.min()))
 
 
+def swing_lines(runs: Sequence[Mapping]) -> list[str]:
+    """Notebook 06's reading of the BatchNorm hypothesis, computed from every run of
+    ``runs.csv`` (not one seed): the runs ranked by validation swing per activation, the
+    run with the largest, each configuration's range over its runs, and what so few runs
+    per configuration can say (they neither support nor refute the hypothesis)."""
+    by_activation: dict[str, list[tuple[str, float]]] = {}
+    per_config: dict[str, list[float]] = {}
+    for r in runs:
+        swing = float(r["val_pr_auc_swing"])
+        by_activation.setdefault(str(r["activation"]), []).append((run_key(r["fusion"], r["activation"], r["seed"]), swing))
+        per_config.setdefault(f"{r['fusion']}/{r['activation']}", []).append(swing)
+    names = {"none": "without ReLU", "relu": "with ReLU"}
+    lines = []
+    for activation, ranked in by_activation.items():
+        ranked = sorted(ranked, key=lambda item: -item[1])
+        name = names.get(activation, f"with {activation}")
+        lines.append(f"- {name[0].upper() + name[1:]}, largest swing first "
+                     f"({len(ranked)} runs): " + ", ".join(f"{key} {value:.3f}" for key, value in ranked) + ".")
+    ranges = "; ".join(f"{config} {min(v):.3f}" + (f"–{max(v):.3f}" if len(v) > 1 else "") + f" ({len(v)} run"
+                       f"{'s' * (len(v) > 1)})" for config, v in per_config.items())
+    lines.append(f"- Each configuration's swing over its runs: {ranges}.")
+    if {"none", "relu"} <= set(by_activation):
+        quiet, loud = max(v for _, v in by_activation["relu"]), min(v for _, v in by_activation["none"])
+        lines.append(f"- Every run with ReLU swings {'less' if quiet < loud else 'not always less'} than every run "
+                     f"without ({quiet:.3f} at most against {loud:.3f} at least).")
+    counts = sorted({len(v) for v in per_config.values()})
+    how_many = f"{counts[0]}–{counts[-1]}" if len(counts) > 1 else f"{counts[0]}"
+    lines.append(f"- With {how_many} run{'s' * (counts[-1] > 1)} per configuration, these runs neither support nor "
+                 "refute the hypothesis that the product swings more: ranking the configurations needs several "
+                 "seeds each.")
+    return lines
+
+
 def plateau(points: Sequence[Mapping], final_patches: int, gain: float = PLATEAU_GAIN) -> str:
     """Where a curve stopped growing, computed: the first budget from which every later
     doubling gains less than ``gain`` test PR-AUC; ``"still rising at N"`` when the last

@@ -21,8 +21,8 @@ from starunet.source import format_points, improvement_points
 from starunet.stats import (ACTIVATION_LABELS, FUSIONS_COMPARED, HEADLINE_METRICS, METRIC_LABELS,
                             OLDER_EVALUATION, PairedDifference, budget_differences, config_order, pooled_per_seed,
                             run_key, summarize_over_seeds)
-from starunet.verdicts import (curve_verdict_rows, grid_verdict_rows, training_conditions, verdict_bullets,
-                               verdict_row, verdict_rule)
+from starunet.verdicts import (curve_verdict_rows, family_name, grid_verdict_rows, recorded_cell,
+                               training_conditions, verdict_bullets, verdict_row, verdict_rule)
 
 
 def format_value(mean: float, std: float | None = None, digits: int = 4) -> str:
@@ -196,28 +196,29 @@ def _training_length(results: GridResults, fusion: str, activation: str) -> str:
 
 
 def training_budget_table(grids: Mapping[str, GridResults], diffs: Mapping[str, Sequence[PairedDifference]]) -> str:
-    """Markdown: per grid, activation and headline metric, sum and star (mean ± std
-    over seeds), the paired difference star − sum with its CI and verdict, and how
-    long each fusion trained (epochs, best epoch, patches seen; means over seeds).
-    Rows of activation ``"none vs relu"`` compare star/none (column star) with
-    sum/relu (column sum). The difference is the primary (pooled) statistic of
-    :func:`budget_differences`: its mean over the seeds both have, and its interval."""
+    """Markdown: per grid, activation and metric, sum and star (mean ± std over seeds),
+    the paired difference star − sum with its CI and verdict, the Bonferroni family of
+    the row, and how long each fusion trained (epochs, best epoch, patches seen; means
+    over seeds). Rows of activation ``"none vs relu"`` compare star/none (column star)
+    with sum/relu (column sum). Each difference is printed from its ``verdicts.csv`` row
+    (:func:`~starunet.verdicts.recorded_cell`), so it reads as every other cell does."""
     header = ["preset", "activation", "metric", "sum", "star", "star − sum, pooled, paired by seed [interval]",
-              "verdict",
-              "sum: epochs (best), patches", "star: epochs (best), patches"]
-    rows = []
+              "verdict", "family", "sum: epochs (best), patches", "star: epochs (best), patches"]
+    rows, families = [], {}
     for name, chosen in diffs.items():
         summary = grids[name].summary()
         for d in chosen:
             sums, stars = summary[d.config_a], summary[d.config_b]
+            family = family_name(d)
+            families.setdefault(name, {})[family] = f"{d.family} interval{'s' * (d.family != 1)} at {100 * d.level:.2f} % each"
             rows.append([name, d.activation, METRIC_LABELS.get(d.metric, d.metric),
                          format_value(sums["mean"][d.metric], sums["std"][d.metric]),
                          format_value(stars["mean"][d.metric], stars["std"][d.metric]),
-                         f"{d.mean:+.4f} {_interval(d)}", d.verdict,
+                         recorded_cell(d, with_verdict=False), d.verdict, f"{family} ({d.family})",
                          _training_length(grids[name], *d.config_a), _training_length(grids[name], *d.config_b)])
-    families = ", ".join(f"`{name}` {chosen[0].family} intervals at {100 * chosen[0].level:.2f} % each"
-                         for name, chosen in diffs.items() if chosen)
-    return markdown_table(header, rows, numbers=False) + f"\n\nBonferroni families, one per grid: {families}."
+    text = "; ".join(f"`{name}` {family}: {size}" for name, named in families.items() for family, size in named.items())
+    return markdown_table(header, rows, numbers=False) + ("\n\nBonferroni families, each holding at 95 % together "
+                                                          f"(headline: ROC-AUC, PR-AUC and F1, as in `verdicts.csv`): {text}.")
 
 
 def threshold_table(grids: Mapping[str, GridResults]) -> str:
@@ -238,16 +239,20 @@ def threshold_table(grids: Mapping[str, GridResults]) -> str:
     return markdown_table(header, rows, numbers=False)
 
 
-def threshold_report(grids: Mapping[str, GridResults], level: float = 0.95) -> str:
-    """Notebook 05's answer to "is the F1 gap only calibration?": :func:`threshold_table`
-    and F1 at 0.5 next to F1 at the validation threshold, paired as in
-    :func:`budget_differences`. A grid evaluated before the tuned threshold existed gets a
-    line saying how to add it instead of stopping the notebook."""
+def threshold_report(grids: Mapping[str, GridResults], level: float = 0.95,
+                     headline: Mapping[str, Sequence[PairedDifference]] | None = None) -> str:
+    """Notebook 05's "is the F1 gap only calibration?": :func:`threshold_table`, then F1 at
+    0.5 (the rows of ``headline``, the budget table's differences, in verdicts.csv's family;
+    recomputed alike by default) beside F1 at the validation threshold (a family of its
+    own per grid). A grid scored before the tuned threshold existed gets a line instead."""
     tuned = {name: g for name, g in grids.items() if g.has_tuned_threshold}
     lines = [f"* `{name}` ({display_path(g.directory)}) has no validation-tuned threshold: {OLDER_EVALUATION}."
              for name, g in grids.items() if name not in tuned]
     if tuned:
-        diffs = budget_differences(tuned, metrics=("f1", "f1_tuned"), level=level)
+        headline = budget_differences(tuned, level=level) if headline is None else headline
+        own = budget_differences(tuned, metrics=("f1_tuned",), level=level)
+        diffs = {name: [d for at_half, at_tuned in zip([d for d in headline[name] if d.metric == "f1"], own[name])
+                        for d in (at_half, at_tuned)] for name in own}
         lines += ["", threshold_table(tuned), "", training_budget_table(tuned, diffs)]
     return "\n".join(lines).strip() + "\n"
 
@@ -261,11 +266,6 @@ def budget_verdicts_markdown(diffs: Mapping[str, Sequence[PairedDifference]]) ->
         lines += [f"- Preset `{name}` (family of {size}): {line[2:]}"
                   for line in verdict_bullets([verdict_row(d) for d in chosen])]
     return "\n".join(lines)
-
-
-def _interval(d: PairedDifference) -> str:
-    """``[low, high]``, or why there is none."""
-    return "(one seed, preliminary)" if d.n_seeds < 2 else f"[{d.low:+.4f}, {d.high:+.4f}]"
 
 
 def _parallel_note(p: Mapping) -> str:

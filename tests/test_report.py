@@ -60,7 +60,8 @@ def test_training_budget_comparison(tmp_path):
     table = R.training_budget_table(grids, diffs)
     assert "| quick | none | ROC-AUC |" in table and "| worse |" in table
     assert "12.0 (11.0), 1,200" in table and "40.0 (39.0), 4,000" in table
-    assert table.endswith("Bonferroni families, one per grid: `quick` 3 intervals at 98.33 % each, `long` 3 intervals at 98.33 % each.")
+    assert table.endswith("`quick` headline: 3 intervals at 98.33 % each; `long` headline: 3 intervals at 98.33 % each.")
+    assert "| -0.0500 [-0.0500, -0.0500] | worse | headline (3) |" in table  # printed from the verdicts.csv row
     bullets = R.budget_verdicts_markdown(diffs).splitlines()
     assert len(bullets) == 2 and bullets[0].startswith("- Preset `quick` (family of 3): **star − sum, without ReLU**")
     assert "ROC-AUC -0.0500 [-0.0500, -0.0500] worse" in bullets[0]
@@ -97,6 +98,10 @@ def test_threshold_table_and_grids_evaluated_before_the_tuned_threshold(tmp_path
     assert grid.has_tuned_threshold
     report = R.threshold_report({"quick": grid})
     assert "| quick | star | none | 0.300" in report and "| quick | none | F1 (val. thr.) |" in report
+    # F1 at 0.5 keeps the headline family of the budget table (and verdicts.csv); the tuned F1 has its own
+    headline = {d.metric: d for d in S.budget_differences({"quick": grid})["quick"]}
+    assert f"| {R.recorded_cell(headline['f1'], with_verdict=False)} | worse | headline (3) |" in report
+    assert "| F1 (val. thr.) (1) |" in report and "`quick` F1 (val. thr.): 1 interval at 95.00 % each" in report
     table = R.threshold_table({"quick": grid}).splitlines()
     assert len(table) == 2 + 2  # header, rule, sum/none and star/none
     assert table[3].startswith("| quick | star | none | 0.300 ± 0.000 |")
