@@ -115,7 +115,9 @@ def data_result() -> list[str]:
     import numpy as np
 
     from starunet.data import split_ids, vessel_fraction
+    from starunet.inference import DEFAULT_METHOD
     from starunet.metrics import confusion_counts, rates_from_counts
+    from starunet.model import UNet
     from starunet.presets import TrainConfig
     from starunet.stare import IMAGE_SHAPE, load_stare
 
@@ -135,16 +137,20 @@ def data_result() -> list[str]:
             f"the {len(test)} test images, reaches **F1 {human['f1']:.3f}** (accuracy {human['acc']:.3f}, "
             f"sensitivity {human['se']:.3f}, precision {human['pre']:.3f}).",
             f"Models train on {patch}×{patch} patches centred in the field of view, reproducible from "
-            "(seed, epoch, index), and label whole images through overlapping tiles."]
+            f"(seed, epoch, index). Every reported score labels each whole image in one forward pass "
+            f"(`{DEFAULT_METHOD}`: reflect-padded to a multiple of {2 ** UNet.levels}); overlapping "
+            f"{patch}×{patch} tiles are the alternative, measured beside it as a sensitivity check (notebook 05)."]
 
 
 @lesson_result("02")
 def star_result() -> list[str]:
-    """Lesson 02: the algebra of the star operation and one toy comparison, computed
-    by :mod:`starunet.theory` and :mod:`starunet.toys` (well under a second)."""
+    """Lesson 02: the algebra of the star operation and one toy comparison over the
+    notebook's seeds, computed by :mod:`starunet.theory` and :mod:`starunet.toys`
+    (a few seconds: nine toy networks; one seed, three networks, in smoke mode)."""
     import numpy as np
 
     from starunet import theory, toys
+    from starunet.config import smoke_mode
 
     ts = np.linspace(-1.5, 1.5, 401)
     rng = np.random.default_rng(0)
@@ -158,8 +164,16 @@ def star_result() -> list[str]:
         layers = theory.star_stack(d=8, depth=depth, seed=depth)
         stacked.append(degree(lambda x: theory.apply_star_stack(x, layers)[-1][:, 0]))
         chained.append(degree(lambda x: theory.skip_star_chain(x, layers)[:, 0]))
-    toy = {fusion: toys.run_toy_experiment("circles", fusion, "none", depth=2, width=8, seed=0)
-           for fusion in ("sum", "star")}
+    seeds = (0,) if smoke_mode() else (0, 1, 2)  # notebook 02's SEEDS
+    runs = [toys.run_toy_experiment("circles", fusion, activation, depth=2, width=8, seed=seed)
+            for fusion, activation in (("sum", "none"), ("star", "none"), ("sum", "relu")) for seed in seeds]
+    linear, relu = (toys.paired_accuracy_differences(runs, "star/none", b)[0] for b in ("sum/none", "sum/relu"))
+
+    def points(row) -> str:
+        if row["n_seeds"] < 2:
+            return f"{100 * row['diff']:+.1f} points"
+        return (f"{100 * row['diff']:+.1f} points [{100 * row['low']:+.1f}, {100 * row['high']:+.1f}]: "
+                f"{toys.difference_verdict(row)}")
     return [f"One star layer, `(W1 x + b1) ⊙ (W2 x + b2)`, is a linear model on all pairwise products of "
             f"`[x, 1]`: {theory.quadratic_feature_count(8)} features for 8 inputs, matched to a relative "
             f"error of {theory.star_identity_error(8, seed=8):.0e}.",
@@ -168,22 +182,30 @@ def star_result() -> list[str]:
             f"{theory.implicit_dimension(32, 2):,} implicit dimensions.",
             f"In a U-Net one factor is always an encoder skip, so each product adds one degree instead: "
             f"{', '.join(map(str, chained))} after 1, 2, 3, 4 products.",
-            f"Same {toy['star'].n_params} weights, no activation, circles (seed 0): star fusion reaches "
-            f"{toy['star'].test_acc:.0%} test accuracy, sum fusion, a straight line, {toy['sum'].test_acc:.0%}."]
+            f"Same {runs[0].n_params} weights, circles, "
+            + (f"{len(seeds)} seeds (mean test accuracy; star − other paired by seed, with a "
+               f"{linear['level']:.0%} t-interval over the seeds)" if len(seeds) > 1 else
+               "one seed, preliminary (test accuracy; no interval)")
+            + f": without activation, star fusion reaches {linear['mean_a']:.0%} and sum fusion, a straight line, "
+            f"{linear['mean_b']:.0%} ({points(linear)}); the sum network with ReLU reaches {relu['mean_b']:.0%} "
+            f"({points(relu)})."]
 
 
 @lesson_result("03")
 def model_result() -> list[str]:
     """Lesson 03: the ReLU-free U-Net's size, degree, resolution and the softmax
-    pitfall, computed on the network itself (well under a second)."""
+    pitfall, computed on the network itself, on one random input the size of a training
+    patch (a second or two)."""
     import torch
 
     from starunet.model import UNet, count_parameters
+    from starunet.presets import TrainConfig
 
+    patch = TrainConfig().patch_size
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         star, total = UNet(), count_parameters(UNet(fusion="sum"))
-        x = torch.rand(1, 3, 32, 32, dtype=torch.float64)
+        x = torch.rand(1, 3, patch, patch, dtype=torch.float64)
     deepest = count_parameters(star.encoder[-1]) + count_parameters(star.decoder[0])
     with torch.no_grad():
         star = star.double().eval()  # a fresh network's BatchNorm in eval mode is the identity
@@ -202,8 +224,9 @@ def model_result() -> list[str]:
             f"Its only non-linearities are {UNet.levels} max-poolings and {len(star.fusions)} star fusions: "
             f"without biases, doubling the input multiplies the output by {ratio:.0f} = 2^{degree}: between "
             f"pooling kinks it is a polynomial of degree {degree}, one more per fusion.",
-            (f"It predicts at half resolution: every aligned 2×2 block of its {x.shape[-1]}×{x.shape[-2]} "
-             "output holds one value" if half else "It predicts at full resolution")
+            (f"It predicts at half resolution: for a {patch}×{patch} input (the size of a training patch), "
+             f"its {out.shape[-2]}×{out.shape[-1]} output is constant on every aligned 2×2 block" if half
+             else "It predicts at full resolution")
             + ", since its shallowest skip is computed but unused; `use_shallowest_skip=True` fuses it.",
             f"The source's softmax over one output channel is {softmax.min().item():g} at every pixel, whatever "
             "the network computes: it passes no gradient, so this course uses a sigmoid."]

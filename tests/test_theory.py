@@ -275,6 +275,48 @@ def test_accuracy_differences_name_the_missing_model_and_the_fix():
         toys.accuracy_differences([])
 
 
+def _run(dataset: str, model: str, seed: int, acc: float):
+    fusion, activation = model.split("/")
+    return toys.ToyResult(dataset, fusion, activation, 2, 8, seed, 321, acc, acc, [], None, None)
+
+
+def test_paired_differences_pair_by_seed_and_give_a_t_interval_over_the_seeds():
+    from scipy.stats import t as t_dist
+
+    star, relu = [0.97, 0.98, 0.96], [0.99, 0.50, 0.97]  # seed 1: the ReLU network fails
+    runs = ([_run("circles", "star/none", s, a) for s, a in enumerate(star)]
+            + [_run("circles", "sum/relu", s, a) for s, a in enumerate(relu)]
+            + [_run("xor", "star/none", s, 0.9 + 0.01 * s) for s in range(3)]
+            + [_run("xor", "sum/relu", s, 0.8 + 0.01 * s + 0.001 * s * s) for s in range(3)])
+    circles, xor = toys.paired_accuracy_differences(runs)
+    diff = np.subtract(star, relu)
+    half = t_dist.ppf(0.975, 2) * diff.std(ddof=1) / np.sqrt(3)
+    assert circles["n_seeds"] == 3 and circles["diff"] == pytest.approx(diff.mean())
+    assert (circles["low"], circles["high"]) == pytest.approx((diff.mean() - half, diff.mean() + half))
+    assert circles["mean_a"] == pytest.approx(np.mean(star)) and circles["mean_b"] == pytest.approx(np.mean(relu))
+    assert toys.difference_verdict(circles) == "no difference detected at 3 seeds"
+    assert toys.difference_verdict(xor) == "star/none better"
+    assert toys.difference_verdict(dict(xor, low=-0.2, high=-0.1)) == "sum/relu better"
+    lines = toys.format_paired_differences([circles, xor]).splitlines()
+    assert lines[0] == ("test accuracy, a minus b paired by seed, mean over 3 seed(s) and 95% t-interval over "
+                        "the seeds, in accuracy points:")
+    assert lines[1].split() == ["circles", "star/none", "97.0", "−", "sum/relu", "82.0", "=", "+15.0",
+                                f"[{100 * (diff.mean() - half):+.1f},", f"{100 * (diff.mean() + half):+.1f}]",
+                                "no", "difference", "detected", "at", "3", "seeds"]
+
+
+def test_paired_differences_with_one_seed_are_preliminary_and_name_a_missing_model():
+    runs = [_run("moons", "star/none", 0, 0.97), _run("moons", "sum/relu", 0, 0.86),
+            _run("moons", "sum/relu", 1, 0.9)]
+    (row,) = toys.paired_accuracy_differences(runs)
+    assert row["n_seeds"] == 1 and row["diff"] == pytest.approx(0.11) and np.isnan(row["low"])
+    assert toys.difference_verdict(row) == "one seed, preliminary (no interval)"
+    text = toys.format_paired_differences([row])
+    assert "t-interval" not in text and "one seed, preliminary" in text
+    with pytest.raises(ValueError, match=r"no seed ran both 'star/none' and 'stack/relu' on 'moons'"):
+        toys.paired_accuracy_differences(runs, b="stack/relu")
+
+
 @pytest.mark.parametrize("fusion", toys.TOY_FUSIONS)
 @pytest.mark.parametrize("depth", [1, 2, 3])
 def test_toy_net_degree_is_the_measured_degree(fusion, depth):
