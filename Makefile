@@ -43,8 +43,9 @@ course: install
 	$(PY) -m starunet course --out course-output
 
 # The smoke runs go to a temporary folder, removed afterwards (or to $STARUNET_RUNS if set,
-# as CI sets it), so that make test leaves no runs in the checkout.
-test: install
+# as CI sets it), so that make test leaves no runs in the checkout. It installs the site
+# extra too: the unit tests of book/ (tests/test_site.py) need Sphinx and docutils.
+test: install $(VENV)/.site-installed
 	@runs="$${STARUNET_RUNS:-$$(mktemp -d)}"; \
 	STARUNET_RUNS="$$runs" STARUNET_SMOKE=1 $(PY) -m pytest --nbval-lax --nbval-current-env tests notebooks; \
 	status=$$?; [ -n "$$STARUNET_RUNS" ] || rm -rf "$$runs"; exit $$status
