@@ -71,11 +71,14 @@ def _wait_for_server(url: str, process: subprocess.Popen, timeout: float = 180) 
 
 def _copy_without_outputs(src: Path, dst: Path) -> None:
     """The committed outputs would look like a finished run (every prompt numbered),
-    and JupyterLab shows them untrusted: the test must see only what it ran."""
+    and JupyterLab shows them untrusted: the test must see only what it ran. The
+    exercises' solutions are shown too (collapsed in the committed notebooks): a
+    collapsed cell shows no prompt, and the wait for every prompt to be numbered counts them."""
     nb = json.loads(src.read_text())
     for cell in nb["cells"]:
         if cell["cell_type"] == "code":
             cell["outputs"], cell["execution_count"] = [], None
+            cell.get("metadata", {}).pop("jupyter", None)
     dst.write_text(json.dumps(nb))
 
 
