@@ -22,7 +22,7 @@ from starunet.stats import (ACTIVATION_LABELS, FUSIONS_COMPARED, HEADLINE_METRIC
                             OLDER_EVALUATION, PairedDifference, budget_differences, config_order, pooled_per_seed,
                             run_key, summarize_over_seeds)
 from starunet.verdicts import (curve_verdict_rows, family_name, grid_verdict_rows, recorded_cell,
-                               training_conditions, verdict_bullets, verdict_row, verdict_rule)
+                               training_conditions, verdict_bullets, verdict_row, verdict_sections)
 
 
 def format_value(mean: float, std: float | None = None, digits: int = 4) -> str:
@@ -113,12 +113,7 @@ def results_markdown(results: GridResults, heading: str = "## Results: sum vs st
              summary_table(results.summary()), ""]
     rows = grid_verdict_rows(results)
     if rows:
-        lines += ["### Verdicts (`verdicts.csv`)", "", verdict_rule(rows), "",
-                  *verdict_bullets([r for r in rows if r["statistic"] == "pooled"]), "",
-                  "Secondary statistic, for the test-image noise the pooled one cannot show (the committed "
-                  "files keep per-image metrics, not per-image scores, so the pooled metric cannot be "
-                  "recomputed on resampled images):", "",
-                  *verdict_bullets([r for r in rows if r["statistic"] == "per_image"])]
+        lines += ["### Verdicts (`verdicts.csv`)", "", *verdict_sections(rows)]
     return "\n".join(lines) + "\n"
 
 
@@ -336,7 +331,8 @@ def provenance_readme(results: GridResults) -> str:
         f"scored on {len({r['run'] for r in results.inference_methods})} of the {len(results.runs)} runs",
         f"- `predictions/`: probability maps (8-bit PNG) of the first seed's runs on {', '.join(p['panel_ids'])}",
         "- `evaluations/`: per-run evaluation cache (lets a re-run skip finished work)",
-        "- `verdicts.csv`: every comparison's difference, interval, margin and verdict (pooled and per-image; "
+        "- `verdicts.csv`: every comparison's difference, interval, margin and verdict (pooled, per-image and, where "
+        "every run was scored both ways, pooled under tiled inference; "
         "`python -m starunet verdicts` recomputes it)",
         "- `provenance.json`: the facts above, machine-readable",
     ])
@@ -492,8 +488,5 @@ def curves_readme(results: CurveResults) -> str:
         "## Test F1 (threshold 0.5) per budget", "", curve_table(results, "f1"), "",
     ]
     if rows:
-        lines += ["## Paired differences at the largest budget reached (`verdicts.csv`)", "", verdict_rule(rows), "",
-                  *verdict_bullets([r for r in rows if r["statistic"] == "pooled"]), "",
-                  "Secondary statistic (per-image means):", "",
-                  *verdict_bullets([r for r in rows if r["statistic"] == "per_image"]), ""]
+        lines += ["## Paired differences at the largest budget reached (`verdicts.csv`)", "", *verdict_sections(rows), ""]
     return "\n".join(lines)

@@ -186,6 +186,24 @@ def verdict_bullets(rows: Sequence[Mapping]) -> list[str]:
     return lines
 
 
+
+PER_IMAGE_LEAD = ("Secondary statistic, for the test-image noise the pooled one cannot show (the committed files keep "
+                  "per-image metrics, not per-image scores, so the pooled metric cannot be recomputed on resampled "
+                  "images):")
+TILES_LEAD = ("Sensitivity to the inference method: the primary statistic again, with every run scored by "
+              "overlapping 96x96 tiles instead of the padded whole image (`inference_methods.csv`):")
+
+
+def verdict_sections(rows: Sequence[Mapping]) -> list[str]:
+    """The Markdown lines of a folder's verdicts: the rule, the primary (pooled) bullets,
+    then each other family present (per-image, tiles) under a sentence saying what it is."""
+    lines = [verdict_rule(rows), "", *verdict_bullets([r for r in rows if r["statistic"] == "pooled"])]
+    for statistic, lead in (("per_image", PER_IMAGE_LEAD), (TILES_STATISTIC, TILES_LEAD)):
+        chosen = [r for r in rows if r["statistic"] == statistic]
+        if chosen:
+            lines += ["", lead, "", *verdict_bullets(chosen)]
+    return lines
+
 # The committed folders whose verdicts the top-level README shows, by the name it uses.
 COMMITTED_FOLDERS = {"quick": REFERENCE_DIR, "long": LONG_REFERENCE_DIR, "full": FULL_REFERENCE_DIR, "curves": CURVES_DIR,
                      "fast": FAST_DIR}
@@ -270,6 +288,13 @@ def source_line(folders: Mapping[str, Path]) -> str:
             + (f"; outside: {'; '.join(outside)}." if outside else "."))
 
 
+def _under_tiles(row: Mapping | None) -> str:
+    """How a decided pooled verdict reads with tiled inference, or that it was not scored so."""
+    if row is None:
+        return " (tiled inference not scored on every run, so its sensitivity is unknown)"
+    return f" (with tiled inference: {_cell(row)})"
+
+
 def findings_markdown(folders: Mapping[str, Path] | None = None) -> str:
     """The top-level README's findings: per folder and comparison, the pooled headline
     verdicts of its ``verdicts.csv``, then what they add up to, counted, never typed."""
@@ -280,14 +305,17 @@ def findings_markdown(folders: Mapping[str, Path] | None = None) -> str:
              "| :--- | :--- | ---: | " + " | ".join(":---" for _ in metrics) + " |"]
     decided, widths = [], {m: [] for m in metrics}
     for name, folder in folders.items():
-        rows = [r for r in read_verdicts(folder) if r["statistic"] == "pooled" and r["metric"] in metrics]
+        every = read_verdicts(folder)
+        rows = [r for r in every if r["statistic"] == "pooled" and r["metric"] in metrics]
+        tiles = {(r["comparison"], r["metric"]): r for r in every if r["statistic"] == TILES_STATISTIC}
         groups: dict[str, dict[str, Mapping]] = {}
         for r in rows:
             groups.setdefault(r["comparison"], {})[r["metric"]] = r
             if int(r["n_seeds"]) > 1:
                 widths[r["metric"]].append((float(r["high"]) - float(r["low"])) / 2)
                 if r["verdict"] != "inconclusive":
-                    decided.append(f"{r['comparison']} at `{name}` on {METRIC_LABELS[r['metric']]}: {r['verdict']}")
+                    decided.append(f"{r['comparison']} at `{name}` on {METRIC_LABELS[r['metric']]}: {r['verdict']}"
+                                   + _under_tiles(tiles.get((r["comparison"], r["metric"]))))
         for comparison, by_metric in groups.items():
             first = next(iter(by_metric.values()))
             lines.append(f"| `{name}` | {comparison} | {first['n_seeds']} | "

@@ -313,7 +313,7 @@ def test_an_interrupted_grid_describes_the_runs_it_finished_and_names_the_missin
     assert "partial" not in (out / "README.md").read_text()
 
 
-@pytest.mark.parametrize("name", ["reference", "long", "full"])
+@pytest.mark.parametrize("name", ["reference", "long", "full", "fast"])
 def test_committed_grids_regenerate_their_readme(name):
     """The committed READMEs are what the code generates from the committed files."""
     folder = PROJECT_ROOT / "results" / name

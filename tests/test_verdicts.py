@@ -120,3 +120,21 @@ def test_tiled_inference_gives_a_sensitivity_family_only_when_every_run_has_it(t
     rows = [V.verdict_row(d) for d in diffs]
     assert "pooled (tiles) intervals" in V.verdict_rule(rows)
     assert any("tiled inference" in line for line in V.verdict_bullets([r for r in rows if r["statistic"] == V.TILES_STATISTIC]))
+    sections = "\n".join(V.verdict_sections(rows))
+    assert V.TILES_LEAD in sections and V.PER_IMAGE_LEAD in sections
+    assert sections.index(V.PER_IMAGE_LEAD) < sections.index(V.TILES_LEAD)
+
+
+def test_the_fast_readme_shows_the_verdicts_under_tiled_inference():
+    """Every run of results/fast was scored both ways: its README shows the sensitivity family."""
+    readme = (FAST_DIR / "README.md").read_text(encoding="utf-8")
+    assert V.TILES_LEAD in readme
+    for r in V.read_verdicts(FAST_DIR):
+        if r["statistic"] == V.TILES_STATISTIC and int(r["n_seeds"]) > 1:
+            assert f"[{float(r['low']):+.4f}, {float(r['high']):+.4f}] {r['verdict']}" in readme
+
+
+def test_a_decided_finding_says_what_tiled_inference_gives():
+    row = {"estimate": "0.0143", "low": "0.0028", "high": "0.0259", "verdict": "better", "n_seeds": "4"}
+    assert V._under_tiles(row) == " (with tiled inference: +0.0143 [+0.0028, +0.0259] better)"
+    assert "sensitivity is unknown" in V._under_tiles(None)
