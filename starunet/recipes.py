@@ -13,24 +13,31 @@ hardware that trained it.
 * ``results/search/*``: other recipes, each a grid folder written by ``python -m starunet
   reproduce --preset fast --set lr=1e-3 ... --out results/search/NAME``.
 
+:func:`search_rows` sets each searched recipe beside ``results/fast`` seed by seed, with
+the minutes a run estimated from the benchmark (``benchmarks/cpu.csv``).
+
 The folders differ in more than the recipe (hardware, precision, epoch size; the
 ``training_conditions`` of ``starunet.verdicts`` lists them); the table names each row's
 source so a reader can see which.
 """
 from __future__ import annotations
 
+import re
 from statistics import mean
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from starunet.config import PROJECT_ROOT
+from starunet.io import read_csv
+from starunet.presets import PRESETS
 from starunet.report import markdown_table
 from starunet.results import CurveResults, GridResults, load_curves, load_results
 
 SEARCH_DIR = PROJECT_ROOT / "results" / "search"  # one grid folder per recipe tried (reproduce --set ...)
+BENCH_FILE = PROJECT_ROOT / "benchmarks" / "cpu.csv"  # python -m starunet bench --fast-run --out benchmarks/
 GRID_FOLDERS = ("reference", "long", "full", "fast")
 
 CONFIGS: tuple[tuple[str, str], ...] = (("sum", "relu"), ("sum", "none"), ("star", "none"), ("star", "relu"))
-COLUMNS = ["source", "schedule", "peak_lr", "patches", "fusion", "activation", "seeds", "roc_auc", "pr_auc", "f1",
+COLUMNS = ["source", "schedule", "peak_lr", "batch", "patches", "fusion", "activation", "seeds", "roc_auc", "pr_auc", "f1",
            "train_minutes", "hardware"]
 
 
@@ -42,7 +49,8 @@ def recipe(preset_config: dict) -> tuple[str, float]:
 def _row(source: str, config: dict, fusion: str, activation: str, runs: Sequence[dict], patches: float,
          minutes: float, hardware: str) -> dict:
     schedule, lr = recipe(config)
-    return {"source": source, "schedule": schedule, "peak_lr": lr, "patches": round(patches), "fusion": fusion,
+    return {"source": source, "schedule": schedule, "peak_lr": lr, "batch": int(config.get("batch_size", 8)),
+            "patches": round(patches), "fusion": fusion,
             "activation": activation, "seeds": len({r["seed"] for r in runs}),
             **{m: mean(float(r[m]) for r in runs) for m in ("roc_auc", "pr_auc", "f1")},
             "train_minutes": minutes, "hardware": hardware}
@@ -102,8 +110,8 @@ def recipe_markdown(rows: Sequence[dict]) -> str:
     minutes are left out: they were measured on different, often shared machines
     (``benchmarks/cpu.md`` times a ``fast`` run on an idle one)."""
     return markdown_table(
-        ["config", "source", "schedule, peak lr", "patches", "seeds", "ROC-AUC", "PR-AUC", "F1", "trained on"],
-        [[f"{r['fusion']}/{r['activation']}", f"`{r['source']}`", f"{r['schedule']}, {r['peak_lr']:g}",
+        ["config", "source", "schedule, peak lr, batch", "patches", "seeds", "ROC-AUC", "PR-AUC", "F1", "trained on"],
+        [[f"{r['fusion']}/{r['activation']}", f"`{r['source']}`", f"{r['schedule']}, {r['peak_lr']:g}, {r['batch']}",
           f"{r['patches']:,}", str(r["seeds"]), f"{r['roc_auc']:.4f}", f"{r['pr_auc']:.4f}", f"{r['f1']:.4f}",
           r["hardware"]] for r in rows])
 
@@ -126,3 +134,96 @@ def recipe_lines(rows: Sequence[dict], source: str = "fast", reference: str = "f
                              f"{r['seeds']} seed{'s' * (r['seeds'] != 1)}) {r['pr_auc']:.4f}")
         lines.append("- " + "; ".join(parts) + ".")
     return lines
+
+
+def benchmark_rows() -> list[dict]:
+    """The rows of ``benchmarks/cpu.csv`` (empty without it): the measured speeds that turn
+    a training budget into minutes."""
+    return read_csv(BENCH_FILE) if BENCH_FILE.is_file() else []
+
+
+def estimated_minutes(patches: int, batch: int, rows: Sequence[Mapping] | None = None) -> float | None:
+    """Minutes one bf16 run of ``patches`` at ``batch`` takes alone on the benchmark CPU:
+    the measured `fast` run (bf16, validations included) scaled by the budget and by the
+    measured training speed at ``batch`` against the run's batch (sum/relu, channels-last
+    bf16). None when the benchmark lacks a row it needs: an estimate, never a typed guess."""
+    rows = benchmark_rows() if rows is None else rows
+    run = next((r for r in rows if r["what"].startswith("fast preset run") and r["variant"] == "bf16"), None)
+    speed = {int(m.group(1)): float(r["value"]) for r in rows if r["variant"] == "channels_last bf16"
+             and (m := re.fullmatch(r"training, batch (\d+), sum/relu", r["what"]))}
+    run_batch = PRESETS["fast"].batch_size
+    if run is None or run_batch not in speed or batch not in speed:
+        return None
+    run_patches = int(re.search(r"([\d,]+) patches", run["what"]).group(1).replace(",", ""))
+    return float(run["value"]) * patches / run_patches * speed[run_batch] / speed[batch]
+
+
+def search_rows(reference: GridResults, searches: Sequence[GridResults]) -> list[dict]:
+    """Each searched recipe beside ``reference`` (``results/fast``) on the same seeds and
+    configuration: both means and the per-seed differences (search − reference), so the
+    luck of a seed, which moves PR-AUC by about as much as the recipes do, cancels."""
+    rows = []
+    for grid in searches:
+        config = grid.provenance["preset_config"]
+        schedule, lr = recipe(config)
+        for fusion, activation in sorted({(r["fusion"], r["activation"]) for r in grid.runs}):
+            mine = {int(r["seed"]): r for r in grid.runs if (r["fusion"], r["activation"]) == (fusion, activation)}
+            theirs = {int(r["seed"]): r for r in reference.runs
+                      if (r["fusion"], r["activation"]) == (fusion, activation) and int(r["seed"]) in mine}
+            seeds = sorted(theirs)
+            if not seeds:
+                continue
+            patches = int(config["samples_per_epoch"]) * int(config["max_epochs"])
+            row = {"source": grid.directory.name, "schedule": schedule, "peak_lr": lr,
+                   "batch": int(config.get("batch_size", 8)), "patches": patches, "fusion": fusion,
+                   "activation": activation, "seeds": seeds,
+                   "minutes": estimated_minutes(patches, int(config.get("batch_size", 8)))}
+            for m in ("roc_auc", "pr_auc"):
+                row[m] = mean(float(mine[s][m]) for s in seeds)
+                row[f"reference_{m}"] = mean(float(theirs[s][m]) for s in seeds)
+                row[f"{m}_differences"] = [float(mine[s][m]) - float(theirs[s][m]) for s in seeds]
+            rows.append(row)
+    return sorted(rows, key=lambda r: (r["fusion"], r["activation"], r["patches"], r["batch"], r["peak_lr"]))
+
+
+def committed_search_rows() -> list[dict]:
+    """:func:`search_rows` of the committed search folders against ``results/fast``."""
+    folders = [f for f in sorted(SEARCH_DIR.glob("*/")) if (f / "provenance.json").is_file()]  # finished writing
+    return search_rows(load_results(PROJECT_ROOT / "results" / "fast", kind="reference"),
+                       [load_results(f, kind="reference") for f in folders])
+
+
+def search_markdown(rows: Sequence[dict], reference: str = "fast") -> str:
+    """The search as Markdown: one row per recipe and configuration, its estimated minutes
+    a run, both means on the shared seeds and every per-seed difference."""
+    def diffs(values: Sequence[float]) -> str:
+        return ", ".join(f"{v:+.4f}" for v in values)
+
+    def minutes(value: float | None) -> str:
+        return "–" if value is None else f"{value:.1f}"
+
+    return markdown_table(
+        ["config", "folder (`results/search/`)", "schedule, peak lr, batch", "patches", "min a run (est.)", "seeds",
+         f"PR-AUC: this, `{reference}`", "PR-AUC difference per seed", f"ROC-AUC: this, `{reference}`",
+         "ROC-AUC difference per seed"],
+        [[f"{r['fusion']}/{r['activation']}", f"`{r['source']}`", f"{r['schedule']}, {r['peak_lr']:g}, {r['batch']}",
+          f"{r['patches']:,}", minutes(r["minutes"]), ", ".join(map(str, r["seeds"])),
+          f"{r['pr_auc']:.4f}, {r['reference_pr_auc']:.4f}", diffs(r["pr_auc_differences"]),
+          f"{r['roc_auc']:.4f}, {r['reference_roc_auc']:.4f}", diffs(r["roc_auc_differences"])] for r in rows])
+
+
+def search_summary(rows: Sequence[dict], minutes_limit: float = 5.0) -> str:
+    """One computed sentence on the search: which recipes fit ``minutes_limit`` a run
+    (estimated) and which of them raise PR-AUC over the reference on every shared seed."""
+    def name(r: dict) -> str:
+        return f"`{r['source']}` ({r['fusion']}/{r['activation']})"
+
+    fits = [r for r in rows if r["minutes"] is not None and r["minutes"] <= minutes_limit]
+    better = [r for r in fits if all(d > 0 for d in r["pr_auc_differences"])]
+    longer = [r for r in rows if r not in fits]
+    raised_longer = [r for r in longer if all(d > 0 for d in r["pr_auc_differences"])]
+    return (f"{len(fits)} of the {len(rows)} searched recipes fit {minutes_limit:g} min a run (estimated); "
+            + (f"of these, {', '.join(map(name, better))} raise PR-AUC on every shared seed. " if better else
+               "none of them raises PR-AUC on every shared seed. ")
+            + (f"Beyond {minutes_limit:g} min, {', '.join(map(name, raised_longer)) or 'none'} "
+               f"{'raises' if len(raised_longer) == 1 else 'raise'} it on every shared seed." if longer else ""))

@@ -36,3 +36,49 @@ def test_the_recipe_lines_set_fast_beside_the_same_budget_and_the_full_protocol(
     fast = next(r for r in rows if (r["source"], r["fusion"], r["activation"]) == ("fast", "sum", "relu"))
     assert f"PR-AUC {fast['pr_auc']:.4f}" in sum_relu and "`curves` (constant 0.0005, 16,384 patches" in sum_relu
     assert "`full` (constant 0.0005" in sum_relu
+
+
+def test_a_searched_recipe_is_set_beside_the_reference_on_the_same_seeds(tmp_path):
+    reference = synthetic_grid(tmp_path, "fast", gap=0.0, epochs=8, seeds=(1, 2, 3))
+    search = synthetic_grid(tmp_path / "s", "higher-lr", gap=0.0, epochs=8, seeds=(2, 3, 9))
+    search.provenance["preset_config"] = {"samples_per_epoch": 2048, "max_epochs": 10, "lr": 4e-3,
+                                          "schedule": "onecycle", "batch_size": 32}
+    same = {(r["fusion"], r["seed"]): r for r in reference.runs}
+    for r in search.runs:  # seed 2: +0.02, seed 3: +0.03 against the reference's same seeds
+        if r["seed"] in (2, 3):
+            r["pr_auc"] = same[(r["fusion"], r["seed"])]["pr_auc"] + 0.01 * r["seed"]
+    rows = recipes.search_rows(reference, [search])
+    star = next(r for r in rows if r["fusion"] == "star")
+    assert star["seeds"] == [2, 3] and star["patches"] == 20480 and star["batch"] == 32  # seed 9 has no partner
+    ref = {r["seed"]: r["pr_auc"] for r in reference.runs if r["fusion"] == "star"}
+    assert star["pr_auc_differences"] == pytest.approx([0.02, 0.03])
+    assert star["reference_pr_auc"] == pytest.approx((ref[2] + ref[3]) / 2)
+    assert "+0.0200, +0.0300" in recipes.search_markdown(rows)
+
+
+def test_minutes_are_estimated_from_the_benchmark_or_not_at_all():
+    rows = [{"what": "fast preset run sum/none, seed 2024, 16,384 patches", "variant": "bf16", "value": "4.0"},
+            {"what": "training, batch 8, sum/relu", "variant": "channels_last bf16", "value": "70"},
+            {"what": "training, batch 32, sum/relu", "variant": "channels_last bf16", "value": "84"}]
+    assert recipes.estimated_minutes(32768, 8, rows) == pytest.approx(8.0)
+    assert recipes.estimated_minutes(16384, 32, rows) == pytest.approx(4.0 * 70 / 84)
+    assert recipes.estimated_minutes(16384, 16, rows) is None  # no measured speed at batch 16
+    assert recipes.estimated_minutes(16384, 8, rows[1:]) is None  # no measured run
+
+
+def test_the_committed_search_sits_beside_fast():
+    rows = recipes.committed_search_rows()
+    assert rows and all(r["seeds"] for r in rows)
+    assert recipes.search_markdown(rows).count("\n") == len(rows) + 1
+
+
+def test_notebook_06s_premise_holds_fast_falls_short_of_full_on_sum_relu():
+    """Notebook 06's search section opens with "`fast` falls short of the full protocol on
+    sum/relu": true of the committed means, or the sentence must change."""
+    rows = {r["source"]: r for r in recipes.committed_recipe_table() if (r["fusion"], r["activation"]) == ("sum", "relu")}
+    assert rows["fast"]["pr_auc"] < rows["full"]["pr_auc"]
+    import json
+
+    from starunet.config import PROJECT_ROOT
+    nb = json.loads((PROJECT_ROOT / "notebooks" / "06_learning_curves.ipynb").read_text(encoding="utf-8"))
+    assert any("`fast` falls short of the full protocol on sum/relu" in "".join(c["source"]) for c in nb["cells"])
