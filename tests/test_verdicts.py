@@ -138,3 +138,11 @@ def test_a_decided_finding_says_what_tiled_inference_gives():
     row = {"estimate": "0.0143", "low": "0.0028", "high": "0.0259", "verdict": "better", "n_seeds": "4"}
     assert V._under_tiles(row) == " (with tiled inference: +0.0143 [+0.0028, +0.0259] better)"
     assert "sensitivity is unknown" in V._under_tiles(None)
+
+
+def test_the_readme_states_how_many_fast_seeds_are_finished():
+    from starunet.config import PROJECT_ROOT
+    from starunet.results import complete_seeds
+
+    readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"{complete_seeds(FAST_DIR)} seeds of every configuration finished" in readme
