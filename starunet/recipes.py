@@ -226,4 +226,4 @@ def search_summary(rows: Sequence[dict], minutes_limit: float = 5.0) -> str:
             + (f"of these, {', '.join(map(name, better))} raise PR-AUC on every shared seed. " if better else
                "none of them raises PR-AUC on every shared seed. ")
             + (f"Beyond {minutes_limit:g} min, {', '.join(map(name, raised_longer)) or 'none'} "
-               f"{'raises' if len(raised_longer) == 1 else 'raise'} it on every shared seed." if longer else ""))
+               f"{'raises' if len(raised_longer) <= 1 else 'raise'} it on every shared seed." if longer else ""))

@@ -118,21 +118,29 @@ def results_markdown(results: GridResults, heading: str = "## Results: sum vs st
 
 
 def inference_methods_markdown(rows: Sequence[Mapping]) -> str:
-    """Markdown table of :func:`compare_inference_methods` rows, with a computed
-    sentence on what tiling costs and changes compared with the padded whole image."""
+    """:func:`compare_inference_methods` rows, one table row per configuration and method (means
+    over its runs), then what tiling costs and changes (tiles − pad, mean and range over runs)."""
     if not rows:
         return "No inference-method measurement in these results."
-    table = markdown_table(["method", "seconds / image", *(METRIC_LABELS[m] for m in METRIC_NAMES)],
-                           [[r["method"], f"{float(r['seconds_per_image']):.2f}",
-                             *(format_value(float(r[m])) for m in METRIC_NAMES)] for r in rows])
-    by_method = {r["method"]: r for r in rows}
-    if not {"pad", "tiles"} <= set(by_method):
+    groups: dict[tuple[str, str], list[Mapping]] = {}
+    for r in rows:  # run keys are fusion-activation-seedN
+        groups.setdefault((r["run"].rsplit("-", 1)[0].replace("-", "/"), r["method"]), []).append(r)
+    table = markdown_table(
+        ["configuration", "method", "runs", "seconds / image", *(METRIC_LABELS[m] for m in METRIC_NAMES)],
+        [[config, method, str(len(g)), f"{np.mean([float(r['seconds_per_image']) for r in g]):.2f}",
+          *(format_value(float(np.mean([float(r[m]) for r in g]))) for m in METRIC_NAMES)]
+         for (config, method), g in groups.items()])
+    pad = {r["run"]: r for r in rows if r["method"] == "pad"}
+    pairs = [(pad[r["run"]], r) for r in rows if r["method"] == "tiles" and r["run"] in pad]
+    if not pairs:
         return table
-    pad, tiles = by_method["pad"], by_method["tiles"]
-    ratio = float(tiles["seconds_per_image"]) / max(float(pad["seconds_per_image"]), 1e-9)
-    deltas = ", ".join(f"{METRIC_LABELS[m]} {float(tiles[m]) - float(pad[m]):+.4f}" for m in HEADLINE_METRICS)
-    return (table + f"\n\nMeasured on run `{pad.get('run', '?')}`: overlapping tiles took {ratio:.1f}x the time "
-            f"of the padded whole image and changed {deltas} (tiles - pad).")
+    ratio = np.mean([float(t["seconds_per_image"]) / max(float(p["seconds_per_image"]), 1e-9) for p, t in pairs])
+    changes = {m: [float(t[m]) - float(p[m]) for p, t in pairs] for m in HEADLINE_METRICS}
+    deltas = ", ".join(f"{METRIC_LABELS[m]} {np.mean(d):+.4f}" + (f" ({min(d):+.4f} to {max(d):+.4f})" if len(d) > 1 else "")
+                       for m, d in changes.items())
+    where = f"run `{pairs[0][0]['run']}`" if len(pairs) == 1 else f"{len(pairs)} runs (mean, and range over the runs)"
+    return (table + f"\n\nMeasured on {where}: overlapping tiles took {ratio:.1f}x the time of the padded whole "
+            f"image and changed {deltas} (tiles - pad).")
 
 
 def compare_two_runs(results: GridResults, key_a: str, key_b: str) -> str:

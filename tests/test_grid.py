@@ -182,7 +182,7 @@ def test_two_run_comparison_and_inference_table(small_grid, tmp_path):
     assert text.startswith("|  | ROC-AUC") and "star-none-seed1 − sum-none-seed1 (points)" in text
     assert "Test images (of 10) on which `star-none-seed1` scores higher" in text
     table = R.inference_methods_markdown(res.inference_methods)
-    assert "| pad |" in table and "| tiles |" in table and "overlapping tiles took" in table
+    assert "| sum/none | pad |" in table and "| sum/none | tiles |" in table and "overlapping tiles took" in table
     assert R.inference_methods_markdown([]).startswith("No inference-method measurement")
 
     import matplotlib
@@ -319,3 +319,15 @@ def test_committed_grids_regenerate_their_readme(name):
     folder = PROJECT_ROOT / "results" / name
     results = RS.load_results(folder, kind="reference")
     assert R.provenance_readme(results) == (folder / "README.md").read_text(encoding="utf-8")
+
+
+def test_the_inference_table_groups_runs_by_configuration():
+    def row(run, method, value):
+        return {"run": run, "method": method, "seconds_per_image": 1.0 if method == "pad" else 3.0,
+                **{m: value for m in ("roc_auc", "pr_auc", "f1", "acc", "se", "sp", "pre")}}
+
+    rows = [row("sum_star_bn-none-seed1", "pad", 0.80), row("sum_star_bn-none-seed1", "tiles", 0.82),
+            row("sum_star_bn-none-seed2", "pad", 0.70), row("sum_star_bn-none-seed2", "tiles", 0.76)]
+    text = R.inference_methods_markdown(rows)
+    assert "| sum_star_bn/none | pad | 2 | 1.00 | 0.7500 |" in text and "| sum_star_bn/none | tiles | 2 | 3.00 | 0.7900 |" in text
+    assert "Measured on 2 runs" in text and "took 3.0x" in text and "PR-AUC +0.0400 (+0.0200 to +0.0600)" in text
