@@ -112,6 +112,7 @@ def test_a_hung_cell_is_stopped_and_named(tmp_path):
 def test_course_summary_without_any_results(monkeypatch, tmp_path):
     monkeypatch.setattr(RS, "REFERENCE_DIR", tmp_path / "reference")
     monkeypatch.setattr(RS, "FULL_REFERENCE_DIR", tmp_path / "full")
+    monkeypatch.setattr(RS, "FAST_DIR", tmp_path / "fast")  # the study's grid, shown first at 5 seeds
     monkeypatch.setattr(RS, "own_results_dir", lambda: tmp_path / "own")
     text = course.course_summary_markdown()
     assert "No grid results found" in text and "python -m starunet reproduce" in text
