@@ -46,10 +46,15 @@ def recipe(preset_config: dict) -> tuple[str, float]:
     return preset_config.get("schedule", "constant"), float(preset_config["lr"])
 
 
+def batch_size(preset_config: dict) -> int:
+    """A folder's training batch size (configs written before it was recorded used the default, 8)."""
+    return int(preset_config.get("batch_size", 8))
+
+
 def _row(source: str, config: dict, fusion: str, activation: str, runs: Sequence[dict], patches: float,
          minutes: float, hardware: str) -> dict:
     schedule, lr = recipe(config)
-    return {"source": source, "schedule": schedule, "peak_lr": lr, "batch": int(config.get("batch_size", 8)),
+    return {"source": source, "schedule": schedule, "peak_lr": lr, "batch": batch_size(config),
             "patches": round(patches), "fusion": fusion,
             "activation": activation, "seeds": len({r["seed"] for r in runs}),
             **{m: mean(float(r[m]) for r in runs) for m in ("roc_auc", "pr_auc", "f1")},
@@ -173,11 +178,10 @@ def search_rows(reference: GridResults, searches: Sequence[GridResults]) -> list
             seeds = sorted(theirs)
             if not seeds:
                 continue
-            patches = int(config["samples_per_epoch"]) * int(config["max_epochs"])
-            row = {"source": grid.directory.name, "schedule": schedule, "peak_lr": lr,
-                   "batch": int(config.get("batch_size", 8)), "patches": patches, "fusion": fusion,
-                   "activation": activation, "seeds": seeds,
-                   "minutes": estimated_minutes(patches, int(config.get("batch_size", 8)))}
+            patches, batch = int(config["samples_per_epoch"]) * int(config["max_epochs"]), batch_size(config)
+            row = {"source": grid.directory.name, "schedule": schedule, "peak_lr": lr, "batch": batch,
+                   "patches": patches, "fusion": fusion, "activation": activation, "seeds": seeds,
+                   "minutes": estimated_minutes(patches, batch)}
             for m in ("roc_auc", "pr_auc"):
                 row[m] = mean(float(mine[s][m]) for s in seeds)
                 row[f"reference_{m}"] = mean(float(theirs[s][m]) for s in seeds)

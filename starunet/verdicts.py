@@ -186,7 +186,6 @@ def verdict_bullets(rows: Sequence[Mapping]) -> list[str]:
     return lines
 
 
-
 PER_IMAGE_LEAD = ("Secondary statistic, for the test-image noise the pooled one cannot show (the committed files keep "
                   "per-image metrics, not per-image scores, so the pooled metric cannot be recomputed on resampled "
                   "images):")
@@ -203,6 +202,7 @@ def verdict_sections(rows: Sequence[Mapping]) -> list[str]:
         if chosen:
             lines += ["", lead, "", *verdict_bullets(chosen)]
     return lines
+
 
 # The committed folders whose verdicts the top-level README shows, by the name it uses.
 COMMITTED_FOLDERS = {"quick": REFERENCE_DIR, "long": LONG_REFERENCE_DIR, "full": FULL_REFERENCE_DIR, "curves": CURVES_DIR,
