@@ -182,6 +182,7 @@ def test_compare_inference_methods_times_and_scores_both():
     rows = compare_inference_methods(PixelwiseNet(), fake_records(n=2, shape=(48, 48)), patch_size=32, stride=16)
     assert [r["method"] for r in rows] == list(INFERENCE_METHODS)
     for r in rows:
-        assert set(METRIC_NAMES) <= set(r) and r["seconds_per_image"] == round(r["seconds"] / 2, 3)
+        # both are rounded to 3 decimals from the same raw time, so they agree to a rounding step
+        assert set(METRIC_NAMES) <= set(r) and abs(r["seconds_per_image"] - r["seconds"] / 2) <= 0.001
     # a pixel-wise model gives the same map either way, hence the same metrics
     assert rows[0]["roc_auc"] == pytest.approx(rows[1]["roc_auc"], abs=1e-6)
