@@ -260,10 +260,10 @@ def fast_run_benchmark() -> dict[str, dict]:
     """One `fast` run trained alone on the benchmark machine, per training precision
     (``benchmarks/cpu.csv``): ``{"bf16": {"minutes", "device", "what"}, "fp32": ...}``;
     empty when the file or its rows are missing. The figure lessons 04 and 05 quote."""
-    bench = PROJECT_ROOT / "benchmarks" / "cpu.csv"
-    rows = read_csv(bench) if bench.is_file() else []
+    from starunet.recipes import benchmark_rows  # the one reader of benchmarks/cpu.csv
+
     return {r["variant"]: {"minutes": float(r["value"]), "device": r["device"], "what": r["what"]}
-            for r in rows if r["what"].startswith("fast preset run") and r["unit"] == "min"}
+            for r in benchmark_rows() if r["what"].startswith("fast preset run") and r["unit"] == "min"}
 
 
 def fast_run_line() -> str:
