@@ -22,10 +22,14 @@ source so a reader can see which.
 """
 from __future__ import annotations
 
+import math
 import re
-from statistics import mean
+from statistics import mean, stdev
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
+
+from starunet import stats
 from starunet.config import PROJECT_ROOT
 from starunet.io import read_csv
 from starunet.presets import PRESETS
@@ -33,6 +37,7 @@ from starunet.report import markdown_table
 from starunet.results import CurveResults, GridResults, load_curves, load_results
 
 SEARCH_DIR = PROJECT_ROOT / "results" / "search"  # one grid folder per recipe tried (reproduce --set ...)
+FP32_DIR = PROJECT_ROOT / "results" / "fast-fp32"  # the fast preset trained with --precision fp32
 BENCH_FILE = PROJECT_ROOT / "benchmarks" / "cpu.csv"  # python -m starunet bench --fast-run --out benchmarks/
 GRID_FOLDERS = ("reference", "long", "full", "fast")
 
@@ -231,3 +236,121 @@ def search_summary(rows: Sequence[dict], minutes_limit: float = 5.0) -> str:
                "none of them raises PR-AUC on every shared seed. ")
             + (f"Beyond {minutes_limit:g} min, {', '.join(map(name, raised_longer)) or 'none'} "
                f"{'raises' if len(raised_longer) <= 1 else 'raise'} it on every shared seed." if longer else ""))
+
+
+# ---------------------------------------------------------------- fast against full, bf16 against fp32
+
+def against_reference_rows(source: GridResults, reference: GridResults, metrics: Sequence[str] = ("roc_auc", "pr_auc"),
+                           level: float = 0.95) -> list[dict]:
+    """``source`` (``results/fast``) minus ``reference`` (``results/full``) per configuration
+    both have and metric: the difference of the means over their runs with Welch's interval
+    (two recipes on two machines: their seeds share nothing, so nothing pairs), Bonferroni
+    over the rows, and the verdict of the declared margins. It answers "does ``fast`` reach
+    the full protocol within run-to-run noise?"."""
+    def values(grid: GridResults, config: tuple[str, str], metric: str) -> list[float]:
+        return [float(r[metric]) for r in grid.runs if (r["fusion"], r["activation"]) == config]
+
+    configs = [c for c in CONFIGS if values(source, c, "roc_auc") and values(reference, c, "roc_auc")]
+    each = stats.adjusted_level(level, len(configs) * len(metrics))
+    rows = []
+    for config in configs:
+        for metric in metrics:
+            mine, theirs = values(source, config, metric), values(reference, config, metric)
+            diff, low, high = stats.welch_interval(theirs, mine, each)
+            margin = stats.MARGINS[metric].value
+            rows.append({"fusion": config[0], "activation": config[1], "metric": metric, "runs": len(mine),
+                         "reference_runs": len(theirs), "mean": mean(mine), "reference_mean": mean(theirs),
+                         "estimate": diff, "low": low, "high": high, "margin": margin, "level": each,
+                         "verdict": stats.interval_verdict(low, high, margin)})
+    return rows
+
+
+def against_reference_markdown(rows: Sequence[dict], source: str = "fast", reference: str = "full") -> str:
+    """:func:`against_reference_rows` as Markdown, one row per configuration and metric."""
+    return markdown_table(
+        ["config", "metric", f"`{source}`: mean (runs)", f"`{reference}`: mean (runs)",
+         f"`{source}` − `{reference}` [Welch interval]", "verdict"],
+        [[f"{r['fusion']}/{r['activation']}", stats.METRIC_LABELS[r["metric"]], f"{r['mean']:.4f} ({r['runs']})",
+          f"{r['reference_mean']:.4f} ({r['reference_runs']})", _interval(r), r["verdict"]] for r in rows])
+
+
+def precision_rows(bf16: GridResults, fp32: GridResults, metrics: Sequence[str] = stats.HEADLINE_METRICS,
+                   level: float = 0.95) -> list[dict]:
+    """fp32 − bf16 training (``fp32``: the same preset trained with ``--precision fp32``)
+    per configuration and metric, paired by seed: a seed fixes the initial weights and the
+    patches drawn, so each difference is what the precision changed. The seed-level
+    t-interval (Bonferroni over the rows) with its verdict, beside the bf16 runs' own
+    seed-to-seed spread (every seed of ``bf16``): the run-to-run noise to judge it by."""
+    items, extra = [], []
+    for config in sorted({(r["fusion"], r["activation"]) for r in fp32.runs}, key=lambda c: stats.config_order(*c)):
+        low_runs = {int(r["seed"]): r for r in bf16.runs if (r["fusion"], r["activation"]) == config}
+        high_runs = {int(r["seed"]): r for r in fp32.runs if (r["fusion"], r["activation"]) == config}
+        seeds = sorted(set(low_runs) & set(high_runs))
+        if not seeds:
+            continue
+        for metric in metrics:
+            items.append((config, config, metric,
+                          np.array([float(high_runs[s][metric]) - float(low_runs[s][metric]) for s in seeds])))
+            spread = [float(r[metric]) for r in low_runs.values()]
+            extra.append({"seeds": seeds, "fp32_mean": mean(float(high_runs[s][metric]) for s in seeds),
+                          "bf16_mean": mean(float(low_runs[s][metric]) for s in seeds),
+                          "bf16_sd": stdev(spread) if len(spread) > 1 else math.nan, "bf16_runs": len(spread)})
+    diffs = stats.differences(items, "pooled", level)
+    return [{"fusion": d.config_a.fusion, "activation": d.config_a.activation, "metric": d.metric,
+             "differences": list(map(float, data)), "estimate": d.mean, "low": d.low, "high": d.high,
+             "margin": d.margin, "level": d.level, "family": d.family, "verdict": d.verdict, **more}
+            for d, (*_, data), more in zip(diffs, items, extra)]
+
+
+def precision_markdown(rows: Sequence[dict]) -> str:
+    """:func:`precision_rows` as Markdown: means, every per-seed difference, the interval
+    and its verdict, and the bf16 runs' seed-to-seed standard deviation."""
+    return markdown_table(
+        ["config", "metric", "seeds", "fp32, bf16 (mean)", "fp32 − bf16 per seed", "fp32 − bf16 [interval]", "verdict",
+         "bf16 seed-to-seed sd (runs)"],
+        [[f"{r['fusion']}/{r['activation']}", stats.METRIC_LABELS[r["metric"]], ", ".join(map(str, r["seeds"])),
+          f"{r['fp32_mean']:.4f}, {r['bf16_mean']:.4f}", ", ".join(f"{v:+.4f}" for v in r["differences"]),
+          _interval(r), r["verdict"], f"{r['bf16_sd']:.4f} ({r['bf16_runs']})"] for r in rows])
+
+
+def precision_summary(rows: Sequence[dict]) -> str:
+    """The precision check in computed sentences: how many intervals each verdict got and
+    the largest difference beside the seed-to-seed spread. (The runs' recorded minutes are
+    left out: the grids trained beside other work; ``benchmarks/cpu.md`` times both alone.)"""
+    if not rows:
+        return "No fp32 runs to compare with."
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in stats.VERDICTS}
+    decided = [r for r in rows if r["verdict"] in ("better", "worse")]
+    largest = max(rows, key=lambda r: abs(r["estimate"]))
+    seeds = sorted({s for r in rows for s in r["seeds"]})
+    text = (f"Over {len(seeds)} seeds ({', '.join(map(str, seeds))}), paired by seed, {len(rows)} intervals "
+            f"(Bonferroni over {rows[0]['family']}): {counts['equivalent']} equivalent within the margins, "
+            f"{counts['inconclusive']} inconclusive (no difference detected, none excluded), "
+            f"{len(decided)} deciding a direction")
+    text += (": " + "; ".join(f"fp32 {r['verdict']} on {r['fusion']}/{r['activation']} "
+                              f"{stats.METRIC_LABELS[r['metric']]}" for r in decided) + "." if decided else ".")
+    text += (f" The largest mean difference, {largest['estimate']:+.4f} ({largest['fusion']}/{largest['activation']} "
+             f"{stats.METRIC_LABELS[largest['metric']]}), compares with a seed-to-seed sd of {largest['bf16_sd']:.4f} "
+             f"among that configuration's {largest['bf16_runs']} bf16 runs.")
+    return text
+
+
+def _interval(row: Mapping) -> str:
+    if math.isnan(row["low"]):
+        return f"{row['estimate']:+.4f} (one run, no interval)"
+    return f"{row['estimate']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]"
+
+
+def committed_against_full_rows() -> list[dict]:
+    """:func:`against_reference_rows` of ``results/fast`` against ``results/full``."""
+    return against_reference_rows(load_results(PROJECT_ROOT / "results" / "fast", kind="reference"),
+                                  load_results(PROJECT_ROOT / "results" / "full", kind="reference"))
+
+
+def committed_precision_rows() -> list[dict]:
+    """:func:`precision_rows` of ``results/fast`` (bf16) against ``results/fast-fp32``
+    (empty until that folder is written)."""
+    if not (FP32_DIR / "provenance.json").is_file():
+        return []
+    return precision_rows(load_results(PROJECT_ROOT / "results" / "fast", kind="reference"),
+                          load_results(FP32_DIR, kind="reference"))

@@ -143,6 +143,22 @@ def seed_interval(per_seed: np.ndarray, level: float = 0.95) -> tuple:
     return mean, mean - half, mean + half
 
 
+def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """``mean(b) - mean(a)`` of two unpaired sets of runs (two recipes, or two machines,
+    whose seeds share nothing) and its Welch t-interval (Welch-Satterthwaite degrees of
+    freedom); NaN bounds when either side has one run: no run-to-run spread to measure."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = float(b.mean() - a.mean())
+    if len(a) < 2 or len(b) < 2:
+        return diff, math.nan, math.nan
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:
+        return diff, diff, diff
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = float(t_dist.ppf(0.5 + level / 2, df) * math.sqrt(va + vb))
+    return diff, diff - half, diff + half
+
+
 def crossed_interval(d: np.ndarray, level: float = 0.95) -> tuple:
     """Mean of ``d[..., seed, image]`` and an interval counting both sources of noise,
     training runs and test images (two-way crossed random effects). Its half-width
@@ -217,13 +233,22 @@ def verdict(diff: PairedDifference) -> str:
     when the interval lies inside ±margin (a difference too small to matter, even if it
     excludes 0); else ``better``/``worse`` when it excludes 0; else ``inconclusive``.
     One seed is always ``inconclusive``: no run-to-run interval, one seed, preliminary."""
-    if diff.n_seeds < 2 or math.isnan(diff.low):
+    if diff.n_seeds < 2:
         return "inconclusive"
-    if -diff.margin < diff.low and diff.high < diff.margin:
+    return interval_verdict(diff.low, diff.high, diff.margin)
+
+
+def interval_verdict(low: float, high: float, margin: float) -> str:
+    """The rule of :func:`verdict` for any interval of a higher-is-better difference:
+    ``equivalent`` inside ±margin, else ``better``/``worse`` when it excludes 0, else
+    (and with no interval, NaN bounds) ``inconclusive``."""
+    if math.isnan(low) or math.isnan(high):
+        return "inconclusive"
+    if -margin < low and high < margin:
         return "equivalent"
-    if diff.low > 0:
+    if low > 0:
         return "better"
-    if diff.high < 0:
+    if high < 0:
         return "worse"
     return "inconclusive"
 

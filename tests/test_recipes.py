@@ -1,6 +1,7 @@
 """The recipe table (starunet.recipes): computed from the committed folders."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fakes import synthetic_grid
@@ -73,7 +74,7 @@ def test_the_committed_search_sits_beside_fast():
 
 
 def test_notebook_06s_premise_holds_fast_falls_short_of_full_on_sum_relu():
-    """Notebook 06's search section opens with "`fast` falls short of the full protocol on
+    """Notebook 06's search section opens with "`fast`'s mean falls short of the full protocol's on
     sum/relu": true of the committed means, or the sentence must change."""
     rows = {r["source"]: r for r in recipes.committed_recipe_table() if (r["fusion"], r["activation"]) == ("sum", "relu")}
     assert rows["fast"]["pr_auc"] < rows["full"]["pr_auc"]
@@ -81,4 +82,48 @@ def test_notebook_06s_premise_holds_fast_falls_short_of_full_on_sum_relu():
 
     from starunet.config import PROJECT_ROOT
     nb = json.loads((PROJECT_ROOT / "notebooks" / "06_learning_curves.ipynb").read_text(encoding="utf-8"))
-    assert any("`fast` falls short of the full protocol on sum/relu" in "".join(c["source"]) for c in nb["cells"])
+    assert any("`fast`'s mean falls short of the full protocol's on sum/relu" in "".join(c["source"]) for c in nb["cells"])
+
+
+def test_fp32_is_set_beside_bf16_seed_by_seed_with_the_bf16_spread(tmp_path):
+    bf16 = synthetic_grid(tmp_path, "fast", gap=0.0, epochs=8, seeds=(1, 2, 3, 4, 5))
+    fp32 = synthetic_grid(tmp_path / "fp32", "fast", gap=0.0, epochs=8, seeds=(1, 2, 3))
+    same = {(r["fusion"], r["seed"]): r for r in bf16.runs}
+    for r in fp32.runs:  # fp32 − bf16: +0.001, +0.002, +0.003 on PR-AUC; the rest identical
+        for m in ("roc_auc", "pr_auc", "f1"):
+            r[m] = same[(r["fusion"], r["seed"])][m] + (0.001 * r["seed"] if m == "pr_auc" else 0.0)
+    rows = recipes.precision_rows(bf16, fp32)
+    assert [(r["fusion"], r["metric"]) for r in rows][:3] == [("sum", "roc_auc"), ("sum", "pr_auc"), ("sum", "f1")]
+    pr = next(r for r in rows if (r["fusion"], r["metric"]) == ("star", "pr_auc"))
+    assert pr["seeds"] == [1, 2, 3] and pr["differences"] == pytest.approx([0.001, 0.002, 0.003])
+    assert pr["estimate"] == pytest.approx(0.002) and pr["family"] == 6 and pr["bf16_runs"] == 5
+    assert pr["verdict"] == "equivalent" and pr["high"] < 0.01  # inside the ±0.01 PR-AUC margin
+    spread = [r["pr_auc"] for r in bf16.runs if r["fusion"] == "star"]
+    assert pr["bf16_sd"] == pytest.approx(np.std(spread, ddof=1))
+    assert "+0.0010, +0.0020, +0.0030" in recipes.precision_markdown(rows)
+    summary = recipes.precision_summary(rows)
+    assert "Over 3 seeds (1, 2, 3)" in summary and "6 intervals (Bonferroni over 6): 6 equivalent" in summary
+
+
+def test_fast_is_set_against_full_by_welch_intervals(tmp_path):
+    from starunet import stats
+
+    fast = synthetic_grid(tmp_path, "fast", gap=0.0, epochs=8, seeds=(1, 2, 3, 4, 5))
+    full = synthetic_grid(tmp_path / "full", "full", gap=0.0, epochs=8, seeds=(7, 8, 9))
+    for r in full.runs:
+        r["pr_auc"] += 0.5  # far above: fast is worse, whatever the noise
+    rows = recipes.against_reference_rows(fast, full)
+    assert [(r["fusion"], r["metric"]) for r in rows] == [("sum", "roc_auc"), ("sum", "pr_auc"),
+                                                          ("star", "roc_auc"), ("star", "pr_auc")]
+    pr = rows[1]
+    values = {name: [r["pr_auc"] for r in g.runs if r["fusion"] == "sum"] for name, g in (("fast", fast), ("full", full))}
+    expected = stats.welch_interval(values["full"], values["fast"], stats.adjusted_level(0.95, 4))
+    assert (pr["estimate"], pr["low"], pr["high"]) == pytest.approx(expected) and pr["verdict"] == "worse"
+    assert (pr["runs"], pr["reference_runs"]) == (5, 3)
+    assert "sum/none | PR-AUC" in recipes.against_reference_markdown(rows)
+
+
+def test_the_committed_fast_is_set_against_full():
+    rows = recipes.committed_against_full_rows()
+    assert {(r["fusion"], r["activation"]) for r in rows} == set(recipes.CONFIGS)
+    assert all(r["runs"] >= 5 for r in rows)
