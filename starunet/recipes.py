@@ -274,6 +274,24 @@ def against_reference_markdown(rows: Sequence[dict], source: str = "fast", refer
           f"{r['reference_mean']:.4f} ({r['reference_runs']})", _interval(r), r["verdict"]] for r in rows])
 
 
+def against_reference_summary(rows: Sequence[dict], source: str = "fast", reference: str = "full") -> str:
+    """:func:`against_reference_rows` in one computed sentence: the runs on each side and
+    which gaps exceed run-to-run noise (README and notebook 06 say it in these words)."""
+    if not rows:
+        return f"`{source}` and `{reference}` share no configuration."
+    def runs(key: str) -> str:
+        low, high = min(r[key] for r in rows), max(r[key] for r in rows)
+        return str(low) if low == high else f"{low}–{high}"
+
+    decided = [r for r in rows if r["verdict"] != "inconclusive"]
+    named = "; ".join(f"`{source}` {r['verdict']} on {r['fusion']}/{r['activation']} {stats.METRIC_LABELS[r['metric']]} "
+                      f"({r['estimate']:+.4f})" for r in decided)
+    return (f"With {runs('runs')} runs a configuration in `{source}` against {runs('reference_runs')} in "
+            f"`{reference}`, Welch intervals (Bonferroni over {len(rows)}) decide {len(decided)} of the {len(rows)} "
+            f"gaps{': ' + named if decided else ''}; the other {len(rows) - len(decided)} are inconclusive "
+            f"(no gap detected, none excluded).")
+
+
 def precision_rows(bf16: GridResults, fp32: GridResults, metrics: Sequence[str] = stats.HEADLINE_METRICS,
                    level: float = 0.95) -> list[dict]:
     """fp32 − bf16 training (``fp32``: the same preset trained with ``--precision fp32``)

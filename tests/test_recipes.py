@@ -121,9 +121,17 @@ def test_fast_is_set_against_full_by_welch_intervals(tmp_path):
     assert (pr["estimate"], pr["low"], pr["high"]) == pytest.approx(expected) and pr["verdict"] == "worse"
     assert (pr["runs"], pr["reference_runs"]) == (5, 3)
     assert "sum/none | PR-AUC" in recipes.against_reference_markdown(rows)
+    summary = recipes.against_reference_summary(rows)
+    assert summary.startswith("With 5 runs a configuration in `fast` against 3 in `full`, Welch intervals "
+                              "(Bonferroni over 4) decide 2 of the 4 gaps: `fast` worse on sum/none PR-AUC")
 
 
-def test_the_committed_fast_is_set_against_full():
+def test_the_committed_fast_is_set_against_full_and_the_readme_says_what_it_finds():
+    from starunet.config import PROJECT_ROOT
+
     rows = recipes.committed_against_full_rows()
     assert {(r["fusion"], r["activation"]) for r in rows} == set(recipes.CONFIGS)
     assert all(r["runs"] >= 5 for r in rows)
+    readme = " ".join((PROJECT_ROOT / "README.md").read_text(encoding="utf-8").split())
+    sentence = recipes.against_reference_summary(rows)
+    assert sentence[0].lower() + sentence[1:] in readme

@@ -146,3 +146,29 @@ def test_the_readme_states_how_many_fast_seeds_are_finished():
 
     readme = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
     assert f"{complete_seeds(FAST_DIR)} seeds of every configuration finished" in readme
+
+
+def test_notebook_05s_summary_holds_for_every_committed_grid():
+    """Notebook 05's summary says that, against a U-Net with ReLU, every grid that decides
+    a pooled verdict finds the ReLU-free star network worse, and that most star − sum
+    comparisons are inconclusive; and its section 5 quotes t quantiles at the `fast`
+    grid's Bonferroni level: checked against the committed verdicts here."""
+    import json
+
+    from scipy.stats import t
+
+    from starunet.config import PROJECT_ROOT
+    from starunet.stats import adjusted_level
+
+    rows = [r for folder in COMMITTED for r in V.read_verdicts(folder) if r["statistic"] == "pooled"]
+    replacement = [r["verdict"] for r in rows if (r["config_a"], r["config_b"]) == ("sum/relu", "star/none")]
+    assert "worse" in replacement and set(replacement) <= {"worse", "inconclusive"}
+    star_sum = [r["verdict"] for r in rows if r["comparison"].startswith("star − sum")]
+    assert star_sum.count("inconclusive") > len(star_sum) / 2
+    fast = [r for r in V.read_verdicts(FAST_DIR) if r["statistic"] == "pooled"]
+    assert float(fast[0]["adjusted_level"]) == pytest.approx(adjusted_level(0.95, 27), abs=1e-6)
+    quantiles = {n: t.ppf(0.5 + adjusted_level(0.95, 27) / 2, n - 1) for n in (2, 3, 5)}
+    assert (round(quantiles[5], 1), round(quantiles[3]), round(quantiles[2], -1)) == (7.3, 23, 340)
+    nb = json.loads((PROJECT_ROOT / "notebooks" / "05_metric_comparison.ipynb").read_text(encoding="utf-8"))
+    text = " ".join(" ".join("".join(c["source"]) for c in nb["cells"]).split())
+    assert "about 7.3 with 4 (five seeds), 23 with 2 (three seeds) and 340 with 1 (two seeds)" in text
