@@ -135,3 +135,14 @@ def test_the_committed_fast_is_set_against_full_and_the_readme_says_what_it_find
     readme = " ".join((PROJECT_ROOT / "README.md").read_text(encoding="utf-8").split())
     sentence = recipes.against_reference_summary(rows)
     assert sentence[0].lower() + sentence[1:] in readme
+
+
+def test_the_committed_fp32_grid_pairs_with_fast_and_the_readme_says_what_it_finds():
+    from starunet.config import PROJECT_ROOT
+
+    rows = recipes.committed_precision_rows()
+    assert rows and all(len(r["seeds"]) >= 3 for r in rows)
+    assert {(r["fusion"], r["activation"]) for r in rows} == {("sum", "none"), ("star", "none"), ("sum", "relu"),
+                                                               ("star", "relu")}
+    readme = " ".join((PROJECT_ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert recipes.precision_summary(rows) in readme

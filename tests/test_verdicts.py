@@ -12,14 +12,15 @@ from starunet.results import CURVES_DIR, FAST_DIR, FULL_REFERENCE_DIR, LONG_REFE
 from starunet.stats import MARGINS, VERDICTS
 
 COMMITTED = [REFERENCE_DIR, LONG_REFERENCE_DIR, FULL_REFERENCE_DIR, CURVES_DIR, FAST_DIR]
+FP32_DIR = FAST_DIR.parent / "fast-fp32"  # the fast preset in fp32 (the precision check of notebook 06)
 
 
-@pytest.mark.parametrize("folder", COMMITTED, ids=lambda p: p.name)
+@pytest.mark.parametrize("folder", [*COMMITTED, FP32_DIR], ids=lambda p: p.name)
 def test_committed_verdicts_match_the_committed_metrics(folder):
     rows = V.read_verdicts(folder)
     assert rows == V.folder_verdict_rows(folder), f"rerun: python -m starunet verdicts {folder.name}"
     assert list(rows[0]) == V.COLUMNS
-    tiles = {V.TILES_STATISTIC} if folder.name == "fast" else set()  # every fast run scored both ways
+    tiles = {V.TILES_STATISTIC} if folder.name.startswith("fast") else set()  # every fast run scored both ways
     assert {r["statistic"] for r in rows} == {"pooled", "per_image"} | tiles
     for r in rows:
         assert r["verdict"] in VERDICTS and float(r["margin"]) == MARGINS[r["metric"]].value
