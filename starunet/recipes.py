@@ -15,6 +15,9 @@ hardware that trained it.
 
 :func:`search_rows` sets each searched recipe beside ``results/fast`` seed by seed, with
 the minutes a run estimated from the benchmark (``benchmarks/cpu.csv``).
+:func:`against_reference_rows` asks whether ``fast`` reaches ``full`` within run-to-run noise
+(Welch intervals: the two folders' seeds share nothing), :func:`precision_rows` whether its
+bf16 training steps move quality (``results/fast-fp32``, the same grid in fp32, paired by seed).
 
 The folders differ in more than the recipe (hardware, precision, epoch size; the
 ``training_conditions`` of ``starunet.verdicts`` lists them); the table names each row's
@@ -34,7 +37,7 @@ from starunet.config import PROJECT_ROOT
 from starunet.io import read_csv
 from starunet.presets import PRESETS
 from starunet.report import markdown_table
-from starunet.results import CurveResults, GridResults, load_curves, load_results
+from starunet.results import FAST_DIR, FULL_REFERENCE_DIR, CurveResults, GridResults, load_curves, load_results
 
 SEARCH_DIR = PROJECT_ROOT / "results" / "search"  # one grid folder per recipe tried (reproduce --set ...)
 FP32_DIR = PROJECT_ROOT / "results" / "fast-fp32"  # the fast preset trained with --precision fp32
@@ -279,6 +282,7 @@ def against_reference_summary(rows: Sequence[dict], source: str = "fast", refere
     which gaps exceed run-to-run noise (README and notebook 06 say it in these words)."""
     if not rows:
         return f"`{source}` and `{reference}` share no configuration."
+
     def runs(key: str) -> str:
         low, high = min(r[key] for r in rows), max(r[key] for r in rows)
         return str(low) if low == high else f"{low}–{high}"
@@ -361,8 +365,8 @@ def _interval(row: Mapping) -> str:
 
 def committed_against_full_rows() -> list[dict]:
     """:func:`against_reference_rows` of ``results/fast`` against ``results/full``."""
-    return against_reference_rows(load_results(PROJECT_ROOT / "results" / "fast", kind="reference"),
-                                  load_results(PROJECT_ROOT / "results" / "full", kind="reference"))
+    return against_reference_rows(load_results(FAST_DIR, kind="reference"),
+                                  load_results(FULL_REFERENCE_DIR, kind="reference"))
 
 
 def committed_precision_rows() -> list[dict]:
@@ -370,5 +374,4 @@ def committed_precision_rows() -> list[dict]:
     (empty until that folder is written)."""
     if not (FP32_DIR / "provenance.json").is_file():
         return []
-    return precision_rows(load_results(PROJECT_ROOT / "results" / "fast", kind="reference"),
-                          load_results(FP32_DIR, kind="reference"))
+    return precision_rows(load_results(FAST_DIR, kind="reference"), load_results(FP32_DIR, kind="reference"))
