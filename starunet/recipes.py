@@ -37,10 +37,10 @@ from starunet.config import PROJECT_ROOT
 from starunet.io import read_csv
 from starunet.presets import PRESETS
 from starunet.report import markdown_table
-from starunet.results import FAST_DIR, FULL_REFERENCE_DIR, CurveResults, GridResults, load_curves, load_results
+from starunet.results import (FAST_DIR, FP32_DIR, FULL_REFERENCE_DIR, CurveResults, GridResults, load_curves,
+                              load_results)
 
 SEARCH_DIR = PROJECT_ROOT / "results" / "search"  # one grid folder per recipe tried (reproduce --set ...)
-FP32_DIR = PROJECT_ROOT / "results" / "fast-fp32"  # the fast preset trained with --precision fp32
 BENCH_FILE = PROJECT_ROOT / "benchmarks" / "cpu.csv"  # python -m starunet bench --fast-run --out benchmarks/
 GRID_FOLDERS = ("reference", "long", "full", "fast")
 

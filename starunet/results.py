@@ -32,6 +32,7 @@ CURVES_DIR = PROJECT_ROOT / "results" / "curves"  # the learning curves (noteboo
 # the fast preset's study (sum, star, star_bn, sum_star_bn x none, relu x seeds), trained on a
 # 2-core CPU: the grid notebook 04's own runs (the fast preset) are compared with
 FAST_DIR = PROJECT_ROOT / "results" / "fast"
+FP32_DIR = PROJECT_ROOT / "results" / "fast-fp32"  # the fast grid trained in fp32: the precision check
 BUDGET_ORDER = ("smoke", "quick", "long", "full")  # presets by training budget, for the budget tables
 
 

@@ -8,11 +8,10 @@ import pytest
 
 from starunet import verdicts as V
 from starunet.cli import main
-from starunet.results import CURVES_DIR, FAST_DIR, FULL_REFERENCE_DIR, LONG_REFERENCE_DIR, REFERENCE_DIR
+from starunet.results import CURVES_DIR, FAST_DIR, FP32_DIR, FULL_REFERENCE_DIR, LONG_REFERENCE_DIR, REFERENCE_DIR
 from starunet.stats import MARGINS, VERDICTS
 
 COMMITTED = [REFERENCE_DIR, LONG_REFERENCE_DIR, FULL_REFERENCE_DIR, CURVES_DIR, FAST_DIR]
-FP32_DIR = FAST_DIR.parent / "fast-fp32"  # the fast preset in fp32 (the precision check of notebook 06)
 
 
 @pytest.mark.parametrize("folder", [*COMMITTED, FP32_DIR], ids=lambda p: p.name)
