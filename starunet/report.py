@@ -20,7 +20,7 @@ from starunet.runs import TrainingResult
 from starunet.source import format_points, improvement_points
 from starunet.stats import (ACTIVATION_LABELS, FUSIONS_COMPARED, HEADLINE_METRICS, METRIC_LABELS,
                             OLDER_EVALUATION, PairedDifference, budget_differences, config_order, pooled_per_seed,
-                            run_key, summarize_over_seeds)
+                            parse_run_key, run_key, summarize_over_seeds)
 from starunet.verdicts import (curve_verdict_rows, family_name, grid_verdict_rows, recorded_cell,
                                training_conditions, verdict_bullets, verdict_row, verdict_sections)
 
@@ -123,8 +123,8 @@ def inference_methods_markdown(rows: Sequence[Mapping]) -> str:
     if not rows:
         return "No inference-method measurement in these results."
     groups: dict[tuple[str, str], list[Mapping]] = {}
-    for r in rows:  # run keys are fusion-activation-seedN
-        groups.setdefault((r["run"].rsplit("-", 1)[0].replace("-", "/"), r["method"]), []).append(r)
+    for r in rows:
+        groups.setdefault((str(parse_run_key(r["run"])[0]), r["method"]), []).append(r)
     table = markdown_table(
         ["configuration", "method", "runs", "seconds / image", *(METRIC_LABELS[m] for m in METRIC_NAMES)],
         [[config, method, str(len(g)), f"{np.mean([float(r['seconds_per_image']) for r in g]):.2f}",

@@ -100,6 +100,12 @@ def run_key(fusion: str, activation: str, seed: int | str) -> str:
     return f"{fusion}-{activation}-seed{seed}"
 
 
+def parse_run_key(key: str) -> tuple[Config, int]:
+    """The inverse of :func:`run_key`: ``"star-none-seed2024"`` -> ``(Config("star", "none"), 2024)``."""
+    fusion, activation, seed = key.rsplit("-", 2)
+    return Config(fusion, activation), int(seed.removeprefix("seed"))
+
+
 # ---------------------------------------------------------------- margins and verdicts
 
 class Margin(NamedTuple):

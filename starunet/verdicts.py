@@ -26,8 +26,8 @@ from starunet.io import read_csv, write_csv_atomic, write_text_atomic
 from starunet.results import (CURVES_DIR, FAST_DIR, FULL_REFERENCE_DIR, LONG_REFERENCE_DIR, REFERENCE_DIR, CurveResults,
                               GridResults, load_curves, load_results)
 from starunet.source import SOURCE_RESULTS
-from starunet.stats import (HEADLINE_METRICS, MARGINS, METRIC_LABELS, PairedDifference, differences, grid_pairs, per_image_differences,
-                            per_image_matrix, pooled_differences, pooled_per_seed)
+from starunet.stats import (HEADLINE_METRICS, MARGINS, METRIC_LABELS, PairedDifference, differences, grid_pairs,
+                            parse_run_key, per_image_differences, per_image_matrix, pooled_differences, pooled_per_seed)
 
 VERDICTS_FILE = "verdicts.csv"
 TILES_STATISTIC = "pooled_tiles"  # the pooled statistic with the other inference method
@@ -52,9 +52,9 @@ def tiles_runs(results: GridResults) -> list[dict]:
     rows = {}
     for r in results.inference_methods:
         if r["method"] == "tiles":
-            fusion, activation, seed = r["run"].rsplit("-", 2)  # run_key: fusion-activation-seedN
-            rows[(fusion, activation, int(seed.removeprefix("seed")))] = {
-                "fusion": fusion, "activation": activation, "seed": seed.removeprefix("seed"),
+            (fusion, activation), seed = parse_run_key(r["run"])
+            rows[(fusion, activation, seed)] = {
+                "fusion": fusion, "activation": activation, "seed": str(seed),
                 "n_test_images": len(results.provenance.get("test_ids", [])), **r}
     keys = [(r["fusion"], r["activation"], int(r["seed"])) for r in results.runs]
     return [rows[k] for k in keys] if keys and all(k in rows for k in keys) else []

@@ -158,3 +158,8 @@ def test_grid_pairs_compare_every_fusion_with_sum_and_the_relu_free_ones_with_su
                                       (("sum", "relu"), ("star_bn", "none")),
                                       (("sum", "none"), ("sum_star_bn", "none")),
                                       (("sum", "relu"), ("sum_star_bn", "none"))]
+
+
+def test_a_run_key_parses_back_into_its_configuration_and_seed():
+    key = S.run_key("sum_star_bn", "relu", 2031)
+    assert key == "sum_star_bn-relu-seed2031" and S.parse_run_key(key) == (S.Config("sum_star_bn", "relu"), 2031)
