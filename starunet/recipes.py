@@ -180,10 +180,8 @@ def search_rows(reference: GridResults, searches: Sequence[GridResults]) -> list
         config = grid.provenance["preset_config"]
         schedule, lr = recipe(config)
         for fusion, activation in sorted({(r["fusion"], r["activation"]) for r in grid.runs}):
-            mine = {int(r["seed"]): r for r in grid.runs if (r["fusion"], r["activation"]) == (fusion, activation)}
-            theirs = {int(r["seed"]): r for r in reference.runs
-                      if (r["fusion"], r["activation"]) == (fusion, activation) and int(r["seed"]) in mine}
-            seeds = sorted(theirs)
+            mine, theirs = _by_seed(grid, (fusion, activation)), _by_seed(reference, (fusion, activation))
+            seeds = sorted(set(mine) & set(theirs))
             if not seeds:
                 continue
             patches, batch = int(config["samples_per_epoch"]) * int(config["max_epochs"]), batch_size(config)
@@ -196,6 +194,11 @@ def search_rows(reference: GridResults, searches: Sequence[GridResults]) -> list
                 row[f"{m}_differences"] = [float(mine[s][m]) - float(theirs[s][m]) for s in seeds]
             rows.append(row)
     return sorted(rows, key=lambda r: (r["fusion"], r["activation"], r["patches"], r["batch"], r["peak_lr"]))
+
+
+def _by_seed(grid: GridResults, config: tuple[str, str]) -> dict[int, dict]:
+    """One configuration's runs of a grid, by seed: what two grids are paired on."""
+    return {int(r["seed"]): r for r in grid.runs if (r["fusion"], r["activation"]) == tuple(config)}
 
 
 def committed_search_rows() -> list[dict]:
@@ -305,8 +308,7 @@ def precision_rows(bf16: GridResults, fp32: GridResults, metrics: Sequence[str] 
     seed-to-seed spread (every seed of ``bf16``): the run-to-run noise to judge it by."""
     items, extra = [], []
     for config in sorted({(r["fusion"], r["activation"]) for r in fp32.runs}, key=lambda c: stats.config_order(*c)):
-        low_runs = {int(r["seed"]): r for r in bf16.runs if (r["fusion"], r["activation"]) == config}
-        high_runs = {int(r["seed"]): r for r in fp32.runs if (r["fusion"], r["activation"]) == config}
+        low_runs, high_runs = _by_seed(bf16, config), _by_seed(fp32, config)
         seeds = sorted(set(low_runs) & set(high_runs))
         if not seeds:
             continue
