@@ -315,9 +315,6 @@ def _run_grid(configs, runner, out, runs_dir, torch_device, device, records, tes
               batch_size, log, command, preset, seeds, fusions, activations, started, start, commit,
               precision: str = "auto") -> GridResults:
     """The body of :func:`reproduce`: train, evaluate each run as it finishes, write."""
-
-
-
     done: dict[int, tuple[dict, list[dict], dict, list[dict]]] = {}
     failures, reused, evaluations_reused = [], 0, 0
 

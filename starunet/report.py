@@ -22,7 +22,7 @@ from starunet.stats import (ACTIVATION_LABELS, FUSIONS_COMPARED, HEADLINE_METRIC
                             OLDER_EVALUATION, PairedDifference, budget_differences, config_order, pooled_per_seed,
                             parse_run_key, run_key, summarize_over_seeds)
 from starunet.verdicts import (curve_verdict_rows, family_name, grid_verdict_rows, recorded_cell,
-                               training_conditions, verdict_bullets, verdict_row, verdict_sections)
+                               rerun_note, training_conditions, verdict_bullets, verdict_row, verdict_sections)
 
 
 def format_value(mean: float, std: float | None = None, digits: int = 4) -> str:
@@ -307,7 +307,7 @@ def provenance_readme(results: GridResults) -> str:
     p = results.provenance
     config = ", ".join(f"{k}={v}" for k, v in p["preset_config"].items() if k != "preset")
     table = markdown_table(["what", "how"], [
-        ["command", f"`{p['command']}`"],
+        ["command", f"`{p['command']}`{rerun_note(p)}"],
         ["preset", f"`{p['preset']}` ({config})"],
         ["seeds", ", ".join(str(s) for s in p["seeds"])],
         ["grid", f"fusion {' / '.join(p['fusions'])} x activation {' / '.join(p['activations'])}: "

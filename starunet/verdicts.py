@@ -231,12 +231,38 @@ def family_name(d: PairedDifference) -> str:
     return "headline" if d.metric in HEADLINE_METRICS else METRIC_LABELS.get(d.metric, d.metric)
 
 
+def _trained_on(provenance: Mapping) -> list[str]:
+    return provenance.get("trained_on") or [provenance.get("hardware", {}).get("summary", "?")]
+
+
+def training_precision(provenance: Mapping) -> str | None:
+    """``"fp32"`` or ``"bf16"``: what every training step of a folder's runs computed in,
+    or None when they differ. Folders made before precision was recorded trained in
+    bf16 autocast on CUDA and fp32 on CPU."""
+    recorded = provenance.get("precision")
+    if recorded:
+        names = recorded.split(" training steps")[0].split(", ")
+        return names[0] if len(names) == 1 else None
+    return "bf16" if all(d.startswith("cuda") for d in _trained_on(provenance)) else "fp32"
+
+
+def rerun_note(provenance: Mapping) -> str:
+    """What a grid README adds to a recorded ``reproduce`` command that does not name its
+    precision: ``auto`` picks by machine (bf16 on a CPU with native bf16, which the
+    source-recipe grids, made before the flag, did not use), so the same numbers need
+    the precision the runs trained in."""
+    command, precision = provenance.get("command", ""), training_precision(provenance)
+    if not command.startswith("python -m starunet reproduce") or "--precision" in command or precision is None:
+        return ""
+    return f" (its runs trained in {precision}: add `--precision {precision}` to train them so on any machine)"
+
+
 def training_conditions(provenance: Mapping) -> str:
     """How a folder's runs were trained, in the terms a comparison across folders must
     name besides the budget: epoch size, stopping, device and precision (training ran in
     bf16 autocast on CUDA and fp32 on CPU; evaluation is fp32 everywhere)."""
     c = provenance["preset_config"]
-    devices = provenance.get("trained_on") or [provenance.get("hardware", {}).get("summary", "?")]
+    devices = _trained_on(provenance)
     precision = provenance.get("precision") or ("bf16 autocast" if all(d.startswith("cuda") for d in devices)
                                                 else "fp32")
     stop = (f"up to {c['max_epochs']} epochs, early stopping with patience {c['patience']}"
