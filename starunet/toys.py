@@ -306,35 +306,6 @@ def _seed_count(rows: Sequence[dict]) -> str:
     return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
 
-def accuracy_differences(summary: Sequence[dict], a: str = "star/none", b: str = "stack/none") -> dict[str, float]:
-    """Mean test accuracy of model ``a`` minus that of model ``b`` (names
-    ``"fusion/activation"``), per dataset of :func:`summarize_toy_grid` rows, in their
-    order. Fractions: 0.108 is 10.8 accuracy points.
-
-    With the defaults this is notebook 02's question in one number per task: what
-    does multiplying the two linear maps gain over chaining the same parameters?
-    """
-    if not summary:
-        raise ValueError("the summary is empty; pass the rows summarize_toy_grid returns")
-    mean = {(r["dataset"], r["model"]): r["mean"] for r in summary}
-    datasets = list(dict.fromkeys(r["dataset"] for r in summary))
-    for model in (a, b):
-        missing = [d for d in datasets if (d, model) not in mean]
-        if missing:
-            models = ", ".join(dict.fromkeys(r["model"] for r in summary))
-            raise ValueError(f"the summary has no {model!r} row for {', '.join(missing)} (models in it: "
-                             f"{models}); run the grid with that fusion and activation")
-    return {d: mean[d, a] - mean[d, b] for d in datasets}
-
-
-def format_accuracy_differences(summary: Sequence[dict], a: str = "star/none", b: str = "stack/none") -> str:
-    """:func:`accuracy_differences` as text: a header, then one line per dataset
-    in signed accuracy points."""
-    lines = [f"{a} minus {b}, mean over {_seed_count(summary)} seed(s), in accuracy points:"]
-    lines += [f"  {dataset:8s} {100 * diff:+6.1f}" for dataset, diff in accuracy_differences(summary, a, b).items()]
-    return "\n".join(lines)
-
-
 def paired_accuracy_differences(results: Sequence[ToyResult], a: str = "star/none", b: str = "sum/relu",
                                 datasets: Sequence[str] | None = None, level: float = 0.95) -> list[dict]:
     """Test accuracy of model ``a`` minus model ``b`` (names ``"fusion/activation"``)

@@ -247,34 +247,6 @@ def test_summary_and_table_are_computed_from_the_results():
     assert f"| star/none | {results[-1].n_params} | {100 * summary[1]['mean']:.1f} ± " in table
 
 
-def _summary_row(dataset: str, model: str, mean: float, n_seeds: int = 3) -> dict:
-    fusion, activation = model.split("/")
-    return {"dataset": dataset, "fusion": fusion, "activation": activation, "model": model,
-            "n_params": 321, "n_seeds": n_seeds, "mean": mean, "std": 0.01}
-
-
-def test_accuracy_differences_subtract_the_means_per_dataset():
-    summary = [_summary_row("moons", "stack/none", 0.85), _summary_row("moons", "star/none", 0.96),
-               _summary_row("circles", "stack/none", 0.52), _summary_row("circles", "star/none", 0.5)]
-    diffs = toys.accuracy_differences(summary)
-    assert list(diffs) == ["moons", "circles"]
-    assert diffs["moons"] == pytest.approx(0.11) and diffs["circles"] == pytest.approx(-0.02)
-    assert toys.format_accuracy_differences(summary).splitlines() == [
-        "star/none minus stack/none, mean over 3 seed(s), in accuracy points:",
-        "  moons     +11.0",
-        "  circles    -2.0"]
-    assert toys.accuracy_differences(summary, a="stack/none", b="star/none")["circles"] == pytest.approx(0.02)
-
-
-def test_accuracy_differences_name_the_missing_model_and_the_fix():
-    summary = [_summary_row("moons", "stack/none", 0.85), _summary_row("moons", "star/none", 0.96),
-               _summary_row("xor", "stack/none", 0.5)]
-    with pytest.raises(ValueError, match=r"no 'star/none' row for xor \(models in it: stack/none, star/none\); run"):
-        toys.accuracy_differences(summary)
-    with pytest.raises(ValueError, match="summary is empty"):
-        toys.accuracy_differences([])
-
-
 def _run(dataset: str, model: str, seed: int, acc: float):
     fusion, activation = model.split("/")
     return toys.ToyResult(dataset, fusion, activation, 2, 8, seed, 321, acc, acc, [], None, None)
