@@ -21,12 +21,13 @@ on 96x96 patches is fully convolutional, so it can run on a whole 605x700 image
 padded to a multiple of 16 (the four 2x poolings of the U-Net), or on overlapping
 96x96 tiles whose probabilities are averaged (:class:`Tiler`). Both are here
 (``method="pad"`` / ``"tiles"``) and :func:`compare_inference_methods` measures
-them; ``reproduce`` repeats that measurement on the first run of every grid
-(``inference_methods.csv``, shown in notebook 05). We use ``"pad"``: one pass per
-image instead of about four per pixel (96x96 tiles at stride 48), and no tile
-seams; the measured time and metric differences of the reference grid are in
-``results/reference/inference_methods.csv`` (tiles were slower and scored no
-better there). Batches: ``batch_size`` whole images, or tiles, per forward pass.
+them; ``reproduce`` repeats that measurement on every run it evaluates
+(``inference_methods.csv``, shown in notebook 05, and the ``pooled_tiles`` verdicts:
+how much the comparisons depend on it). We report ``"pad"``: one pass per image instead
+of about four per pixel (96x96 tiles at stride 48), and no tile seams. It is a choice, not
+a winner: tiles are about 3x slower, and on some runs they score higher (e.g. PR-AUC on
+``results/fast``'s sum/none runs), which is why every verdict is also shown under tiles.
+Batches: ``batch_size`` whole images, or tiles, per forward pass.
 """
 from __future__ import annotations
 
