@@ -131,7 +131,7 @@ def data_result() -> list[str]:
             f"split by image into **{len(split.train)} training, {len(split.val)} validation and "
             f"{len(split.test)} test images**, the same in every lesson.",
             f"Vessels are a minority class: **{vessel_fraction(records):.1%} of the pixels inside the field of "
-            f"view** (annotator ah, all images). Saying \"no vessel\" everywhere would already be "
+            f"view** (annotator ah, pooled over all images). Saying \"no vessel\" everywhere would already be "
             f"{1 - vessel_fraction(test):.1%} accurate on the test images, so accuracy alone cannot rank models.",
             f"The human yardstick: the second annotator, scored against the first inside the field of view of "
             f"the {len(test)} test images, reaches **F1 {human['f1']:.3f}** (accuracy {human['acc']:.3f}, "
