@@ -116,13 +116,18 @@ class GridResults:
         return sorted(tuple(p.stem.rsplit("_", 1)) for p in (self.directory / "predictions").glob("*_*.png"))
 
     def describe(self) -> str:
-        """One sentence: where these numbers come from (folder, preset, seeds, hardware, date)."""
+        """One sentence: where these numbers come from (folder, preset, seeds, hardware, date).
+        The seeds are those of the finished runs: a partial grid (interrupted, or with failed
+        runs) says so, with how many of the runs it was started for are missing."""
         p = self.provenance
         who = "your own `reproduce` output" if self.kind == "own" else "the committed reference results"
-        seeds = ", ".join(str(s) for s in p.get("seeds", [])) or "?"
+        seeds = ", ".join(str(s) for s in sorted({int(r["seed"]) for r in self.runs})) or "?"
+        partial = p.get("partial")
+        short = (f" (partial: {partial['ended']}, {len(partial['missing'])} of the {p.get('runs', '?')} runs it was "
+                 "started for missing)") if partial else ""
         hardware = p.get("hardware", {}).get("summary", "unknown hardware")
         return (f"{who} in `{display_path(self.directory)}`: preset `{p.get('preset', '?')}`, "
-                f"seeds {seeds}, {len(self.runs)} runs, trained and evaluated on {hardware} "
+                f"seeds {seeds}, {len(self.runs)} runs{short}, trained and evaluated on {hardware} "
                 f"(torch {p.get('torch', '?')}), finished {p.get('finished', '?')}, "
                 f"{len(p.get('test_ids', []))} test images, {p.get('method', '?')} inference")
 

@@ -304,6 +304,7 @@ def test_an_interrupted_grid_describes_the_runs_it_finished_and_names_the_missin
     assert partial.provenance["partial"] == {"ended": "interrupted", "missing": ["star-none-seed7"]}
     readme = (out / "README.md").read_text()
     assert "partial: interrupted, 1 run(s) missing: star-none-seed7" in readme
+    assert "seeds 7, 1 runs (partial: interrupted, 1 of the 2 runs it was started for missing)" in partial.describe()
     assert partial.provenance["train_seconds_total"] == round(partial.run("sum-none-seed7")["train_seconds"], 1)
 
     monkeypatch.setattr(G, "_trained_runs", real)
@@ -311,6 +312,15 @@ def test_an_interrupted_grid_describes_the_runs_it_finished_and_names_the_missin
                         records=records, log=lambda m: None)
     assert whole.keys == ["sum-none-seed7", "star-none-seed7"] and "partial" not in whole.provenance
     assert "partial" not in (out / "README.md").read_text()
+
+
+def test_a_grid_describes_the_seeds_of_its_finished_runs(tmp_path):
+    """Not the seeds it was started with: a grid started for 10 seeds that holds 2 says 2."""
+    from fakes import synthetic_grid
+
+    grid = synthetic_grid(tmp_path, "fast", 0.0, 8, seeds=(2025, 2024))
+    grid.provenance.update(seeds=list(range(2024, 2034)), runs=20)
+    assert "seeds 2024, 2025, 4 runs, trained" in grid.describe()
 
 
 @pytest.mark.parametrize("name", ["reference", "long", "full", "fast"])
