@@ -325,6 +325,28 @@ def training_result() -> list[str]:
 MAIN_COMPARISONS = ("star − sum, without ReLU", "star − sum, with ReLU", "star/none − sum/relu")
 
 
+def _short_answer(pooled: dict[str, list[dict]]) -> str:
+    """Lesson 05's answer in one line, counted from the pooled verdicts of its grids:
+    star against sum at the same activation, then star/none against sum/relu."""
+    from starunet.stats import HEADLINE_METRICS, METRIC_LABELS
+
+    def decided(comparisons: tuple[str, ...]) -> tuple[list[str], int]:
+        rows = [(name, r) for name, rs in pooled.items() for r in rs
+                if r["comparison"] in comparisons and r["metric"] in HEADLINE_METRICS
+                and int(r["n_seeds"]) > 1]
+        return [f"{r['verdict']} on {METRIC_LABELS[r['metric']]} in `{name}`" for name, r in rows
+                if r["verdict"] != "inconclusive"], len(rows)
+
+    same, n_same = decided(MAIN_COMPARISONS[:2])
+    replace, n_replace = decided(MAIN_COMPARISONS[2:])
+    grids = " and ".join(f"`{name}`" for name in pooled)
+    return (f"**In short** ({grids}, pooled, two or more seeds). star − sum at the same activation: {len(same)} of "
+            f"{n_same} headline intervals decide"
+            f"{' (' + '; '.join(same) + ')' if same else ': none detects a difference, and none shows equivalence'}. "
+            f"The ReLU-free star network against the sum network with ReLU: {len(replace)} of {n_replace} decide"
+            f"{' (' + '; '.join(replace) + ')' if replace else ''}.")
+
+
 @lesson_result("05")
 def comparison_result() -> list[str]:
     """Lesson 05: the pooled verdicts of the main comparisons in the committed `full`
@@ -340,7 +362,8 @@ def comparison_result() -> list[str]:
                          if _family_size(rows))
     margins = ", ".join(f"{METRIC_LABELS[m]} ±{MARGINS[m].value:g}" for m in HEADLINE_METRICS)
     images = next((r["n_images"] for rows in pooled.values() for r in rows), "?")
-    lines = [f"Statistic: each seed's difference B − A of the test metric pooled over the FOV pixels of the "
+    lines = [_short_answer(pooled),
+             f"Statistic: each seed's difference B − A of the test metric pooled over the FOV pixels of the "
              f"{images} test images; its mean and t-interval over seeds (Bonferroni per grid: {families or 'no interval'}), "
              f"judged against the margins {margins}."]
     for comparison in MAIN_COMPARISONS:
@@ -348,13 +371,6 @@ def comparison_result() -> list[str]:
                  for name, rows in pooled.items() if any(r["comparison"] == comparison for r in rows)]
         if parts:
             lines.append(f"**{comparison}**: " + "; ".join(parts) + ".")
-    decided = [f"{r['comparison']} ({name}, {METRIC_LABELS[r['metric']]}): {r['verdict']}"
-               for name, rows in pooled.items() for r in rows
-               if int(r["n_seeds"]) > 1 and r["verdict"] != "inconclusive"]
-    intervals = sum(int(r["n_seeds"]) > 1 for rows in pooled.values() for r in rows)
-    lines.append(f"Of these grids' {intervals} pooled intervals with two or more seeds, {len(decided)} decide a "
-                 "verdict" + (f": {'; '.join(decided)}." if decided else "; \"inconclusive\" means the study cannot "
-                              "tell yet, not that there is no difference."))
     return lines
 
 

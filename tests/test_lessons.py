@@ -180,7 +180,9 @@ def test_the_comparison_result_follows_the_committed_seeds(tmp_path, monkeypatch
     first = next(line for line in lines if line.startswith("**star − sum, without ReLU**"))
     assert "`full` 3 seeds: ROC-AUC +0.012 [-0.020, +0.044] inconclusive" in first
     assert "`fast` one seed, preliminary: ROC-AUC +0.012, PR-AUC +0.012, F1 +0.012 (no interval, no verdict)" in first
-    assert "`full` 3 intervals" in lines[0] and "9 pooled intervals with two or more seeds, 0 decide" in lines[-1]
+    assert lines[0].startswith("**In short** (`full` and `fast`, pooled, two or more seeds). star − sum at the same "
+                               "activation: 0 of 6 headline intervals decide: none detects a difference")
+    assert "with ReLU: 0 of 3 decide." in lines[0] and "`full` 3 intervals" in lines[1]
 
 
 def test_the_training_result_puts_one_run_alone_first_and_counts_what_results_fast_holds(tmp_path, monkeypatch):
