@@ -208,9 +208,9 @@ def find_results(directory: str | Path | None = None) -> GridResults:
 
 
 def is_committed_grid(directory: str | Path) -> bool:
-    """True for a grid folder directly under the repository's ``results/`` (the
-    reference grids the course ships), False for a reader's own output."""
-    return Path(directory).resolve().parent == (PROJECT_ROOT / "results").resolve()
+    """True for a grid folder inside the repository's ``results/`` (the grids the course
+    ships, ``results/search/*`` included), False for a reader's own output."""
+    return (PROJECT_ROOT / "results").resolve() in Path(directory).resolve().parents
 
 
 def budget_grids(results: GridResults, others: Sequence[str | Path] | None = None) -> dict[str, GridResults]:

@@ -314,6 +314,12 @@ def test_an_interrupted_grid_describes_the_runs_it_finished_and_names_the_missin
     assert "partial" not in (out / "README.md").read_text()
 
 
+def test_every_grid_folder_inside_results_is_a_committed_one(tmp_path):
+    assert RS.is_committed_grid(PROJECT_ROOT / "results" / "fast")
+    assert RS.is_committed_grid(PROJECT_ROOT / "results" / "search" / "onecycle-4e-3-16k")
+    assert not RS.is_committed_grid(PROJECT_ROOT / "results") and not RS.is_committed_grid(tmp_path / "fast")
+
+
 def test_a_grid_describes_the_seeds_of_its_finished_runs(tmp_path):
     """Not the seeds it was started with: a grid started for 10 seeds that holds 2 says 2."""
     from fakes import synthetic_grid
