@@ -322,13 +322,10 @@ def training_result() -> list[str]:
 
 
 # The comparisons lesson 05 answers first (their names in verdicts.csv).
-MAIN_COMPARISONS = ("star − sum, without ReLU", "star − sum, with ReLU", "star/none − sum/relu")
-
-
 def _short_answer(pooled: dict[str, list[dict]]) -> str:
     """Lesson 05's answer in one line, counted from the pooled verdicts of its grids:
     star against sum at the same activation, then star/none against sum/relu."""
-    from starunet.stats import HEADLINE_METRICS, METRIC_LABELS
+    from starunet.stats import HEADLINE_METRICS, MAIN_COMPARISONS, METRIC_LABELS
 
     def decided(comparisons: tuple[str, ...]) -> tuple[list[str], int]:
         rows = [(name, r) for name, rs in pooled.items() for r in rs
@@ -351,7 +348,7 @@ def _short_answer(pooled: dict[str, list[dict]]) -> str:
 def comparison_result() -> list[str]:
     """Lesson 05: the pooled verdicts of the main comparisons in the committed `full`
     and `fast` grids (their ``verdicts.csv``), seeds counted, never typed."""
-    from starunet.stats import HEADLINE_METRICS, MARGINS, METRIC_LABELS
+    from starunet.stats import HEADLINE_METRICS, MAIN_COMPARISONS, MARGINS, METRIC_LABELS
     from starunet.verdicts import COMMITTED_FOLDERS, VERDICTS_FILE, read_verdicts
 
     folders = {name: COMMITTED_FOLDERS[name] for name in ("full", "fast")

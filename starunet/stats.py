@@ -29,6 +29,9 @@ from starunet.metrics import METRIC_NAMES
 # the study's 2x2 grid: skip fusion x activation
 FUSIONS_COMPARED = ("sum", "star")
 ACTIVATIONS_COMPARED = ("none", "relu")
+# the 2x2 grid's questions, as PairedDifference.comparison names them: star − sum at each
+# activation, and whether the product replaces the activation (star/none − sum/relu)
+MAIN_COMPARISONS = ("star − sum, without ReLU", "star − sum, with ReLU", "star/none − sum/relu")
 # the threshold-dependent metrics again at the validation images' F1-optimal threshold
 TUNED_METRICS = ("f1_tuned", "se_tuned", "pre_tuned")
 TUNED_COLUMNS = ["val_threshold", *TUNED_METRICS]
@@ -147,6 +150,27 @@ def seed_interval(per_seed: np.ndarray, level: float = 0.95) -> tuple:
         return mean, nan, nan
     half = t_dist.ppf(0.5 + level / 2, n - 1) * per_seed.std(axis=-1, ddof=1) / math.sqrt(n)
     return mean, mean - half, mean + half
+
+
+def seeds_to_decide(per_seed: Sequence[float], margin: float, level: float = 0.95,
+                    most: int = 1000) -> tuple[int | None, int | None]:
+    """A planning estimate, not a result: if further seeds gave per-seed differences with
+    the mean and sd of ``per_seed``, the fewest seeds whose t-interval at ``level`` would
+    exclude 0, and the fewest whose interval would lie inside ±``margin``. None where no
+    number up to ``most`` does, or none can: a mean of 0 is never detected, and a mean at or
+    beyond the margin is never equivalent. The observed mean and sd are themselves uncertain,
+    more so with few seeds, so read the result as an order of magnitude."""
+    d = np.asarray(per_seed, dtype=float)
+    if d.size < 2:
+        raise ValueError("seeds_to_decide needs the differences of at least 2 seeds: one has no spread to plan with")
+    mean, sd = abs(float(d.mean())), float(d.std(ddof=1))
+    n = np.arange(2, most + 1)
+    half = t_dist.ppf(0.5 + level / 2, n - 1) * sd / np.sqrt(n)
+
+    def fewest(limit: float) -> int | None:
+        fits = np.flatnonzero(half < limit) if limit > 0 else []
+        return int(n[fits[0]]) if len(fits) else None
+    return fewest(mean), fewest(margin - mean)
 
 
 def welch_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:

@@ -27,7 +27,8 @@ from starunet.results import (CURVES_DIR, FAST_DIR, FULL_REFERENCE_DIR, LONG_REF
                               GridResults, load_curves, load_results)
 from starunet.source import SOURCE_RESULTS
 from starunet.stats import (HEADLINE_METRICS, MARGINS, METRIC_LABELS, PairedDifference, differences, grid_pairs,
-                            parse_run_key, per_image_differences, per_image_matrix, pooled_differences, pooled_per_seed)
+                            parse_run_key, per_image_differences, per_image_matrix, pooled_differences, pooled_per_seed,
+                            seeds_to_decide)
 
 VERDICTS_FILE = "verdicts.csv"
 TILES_STATISTIC = "pooled_tiles"  # the pooled statistic with the other inference method
@@ -158,6 +159,36 @@ def verdict_rule(rows: Sequence[Mapping]) -> str:
             "*inconclusive*; a comparison with one seed has no run-to-run interval and no verdict (one seed, "
             "preliminary). Bonferroni over each family shown together, so that all its intervals hold at "
             f"95 % together: {'; '.join(families) or 'no interval'}.")
+
+
+def seeds_needed_rows(results: GridResults, comparisons: Sequence[str] | None = None) -> list[dict]:
+    """Per pooled comparison of the grid (those named in ``comparisons``, default all) and
+    headline metric: the verdict now and :func:`~starunet.stats.seeds_to_decide` at the level
+    the verdict used (the grid's Bonferroni family), from the per-seed differences."""
+    rows = []
+    for d in pooled_differences(results.runs, grid_pairs(results.summary())):
+        if d.n_seeds < 2 or (comparisons is not None and d.comparison not in comparisons):
+            continue
+        per_seed = pooled_per_seed(results.runs, d.metric, tuple(d.config_a), tuple(d.config_b))
+        detect, equivalent = seeds_to_decide(per_seed, d.margin, d.level)
+        rows.append({"comparison": d.comparison, "metric": d.metric, "n_seeds": d.n_seeds, "mean": d.mean,
+                     "sd": float(per_seed.std(ddof=1)), "margin": d.margin, "verdict": d.verdict,
+                     "level": d.level, "detect": detect, "equivalent": equivalent})
+    return rows
+
+
+def seeds_needed_markdown(rows: Sequence[Mapping], most: int = 1000) -> str:
+    """:func:`seeds_needed_rows` as a table: "never" where no number of seeds can decide
+    (a mean of 0 is never detected; one at or beyond the margin is never equivalent)."""
+    def cell(n, possible: bool) -> str:
+        return f"{n:,}" if n is not None else (f"> {most:,}" if possible else "never")
+
+    lines = ["| comparison | metric | seeds now | mean | sd per seed | verdict now | seeds to exclude 0 | "
+             "seeds to fit inside ±margin |", "| :--- | :--- | ---: | ---: | ---: | :--- | ---: | ---: |"]
+    lines += [f"| {r['comparison']} | {METRIC_LABELS[r['metric']]} | {r['n_seeds']} | {r['mean']:+.4f} | "
+              f"{r['sd']:.4f} | {r['verdict']} | {cell(r['detect'], r['mean'] != 0)} | "
+              f"{cell(r['equivalent'], abs(r['mean']) < r['margin'])} (±{r['margin']:g}) |" for r in rows]
+    return "\n".join(lines)
 
 
 def verdict_bullets(rows: Sequence[Mapping]) -> list[str]:

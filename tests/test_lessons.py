@@ -162,13 +162,14 @@ def test_the_comparison_result_follows_the_committed_seeds(tmp_path, monkeypatch
     """Lesson 05's header reads the verdicts.csv files: one seed says "one seed,
     preliminary" and shows no interval; several seeds show the interval and the verdict."""
     from starunet import verdicts
+    from starunet.stats import MAIN_COMPARISONS
 
     def folder(name: str, n_seeds: int) -> Path:
         rows = [{"comparison": comparison, "config_a": "sum/none", "config_b": "star/none", "metric": metric,
                  "statistic": statistic, "n_seeds": str(n_seeds), "n_images": "10", "estimate": "0.012",
                  "low": "" if n_seeds < 2 else "-0.020", "high": "" if n_seeds < 2 else "0.044", "margin": "0.01",
                  "verdict": "inconclusive", "adjusted_level": "0.983333" if n_seeds > 1 else "0.95"}
-                for comparison in lessons.MAIN_COMPARISONS for metric in ("roc_auc", "pr_auc", "f1")
+                for comparison in MAIN_COMPARISONS for metric in ("roc_auc", "pr_auc", "f1")
                 for statistic in ("pooled", "per_image")]
         (tmp_path / name).mkdir()
         verdicts.write_verdicts(tmp_path / name, rows)

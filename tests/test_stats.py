@@ -119,6 +119,22 @@ def test_intervals_cover_the_truth_at_their_level(n_seeds):
             assert np.mean((low <= true_diff) & (true_diff <= high)) >= 0.93
 
 
+def test_seeds_to_decide_is_the_fewest_seeds_whose_interval_would_decide():
+    per_seed = [0.01, 0.02, 0.03]  # mean 0.02, sd 0.01
+
+    def half(n):
+        return t_dist.ppf(0.975, n - 1) * 0.01 / np.sqrt(n)
+    detect, equivalent = S.seeds_to_decide(per_seed, margin=0.03)
+    assert half(detect) < 0.02 <= half(detect - 1)             # excludes 0 at n, not at n - 1
+    assert half(equivalent) < 0.01 <= half(equivalent - 1)     # inside ±0.03 needs a half-width below 0.01
+    assert S.seeds_to_decide([-0.01, 0.0, 0.01], margin=0.03)[0] is None    # a mean of 0 is never detected
+    assert S.seeds_to_decide(per_seed, margin=0.02)[1] is None             # a mean at the margin is never equivalent
+    assert S.seeds_to_decide([0.0, 0.02], margin=0.012, most=5) == (None, None)  # beyond `most` seeds
+    assert all(n > 5 for n in S.seeds_to_decide([0.0, 0.02], margin=0.012))
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        S.seeds_to_decide([0.02], margin=0.01)
+
+
 def test_welch_interval_matches_scipy_and_covers_unpaired_differences():
     """Two recipes' runs share no seed: the difference of their means, Welch's interval
     (scipy's unequal-variance t-test gives the same bounds), covering the truth in ≥ 93 %

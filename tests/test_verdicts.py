@@ -125,6 +125,20 @@ def test_the_committed_source_recipe_grids_say_how_to_retrain_them_as_they_were(
         assert "--precision" in command_row and f"trained in {precision}" in command_row, folder
 
 
+def test_the_seeds_needed_table_plans_from_each_comparisons_per_seed_differences(tmp_path):
+    from fakes import synthetic_grid
+
+    grid = synthetic_grid(tmp_path, "fast", 0.02, 8, seeds=(1, 2, 3, 4))
+    rows = V.seeds_needed_rows(grid)
+    assert {r["comparison"] for r in rows} == {"star − sum, without ReLU"} and len(rows) == 3
+    roc = next(r for r in rows if r["metric"] == "roc_auc")
+    assert roc["n_seeds"] == 4 and roc["mean"] == pytest.approx(0.02) and roc["sd"] == pytest.approx(0, abs=1e-12)
+    assert roc["detect"] == 2 and roc["equivalent"] is None  # no spread: 2 seeds detect it; 0.02 > ±0.005
+    table = V.seeds_needed_markdown(rows)
+    assert "| star − sum, without ReLU | ROC-AUC | 4 | +0.0200 | 0.0000 | better | 2 | never (±0.005) |" in table
+    assert V.seeds_needed_rows(grid, comparisons=["star/none − sum/relu"]) == []
+
+
 def test_tiled_inference_gives_a_sensitivity_family_only_when_every_run_has_it(tmp_path):
     from fakes import synthetic_grid
     from starunet.metrics import METRIC_NAMES
