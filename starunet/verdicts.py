@@ -26,9 +26,9 @@ from starunet.io import read_csv, write_csv_atomic, write_text_atomic
 from starunet.results import (CURVES_DIR, FAST_DIR, FULL_REFERENCE_DIR, LONG_REFERENCE_DIR, REFERENCE_DIR, CurveResults,
                               GridResults, load_curves, load_results)
 from starunet.source import SOURCE_RESULTS
-from starunet.stats import (HEADLINE_METRICS, MARGINS, METRIC_LABELS, PairedDifference, differences, grid_pairs,
-                            parse_run_key, per_image_differences, per_image_matrix, pooled_differences, pooled_per_seed,
-                            seeds_to_decide)
+from starunet.stats import (HEADLINE_METRICS, MAIN_COMPARISONS, MARGINS, METRIC_LABELS, PairedDifference, differences,
+                            grid_pairs, parse_run_key, per_image_differences, per_image_matrix, pooled_differences,
+                            pooled_per_seed, seeds_to_decide)
 
 VERDICTS_FILE = "verdicts.csv"
 TILES_STATISTIC = "pooled_tiles"  # the pooled statistic with the other inference method
@@ -325,6 +325,25 @@ def _provenance(folder: Path) -> dict:
     return json.loads((Path(folder) / "provenance.json").read_text(encoding="utf-8"))
 
 
+def seeds_needed_line(name: str, folder: Path) -> str:
+    """The findings' planning line for one grid folder: per main comparison, the seeds its
+    observed per-seed differences would need to exclude 0 (:func:`seeds_needed_rows`)."""
+    rows = seeds_needed_rows(load_results(folder, kind="reference"), MAIN_COMPARISONS)
+    if not rows:
+        return ""
+    parts = []
+    for comparison in dict.fromkeys(r["comparison"] for r in rows):
+        cells = [f"{METRIC_LABELS[r['metric']]} {r['detect'] if r['detect'] is not None else 'never'}"
+                 for r in rows if r["comparison"] == comparison]
+        parts.append(f"{comparison}: {', '.join(cells)}")
+    equivalent = sum(r["equivalent"] is not None and r["equivalent"] <= 1000 for r in rows)
+    return (f"How many seeds a verdict would need (a planning estimate from `{name}`'s {rows[0]['n_seeds']} seeds: "
+            "further seeds with the observed mean and sd of the per-seed differences, the interval at its "
+            f"Bonferroni level; notebook 05, section 4): to exclude 0, {'; '.join(parts)}. To lie inside the "
+            f"margins, {equivalent} of these {len(rows)} would need at most 1,000 seeds; the others more, or, with a "
+            "mean at or beyond the margin, no number of seeds.")
+
+
 def source_line(folders: Mapping[str, Path]) -> str:
     """Where the source's published star − sum differences (its 提升 rows) fall against our
     pooled intervals of the same comparisons, counted over ``folders``."""
@@ -384,8 +403,9 @@ def findings_markdown(folders: Mapping[str, Path] | None = None) -> str:
     spread = "; ".join(f"{METRIC_LABELS[m]} ±{min(w):.3f} to ±{max(w):.3f} (margin ±{MARGINS[m].value:g})"
                        for m, w in widths.items() if w)
     conditions = "; ".join(f"`{name}`: {training_conditions(_provenance(folder))}" for name, folder in folders.items())
+    planning = seeds_needed_line("fast", folders["fast"]) if "fast" in folders else ""
     return "\n".join([FINDINGS_BEGIN, "", *lines, "", summary,
-                      f"The intervals' half-widths: {spread}.", source_line(folders),
+                      f"The intervals' half-widths: {spread}.", *([planning] if planning else []), source_line(folders),
                       f"The folders differ in more than the training budget ({conditions}).", "", FINDINGS_END])
 
 

@@ -139,6 +139,18 @@ def test_the_seeds_needed_table_plans_from_each_comparisons_per_seed_differences
     assert V.seeds_needed_rows(grid, comparisons=["star/none − sum/relu"]) == []
 
 
+def test_the_findings_plan_the_seeds_each_main_comparison_of_fast_would_need():
+    from starunet.stats import MAIN_COMPARISONS
+
+    line = V.seeds_needed_line("fast", FAST_DIR)
+    rows = V.seeds_needed_rows(V.load_results(FAST_DIR), MAIN_COMPARISONS)
+    assert line.startswith(f"How many seeds a verdict would need (a planning estimate from `fast`'s {rows[0]['n_seeds']} seeds")
+    for r in rows:
+        assert f"{r['comparison']}: " in line
+    assert f"To lie inside the margins, {sum(r['equivalent'] is not None for r in rows)} of these 9" in line
+    assert line in (FAST_DIR.parents[1] / "README.md").read_text(encoding="utf-8")
+
+
 def test_tiled_inference_gives_a_sensitivity_family_only_when_every_run_has_it(tmp_path):
     from fakes import synthetic_grid
     from starunet.metrics import METRIC_NAMES
