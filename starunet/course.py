@@ -405,6 +405,32 @@ def cli(argv: list[str]) -> int:
 _INTERRUPTED = threading.Event()
 
 
+# How often a client waiting for a kernel message looks at its socket again. ZMQ signals
+# new messages edge-triggered: a wait that misses the edge sleeps until its timeout (one
+# hour a cell here) although the reply is queued, and the notebook hangs with an idle
+# kernel (seen on widget cells under load: nbclient issue 312). A new wait checks the
+# socket first, so waiting in slices loses at most one slice.
+POLL_SLICE_SECONDS = 1.0
+
+
+def _polled_in_slices(get_msg: Callable) -> Callable:
+    """``get_msg`` of a kernel client's channel, waiting in :data:`POLL_SLICE_SECONDS`
+    slices up to the caller's ``timeout`` (None: for ever), raising ``queue.Empty`` as
+    the original does once that has passed."""
+    from queue import Empty
+
+    async def get_msg_in_slices(timeout: float | None = None, **kwargs):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = POLL_SLICE_SECONDS if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                return await ensure_async(get_msg(timeout=min(POLL_SLICE_SECONDS, left), **kwargs))
+            except Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+    return get_msg_in_slices
+
+
 class _CourseClient(NotebookClient):
     """nbclient's client, with Ctrl-C interrupting the running cell.
 
@@ -418,6 +444,12 @@ class _CourseClient(NotebookClient):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows, or not the main thread
             asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self._interrupt)  # replaces nbclient's
         await super().async_start_new_kernel(**kwargs)
+
+    async def async_start_new_kernel_client(self):
+        kc = await super().async_start_new_kernel_client()
+        for channel in (kc.shell_channel, kc.iopub_channel):
+            channel.get_msg = _polled_in_slices(channel.get_msg)
+        return kc
 
     _in_cell = False
 

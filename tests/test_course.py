@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import nbformat
+import pytest
 
 import starunet.results as RS
 from fakes import synthetic_grid
@@ -107,6 +108,31 @@ def test_a_hung_cell_is_stopped_and_named(tmp_path):
                                                  r"than 3 s.*--timeout SECONDS \(0: no limit\)"):
         course.execute_notebook(src, tmp_path / "out.ipynb", timeout=3)
     assert course.DEFAULT_CELL_TIMEOUT >= 600
+
+
+def test_a_kernel_message_wait_looks_again_every_slice(monkeypatch):
+    """A wait that missed ZMQ's edge-triggered wake-up recovers at the next slice; a wait
+    with a timeout still ends with queue.Empty once the timeout has passed."""
+    import asyncio
+    from queue import Empty
+
+    monkeypatch.setattr(course, "POLL_SLICE_SECONDS", 0.01)
+    asked = []
+
+    async def missed_twice(timeout=None):
+        asked.append(timeout)
+        if len(asked) < 3:
+            await asyncio.sleep(timeout)
+            raise Empty
+        return {"msg_type": "execute_reply"}
+
+    assert asyncio.run(course._polled_in_slices(missed_twice)())["msg_type"] == "execute_reply"
+    assert len(asked) == 3 and all(t == 0.01 for t in asked)  # no timeout: waits for ever, one slice at a time
+
+    def never(timeout=None):  # a blocking channel's get_msg works too
+        raise Empty
+    with pytest.raises(Empty):
+        asyncio.run(course._polled_in_slices(never)(timeout=0.05))
 
 
 def test_course_summary_without_any_results(monkeypatch, tmp_path):
