@@ -321,7 +321,6 @@ def training_result() -> list[str]:
     return lines
 
 
-# The comparisons lesson 05 answers first (their names in verdicts.csv).
 def _short_answer(pooled: dict[str, list[dict]]) -> str:
     """Lesson 05's answer in one line, counted from the pooled verdicts of its grids:
     star against sum at the same activation, then star/none against sum/relu."""
@@ -336,12 +335,16 @@ def _short_answer(pooled: dict[str, list[dict]]) -> str:
 
     same, n_same = decided(MAIN_COMPARISONS[:2])
     replace, n_replace = decided(MAIN_COMPARISONS[2:])
+    if not n_same + n_replace:
+        return ("**In short.** No comparison has two seeds yet, so none has an interval: every difference "
+                "below is one seed, preliminary.")
     grids = " and ".join(f"`{name}`" for name in pooled)
     return (f"**In short** ({grids}, pooled, two or more seeds). star − sum at the same activation: {len(same)} of "
             f"{n_same} headline intervals decide"
             f"{' (' + '; '.join(same) + ')' if same else ': none detects a difference, and none shows equivalence'}. "
             f"The ReLU-free star network against the sum network with ReLU: {len(replace)} of {n_replace} decide"
-            f"{' (' + '; '.join(replace) + ')' if replace else ''}.")
+            f"{' (' + '; '.join(replace) + ')' if replace else ''}. Inconclusive means the study cannot tell yet, "
+            "not that there is no difference.")
 
 
 @lesson_result("05")

@@ -127,7 +127,7 @@ class GridResults:
                  "started for missing)") if partial else ""
         hardware = p.get("hardware", {}).get("summary", "unknown hardware")
         return (f"{who} in `{display_path(self.directory)}`: preset `{p.get('preset', '?')}`, "
-                f"seeds {seeds}, {len(self.runs)} runs{short}, trained and evaluated on {hardware} "
+                f"seeds {seeds}, {len(self.runs)} run{'s' * (len(self.runs) != 1)}{short}, trained and evaluated on {hardware} "
                 f"(torch {p.get('torch', '?')}), finished {p.get('finished', '?')}, "
                 f"{len(p.get('test_ids', []))} test images, {p.get('method', '?')} inference")
 
@@ -196,7 +196,7 @@ def find_results(directory: str | Path | None = None) -> GridResults:
     else the full-protocol grid ``results/full/`` (GPU) when present, else the committed
     ``results/reference/`` (the quick CPU grid)."""
     if directory is not None:
-        return load_results(directory, kind="own")
+        return load_results(directory, kind="reference" if is_committed_grid(directory) else "own")
     own = own_results_dir()
     if (own / "metrics.csv").is_file():
         return load_results(own, kind="own")
@@ -209,7 +209,8 @@ def find_results(directory: str | Path | None = None) -> GridResults:
 
 def is_committed_grid(directory: str | Path) -> bool:
     """True for a grid folder inside the repository's ``results/`` (the grids the course
-    ships, ``results/search/*`` included), False for a reader's own output."""
+    ships, ``results/search/*`` included), False for a reader's own output, which the
+    commands write under ``runs/`` (``own_results_dir``) or wherever ``--out`` says."""
     return (PROJECT_ROOT / "results").resolve() in Path(directory).resolve().parents
 
 

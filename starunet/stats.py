@@ -152,11 +152,17 @@ def seed_interval(per_seed: np.ndarray, level: float = 0.95) -> tuple:
     return mean, mean - half, mean + half
 
 
+# The most seeds seeds_to_decide looks at: beyond it, a plan is not a plan.
+MOST_SEEDS_PLANNED = 1000
+
+
 def seeds_to_decide(per_seed: Sequence[float], margin: float, level: float = 0.95,
-                    most: int = 1000) -> tuple[int | None, int | None]:
+                    most: int = MOST_SEEDS_PLANNED) -> tuple[int | None, int | None]:
     """A planning estimate, not a result: if further seeds gave per-seed differences with
     the mean and sd of ``per_seed``, the fewest seeds whose t-interval at ``level`` would
-    exclude 0, and the fewest whose interval would lie inside ±``margin``. None where no
+    just exclude 0, and the fewest whose interval would just lie inside ±``margin``. Even if
+    that mean were the truth, a study of that size decides only about half the time: its
+    own mean and sd scatter around these. None where no
     number up to ``most`` does, or none can: a mean of 0 is never detected, and a mean at or
     beyond the margin is never equivalent. The observed mean and sd are themselves uncertain,
     more so with few seeds, so read the result as an order of magnitude."""

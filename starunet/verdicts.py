@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -26,9 +27,9 @@ from starunet.io import read_csv, write_csv_atomic, write_text_atomic
 from starunet.results import (CURVES_DIR, FAST_DIR, FULL_REFERENCE_DIR, LONG_REFERENCE_DIR, REFERENCE_DIR, CurveResults,
                               GridResults, load_curves, load_results)
 from starunet.source import SOURCE_RESULTS
-from starunet.stats import (HEADLINE_METRICS, MAIN_COMPARISONS, MARGINS, METRIC_LABELS, PairedDifference, differences,
-                            grid_pairs, parse_run_key, per_image_differences, per_image_matrix, pooled_differences,
-                            pooled_per_seed, seeds_to_decide)
+from starunet.stats import (HEADLINE_METRICS, MAIN_COMPARISONS, MARGINS, METRIC_LABELS, MOST_SEEDS_PLANNED,
+                            PairedDifference, differences, grid_pairs, parse_run_key, per_image_differences,
+                            per_image_matrix, pooled_differences, pooled_per_seed, seeds_to_decide)
 
 VERDICTS_FILE = "verdicts.csv"
 TILES_STATISTIC = "pooled_tiles"  # the pooled statistic with the other inference method
@@ -177,17 +178,20 @@ def seeds_needed_rows(results: GridResults, comparisons: Sequence[str] | None = 
     return rows
 
 
-def seeds_needed_markdown(rows: Sequence[Mapping], most: int = 1000) -> str:
-    """:func:`seeds_needed_rows` as a table: "never" where no number of seeds can decide
-    (a mean of 0 is never detected; one at or beyond the margin is never equivalent)."""
-    def cell(n, possible: bool) -> str:
-        return f"{n:,}" if n is not None else (f"> {most:,}" if possible else "never")
+def seeds_cell(n: int | None, possible: bool) -> str:
+    """A :func:`~starunet.stats.seeds_to_decide` count as text: the number, "> 1,000" past the
+    planning limit, "never" where no number of seeds can decide (``possible`` False: a mean of
+    0 is never detected, one at or beyond the margin never equivalent)."""
+    return f"{n:,}" if n is not None else (f"> {MOST_SEEDS_PLANNED:,}" if possible else "never")
 
+
+def seeds_needed_markdown(rows: Sequence[Mapping]) -> str:
+    """:func:`seeds_needed_rows` as a table."""
     lines = ["| comparison | metric | seeds now | mean | sd per seed | verdict now | seeds to exclude 0 | "
              "seeds to fit inside ±margin |", "| :--- | :--- | ---: | ---: | ---: | :--- | ---: | ---: |"]
     lines += [f"| {r['comparison']} | {METRIC_LABELS[r['metric']]} | {r['n_seeds']} | {r['mean']:+.4f} | "
-              f"{r['sd']:.4f} | {r['verdict']} | {cell(r['detect'], r['mean'] != 0)} | "
-              f"{cell(r['equivalent'], abs(r['mean']) < r['margin'])} (±{r['margin']:g}) |" for r in rows]
+              f"{r['sd']:.4f} | {r['verdict']} | {seeds_cell(r['detect'], r['mean'] != 0)} | "
+              f"{seeds_cell(r['equivalent'], abs(r['mean']) < r['margin'])} (±{r['margin']:g}) |" for r in rows]
     return "\n".join(lines)
 
 
@@ -283,7 +287,8 @@ def rerun_note(provenance: Mapping) -> str:
     source-recipe grids, made before the flag, did not use), so the same numbers need
     the precision the runs trained in."""
     command, precision = provenance.get("command", ""), training_precision(provenance)
-    if not command.startswith("python -m starunet reproduce") or "--precision" in command or precision is None:
+    named = re.search(r"--precision[ =](fp32|bf16)\b", command)
+    if not command.startswith("python -m starunet reproduce") or named or precision is None:
         return ""
     return f" (its runs trained in {precision}: add `--precision {precision}` to train them so on any machine)"
 
@@ -294,8 +299,7 @@ def training_conditions(provenance: Mapping) -> str:
     bf16 autocast on CUDA and fp32 on CPU; evaluation is fp32 everywhere)."""
     c = provenance["preset_config"]
     devices = _trained_on(provenance)
-    precision = provenance.get("precision") or ("bf16 autocast" if all(d.startswith("cuda") for d in devices)
-                                                else "fp32")
+    precision = provenance.get("precision") or {"bf16": "bf16 autocast"}.get(training_precision(provenance), "fp32")
     stop = (f"up to {c['max_epochs']} epochs, early stopping with patience {c['patience']}"
             if c["patience"] < c["max_epochs"] else f"{c['max_epochs']} epochs, no early stopping")
     return f"{c['samples_per_epoch']:,}-patch epochs, {stop}; {'; '.join(devices)}, {precision}"
@@ -326,22 +330,25 @@ def _provenance(folder: Path) -> dict:
 
 
 def seeds_needed_line(name: str, folder: Path) -> str:
-    """The findings' planning line for one grid folder: per main comparison, the seeds its
-    observed per-seed differences would need to exclude 0 (:func:`seeds_needed_rows`)."""
+    """The findings' planning line for one grid folder: per main comparison and metric still
+    inconclusive, the seeds its observed per-seed differences would need to just exclude 0
+    (:func:`seeds_needed_rows`); and how many could ever fit inside the margins."""
     rows = seeds_needed_rows(load_results(folder, kind="reference"), MAIN_COMPARISONS)
     if not rows:
         return ""
     parts = []
     for comparison in dict.fromkeys(r["comparison"] for r in rows):
-        cells = [f"{METRIC_LABELS[r['metric']]} {r['detect'] if r['detect'] is not None else 'never'}"
-                 for r in rows if r["comparison"] == comparison]
-        parts.append(f"{comparison}: {', '.join(cells)}")
-    equivalent = sum(r["equivalent"] is not None and r["equivalent"] <= 1000 for r in rows)
-    return (f"How many seeds a verdict would need (a planning estimate from `{name}`'s {rows[0]['n_seeds']} seeds: "
-            "further seeds with the observed mean and sd of the per-seed differences, the interval at its "
-            f"Bonferroni level; notebook 05, section 4): to exclude 0, {'; '.join(parts)}. To lie inside the "
-            f"margins, {equivalent} of these {len(rows)} would need at most 1,000 seeds; the others more, or, with a "
-            "mean at or beyond the margin, no number of seeds.")
+        mine = [r for r in rows if r["comparison"] == comparison]
+        cells = [f"{METRIC_LABELS[r['metric']]} " + (seeds_cell(r["detect"], r["mean"] != 0)
+                 if r["verdict"] == "inconclusive" else f"decided ({r['verdict']})") for r in mine]
+        parts.append(f"{comparison} ({mine[0]['n_seeds']} seeds now): {', '.join(cells)}")
+    equivalent = sum(r["equivalent"] is not None for r in rows)
+    return (f"How many seeds a verdict would need (a planning estimate from `{name}`: the seeds at which the "
+            "interval, at its Bonferroni level, would just exclude 0 if further seeds had the observed mean and sd "
+            "of the per-seed differences; even then such a study decides only about half the time; notebook 05, "
+            f"section 4): {'; '.join(parts)}. To lie inside the margins, {equivalent} of these {len(rows)} would "
+            f"need at most {MOST_SEEDS_PLANNED:,} seeds; the others more or, with a mean at or beyond the margin, "
+            "no number of seeds.")
 
 
 def source_line(folders: Mapping[str, Path]) -> str:

@@ -129,10 +129,33 @@ def test_a_kernel_message_wait_looks_again_every_slice(monkeypatch):
     assert asyncio.run(course._polled_in_slices(missed_twice)())["msg_type"] == "execute_reply"
     assert len(asked) == 3 and all(t == 0.01 for t in asked)  # no timeout: waits for ever, one slice at a time
 
+    asked.clear()
+
     def never(timeout=None):  # a blocking channel's get_msg works too
+        asked.append(timeout)
         raise Empty
     with pytest.raises(Empty):
-        asyncio.run(course._polled_in_slices(never)(timeout=0.05))
+        asyncio.run(course._polled_in_slices(never)(timeout=0.005))
+    assert asked and all(t <= 0.005 for t in asked)  # a slice never outlasts the caller's timeout
+
+
+def test_the_course_client_polls_both_channels_in_slices(monkeypatch):
+    import asyncio
+    from types import SimpleNamespace
+
+    from nbclient import NotebookClient
+
+    def get_msg(timeout=None):
+        return {"msg_type": "status"}
+    kc = SimpleNamespace(shell_channel=SimpleNamespace(get_msg=get_msg), iopub_channel=SimpleNamespace(get_msg=get_msg))
+
+    async def started(self):
+        return kc
+    monkeypatch.setattr(NotebookClient, "async_start_new_kernel_client", started)
+    client = course._CourseClient(nbformat.v4.new_notebook())
+    assert asyncio.run(client.async_start_new_kernel_client()) is kc
+    for channel in (kc.shell_channel, kc.iopub_channel):
+        assert channel.get_msg is not get_msg and asyncio.run(channel.get_msg())["msg_type"] == "status"
 
 
 def test_course_summary_without_any_results(monkeypatch, tmp_path):

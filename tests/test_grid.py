@@ -304,7 +304,7 @@ def test_an_interrupted_grid_describes_the_runs_it_finished_and_names_the_missin
     assert partial.provenance["partial"] == {"ended": "interrupted", "missing": ["star-none-seed7"]}
     readme = (out / "README.md").read_text()
     assert "partial: interrupted, 1 run(s) missing: star-none-seed7" in readme
-    assert "seeds 7, 1 runs (partial: interrupted, 1 of the 2 runs it was started for missing)" in partial.describe()
+    assert "seeds 7, 1 run (partial: interrupted, 1 of the 2 runs it was started for missing)" in partial.describe()
     assert partial.provenance["train_seconds_total"] == round(partial.run("sum-none-seed7")["train_seconds"], 1)
 
     monkeypatch.setattr(G, "_trained_runs", real)

@@ -128,6 +128,7 @@ def test_seeds_to_decide_is_the_fewest_seeds_whose_interval_would_decide():
     assert half(detect) < 0.02 <= half(detect - 1)             # excludes 0 at n, not at n - 1
     assert half(equivalent) < 0.01 <= half(equivalent - 1)     # inside ±0.03 needs a half-width below 0.01
     assert S.seeds_to_decide([-0.01, 0.0, 0.01], margin=0.03)[0] is None    # a mean of 0 is never detected
+    assert S.seeds_to_decide([-0.01, -0.02, -0.03], margin=0.03) == (detect, equivalent)  # the sign does not matter
     assert S.seeds_to_decide(per_seed, margin=0.02)[1] is None             # a mean at the margin is never equivalent
     assert S.seeds_to_decide([0.0, 0.02], margin=0.012, most=5) == (None, None)  # beyond `most` seeds
     assert all(n > 5 for n in S.seeds_to_decide([0.0, 0.02], margin=0.012))

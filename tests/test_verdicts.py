@@ -127,33 +127,42 @@ def test_the_committed_source_recipe_grids_say_how_to_retrain_them_as_they_were(
 
 def test_the_seeds_needed_table_plans_from_each_comparisons_per_seed_differences(tmp_path):
     from fakes import synthetic_grid
+    from starunet.stats import pooled_per_seed, seeds_to_decide
 
     grid = synthetic_grid(tmp_path, "fast", 0.02, 8, seeds=(1, 2, 3, 4))
+    for r, noise in zip((r for r in grid.runs if r["fusion"] == "star"), (0.004, -0.003, 0.001, -0.002)):
+        r["roc_auc"] += noise  # per-seed differences 0.024, 0.017, 0.021, 0.018
     rows = V.seeds_needed_rows(grid)
     assert {r["comparison"] for r in rows} == {"star − sum, without ReLU"} and len(rows) == 3
     roc = next(r for r in rows if r["metric"] == "roc_auc")
-    assert roc["n_seeds"] == 4 and roc["mean"] == pytest.approx(0.02) and roc["sd"] == pytest.approx(0, abs=1e-12)
-    assert roc["detect"] == 2 and roc["equivalent"] is None  # no spread: 2 seeds detect it; 0.02 > ±0.005
+    per_seed = pooled_per_seed(grid.runs, "roc_auc", ("sum", "none"), ("star", "none"))
+    assert roc["level"] == pytest.approx(1 - 0.05 / 3)  # the verdicts' Bonferroni level, not 95 %
+    assert (roc["detect"], roc["equivalent"]) == seeds_to_decide(per_seed, 0.005, roc["level"])
+    assert roc["n_seeds"] == 4 and roc["sd"] == pytest.approx(per_seed.std(ddof=1)) and roc["equivalent"] is None
     table = V.seeds_needed_markdown(rows)
-    assert "| star − sum, without ReLU | ROC-AUC | 4 | +0.0200 | 0.0000 | better | 2 | never (±0.005) |" in table
+    assert f"| star − sum, without ReLU | ROC-AUC | 4 | +{per_seed.mean():.4f} | " in table
+    assert f"| {roc['verdict']} | {roc['detect']} | never (±0.005) |" in table  # 0.02 lies beyond ±0.005
     assert V.seeds_needed_rows(grid, comparisons=["star/none − sum/relu"]) == []
+    assert V.seeds_cell(None, True) == "> 1,000" and V.seeds_cell(None, False) == "never"
 
 
 def test_the_findings_plan_the_seeds_each_main_comparison_of_fast_would_need():
+    from starunet.results import complete_seeds
     from starunet.stats import MAIN_COMPARISONS
 
     line = V.seeds_needed_line("fast", FAST_DIR)
-    rows = V.seeds_needed_rows(V.load_results(FAST_DIR), MAIN_COMPARISONS)
-    assert line.startswith(f"How many seeds a verdict would need (a planning estimate from `fast`'s {rows[0]['n_seeds']} seeds")
-    for r in rows:
-        assert f"{r['comparison']}: " in line
-    assert f"To lie inside the margins, {sum(r['equivalent'] is not None for r in rows)} of these 9" in line
+    n = complete_seeds(FAST_DIR)
+    pooled = [r for r in V.read_verdicts(FAST_DIR) if r["statistic"] == "pooled" and r["comparison"] in MAIN_COMPARISONS]
+    for comparison in MAIN_COMPARISONS:
+        assert f"{comparison} ({n} seeds now): " in line
+    decided = [r for r in pooled if r["verdict"] != "inconclusive"]
+    assert line.count("decided (") == len(decided)
     readme = (FAST_DIR.parents[1] / "README.md").read_text(encoding="utf-8")
     assert line in readme
     # README: "for star − sum without ReLU, several times more than `results/fast/` has"
     assert "for star − sum without ReLU, several times more than" in " ".join(readme.split())
-    assert all(r["detect"] is None or r["detect"] >= 2 * r["n_seeds"] for r in rows
-               if r["comparison"] == "star − sum, without ReLU")
+    rows = V.seeds_needed_rows(V.load_results(FAST_DIR), MAIN_COMPARISONS[:1])
+    assert all(r["detect"] is None or r["detect"] >= 2 * n for r in rows)
 
 
 def test_tiled_inference_gives_a_sensitivity_family_only_when_every_run_has_it(tmp_path):
