@@ -236,3 +236,24 @@ def test_notebook_05s_summary_holds_for_every_committed_grid():
     nb = json.loads((PROJECT_ROOT / "notebooks" / "05_metric_comparison.ipynb").read_text(encoding="utf-8"))
     text = " ".join(" ".join("".join(c["source"]) for c in nb["cells"]).split())
     assert "about 7.3 with 4 (five seeds), 23 with 2 (three seeds) and 340 with 1 (two seeds)" in text
+
+
+def test_notebook_01_names_the_committed_grids_scored_with_tiles_on_one_run_only():
+    """Notebook 01, section 7: "(in the committed grids made before it did, `reference`, `long`
+    and `full`, one run each)"; every other committed grid has both methods on every run."""
+    import csv
+    import json
+
+    from starunet.config import PROJECT_ROOT
+    one = []
+    for name, folder in V.COMMITTED_FOLDERS.items():
+        if not (folder / "inference_methods.csv").is_file():
+            continue
+        scored = {r["run"] for r in csv.DictReader(open(folder / "inference_methods.csv", encoding="utf-8"))}
+        if len(scored) < len(V.load_results(folder).runs):
+            assert len(scored) == 1, name
+            one.append({"quick": "reference"}.get(name, name))
+    nb = json.loads((PROJECT_ROOT / "notebooks" / "01_data_preparation.ipynb").read_text(encoding="utf-8"))
+    text = " ".join(" ".join("".join(c["source"]) for c in nb["cells"]).split())
+    named = ", ".join(f"`{n}`" for n in one[:-1]) + f" and `{one[-1]}`"
+    assert f"(in the committed grids made before it did, {named}, one run each)" in text
