@@ -160,12 +160,11 @@ def seeds_to_decide(per_seed: Sequence[float], margin: float, level: float = 0.9
                     most: int = MOST_SEEDS_PLANNED) -> tuple[int | None, int | None]:
     """A planning estimate, not a result: if further seeds gave per-seed differences with
     the mean and sd of ``per_seed``, the fewest seeds whose t-interval at ``level`` would
-    just exclude 0, and the fewest whose interval would just lie inside ±``margin``. Even if
-    that mean were the truth, a study of that size decides only about half the time: its
-    own mean and sd scatter around these. None where no
-    number up to ``most`` does, or none can: a mean of 0 is never detected, and a mean at or
-    beyond the margin is never equivalent. The observed mean and sd are themselves uncertain,
-    more so with few seeds, so read the result as an order of magnitude."""
+    just exclude 0, and the fewest whose interval would just lie inside ±``margin``. None
+    where no number up to ``most`` does, or none can: a mean of 0 is never detected, and a
+    mean at or beyond the margin is never equivalent. Read it as an order of magnitude: even
+    if that mean were the truth, a study of that size decides only about half the time, and
+    the observed mean and sd are themselves uncertain, more so with few seeds."""
     d = np.asarray(per_seed, dtype=float)
     if d.size < 2:
         raise ValueError("seeds_to_decide needs the differences of at least 2 seeds: one has no spread to plan with")
