@@ -419,7 +419,8 @@ def cli(argv: Sequence[str], add_runner_arguments=None, runner_from_args=None) -
                     "test images and write metrics.csv, per_image.csv, curves.json, prediction PNGs, "
                     "provenance.json and README.md into --out. Re-running resumes.")
     parser.add_argument("--preset", choices=list(PRESETS), default="fast",
-                        help="training budget and recipe (fast: about 5 CPU minutes a run, near-converged; "
+                        help="training budget and recipe (fast: about 5 CPU minutes a run, a one-cycle "
+                             "schedule on 16,384 patches, not shown converged; "
                              "smoke: seconds; quick/long: the source's recipe, under-trained; full: the "
                              "source's protocol, a GPU's job)")
     parser.add_argument("--precision", choices=list(PRECISION_CHOICES), default="auto",

@@ -211,14 +211,16 @@ def _is_number(value: Any) -> bool:
 # the busy shared machine, with 1 thread, a whole star/none quick run took 319 s
 # (best validation ROC-AUC 0.87, PR-AUC 0.47 at epoch 11: learning, still climbing).
 # a one-cycle schedule (peak lr 2e-3, 15 % warm-up) over 16,384 patches, validated
-# every 2,048, reaches about the quality that the source's recipe reaches after
-# 30,000-65,000 patches (issue 20's probe on a 2-core AMD EPYC with native bf16: about
-# 4.5 min of training a run in bf16; benchmarks/cpu.md, results/fast/).
+# every 2,048, came near the quality that the source's recipe reaches after
+# 30,000-65,000 patches in issue 20's one-seed probe (2-core AMD EPYC with native bf16:
+# about 4.5 min of training a run in bf16; benchmarks/cpu.md). How near, over 10 seeds
+# against results/full, is notebook 06's "The recipe behind `fast`".
 PRESETS: dict[str, TrainConfig] = {
     # seconds: a pipeline check for CI and nbval, not a result
     "smoke": TrainConfig(samples_per_epoch=8, batch_size=8, max_epochs=2, patience=2,
                          val_images=1, val_crop=160, preset="smoke"),
-    # converged in minutes on a CPU: the course's default, and results/fast/'s 10-seed study
+    # minutes on a CPU (one-cycle, 16,384 patches; not shown to reach the full protocol's
+    # quality: notebook 06): the course's default, and results/fast/'s 10-seed study
     "fast": TrainConfig(samples_per_epoch=2048, max_epochs=8, patience=8, lr=2e-3, schedule="onecycle",
                         warmup=0.15, preset="fast"),
     # minutes on a 2-core CPU: 480 steps (3,840 patches), a meaningful but under-trained model

@@ -293,10 +293,14 @@ def against_reference_summary(rows: Sequence[dict], source: str = "fast", refere
     decided = [r for r in rows if r["verdict"] != "inconclusive"]
     named = "; ".join(f"`{source}` {r['verdict']} on {r['fusion']}/{r['activation']} {stats.METRIC_LABELS[r['metric']]} "
                       f"({r['estimate']:+.4f})" for r in decided)
+    # Two runs estimate a spread poorly: a Welch interval on such a side can be narrow by chance.
+    thin = [r for r in decided if min(r["runs"], r["reference_runs"]) < 3]
+    caveat = (f" Of the {len(decided)} decided, {len(thin)} rest on a side with only 2 runs, whose spread is "
+              f"barely estimated: weak evidence." if thin else "")
     return (f"With {runs('runs')} runs a configuration in `{source}` against {runs('reference_runs')} in "
             f"`{reference}`, Welch intervals (Bonferroni over {len(rows)}) decide {len(decided)} of the {len(rows)} "
             f"gaps{': ' + named if decided else ''}; the other {len(rows) - len(decided)} are inconclusive "
-            f"(no gap detected, none excluded).")
+            f"(no gap detected, none excluded).{caveat}")
 
 
 def precision_rows(bf16: GridResults, fp32: GridResults, metrics: Sequence[str] = stats.HEADLINE_METRICS,
@@ -347,7 +351,7 @@ def precision_summary(rows: Sequence[dict]) -> str:
     decided = [r for r in rows if r["verdict"] in ("better", "worse")]
     largest = max(rows, key=lambda r: abs(r["estimate"]))
     seeds = sorted({s for r in rows for s in r["seeds"]})
-    text = (f"Over {len(seeds)} seeds ({', '.join(map(str, seeds))}), paired by seed, {len(rows)} intervals "
+    text = (f"Over {len(seeds)} seeds ({', '.join(map(str, seeds))}), pooled metrics paired by seed, {len(rows)} intervals "
             f"(Bonferroni over {rows[0]['family']}): {counts['equivalent']} equivalent within the margins, "
             f"{counts['inconclusive']} inconclusive (no difference detected, none excluded), "
             f"{len(decided)} deciding a direction")

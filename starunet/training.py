@@ -432,9 +432,9 @@ def cli(argv: Sequence[str]) -> int:
                     "checkpoint_last.pt, checkpoint_best.pt, result.json).")
     parser.add_argument("--preset", choices=list(PRESETS), default="fast",
                         help="training budget and recipe: fast (default; about 5 min on a 2-core CPU with "
-                             "native bf16, near-converged), smoke (seconds, a pipeline check), quick and long "
-                             "(the source's recipe, under-trained), full (the source's protocol, a GPU's job), "
-                             "curves (learning curves)")
+                             "native bf16, a one-cycle schedule on 16,384 patches, not shown converged), "
+                             "smoke (seconds, a pipeline check), quick and long (the source's recipe, "
+                             "under-trained), full (the source's protocol, a GPU's job), curves (learning curves)")
     parser.add_argument("--fusion", choices=list(FUSIONS), default="star",
                         help="how the decoder merges skip features (default: star, the element-wise product)")
     parser.add_argument("--activation", choices=list(ACTIVATIONS), default="none",

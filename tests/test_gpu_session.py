@@ -139,3 +139,16 @@ def test_a_step_past_the_deadline_is_skipped_not_started(tmp_path):
 def test_step_commands_name_repository_paths_relative_to_it(tmp_path):
     assert G._shown(G.PROJECT_ROOT / "results" / "full") == "results/full"
     assert G._shown(tmp_path / "bench") == str(tmp_path / "bench")
+
+
+def test_the_default_epochs_are_the_median_of_the_committed_full_runs():
+    """README and `--expected-epochs` say 33 is the median early-stopped length in results/full."""
+    import csv
+    import statistics
+
+    from starunet.config import PROJECT_ROOT
+    from starunet.lab.gpu_session import _default_epochs
+
+    rows = list(csv.DictReader(open(PROJECT_ROOT / "results" / "full" / "metrics.csv", encoding="utf-8")))
+    assert _default_epochs("full") == statistics.median(int(r["epochs"]) for r in rows)
+    assert _default_epochs("smoke") == 2

@@ -214,3 +214,15 @@ def test_the_training_result_puts_one_run_alone_first_and_counts_what_results_fa
     assert "the 2×2 grid (4 of those configurations); star_bn are notebook 06's" in held
     assert "2 run(s) at a time with 1 torch thread(s) each on a shared machine" in lines[-1]
     assert "not the time of one run alone" in lines[-1]
+
+
+def test_the_readme_states_the_course_time_that_timings_csv_adds_up_to():
+    """README's `make course` time is the sum of the lessons' recorded times, not a typed number."""
+    import csv
+
+    rows = list(csv.DictReader(open(lessons.TIMINGS_CSV, encoding="utf-8")))
+    total = sum(int(r["seconds"]) for r in rows)
+    training = sum(int(r["seconds"]) for r in rows if int(r["runs_trained"]) > 0)
+    readme = " ".join((lessons.PROJECT_ROOT / "README.md").read_text(encoding="utf-8").split())
+    said = f"add up to {total // 60} min {total % 60:02d} s, {training // 60} min {training % 60:02d} s of it notebook 04"
+    assert said in readme

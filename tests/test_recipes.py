@@ -130,6 +130,12 @@ def test_fast_is_set_against_full_by_welch_intervals(tmp_path):
     summary = recipes.against_reference_summary(rows)
     assert summary.startswith("With 5 runs a configuration in `fast` against 3 in `full`, Welch intervals "
                               "(Bonferroni over 4) decide 2 of the 4 gaps: `fast` worse on sum/none PR-AUC")
+    assert "weak evidence" not in summary
+    two = recipes.against_reference_rows(fast, synthetic_grid(tmp_path / "two", "full", gap=0.0, epochs=8, seeds=(7, 8)))
+    for r in two:  # a decided gap whose reference side has 2 runs is flagged as weak
+        r["verdict"] = "worse"
+    assert recipes.against_reference_summary(two).endswith(
+        "Of the 4 decided, 4 rest on a side with only 2 runs, whose spread is barely estimated: weak evidence.")
 
 
 def test_the_committed_fast_is_set_against_full_and_the_readme_says_what_it_finds():

@@ -410,8 +410,8 @@ def run_session(args: argparse.Namespace) -> int:
 
 def _default_epochs(preset: str) -> int:
     """Early stopping decides the full protocol's length: 33 epochs (66,000 patches) of
-    its 200, the mean of the 11 runs in results/full (20-39 epochs, one H200); the smoke
-    preset always runs its 2."""
+    its 200, the median of the 11 runs in results/full (20-39 epochs, mean 30.6, one H200);
+    the smoke preset always runs its 2."""
     from starunet.presets import preset_config
 
     config = preset_config(preset)
@@ -465,7 +465,7 @@ def cli(argv: Sequence[str]) -> int:
     parser.add_argument("--jobs", type=int, default=None,
                         help="runs sharing the device at once (default: 8 on a GPU, 2 in the rehearsal)")
     parser.add_argument("--expected-epochs", type=int, default=None,
-                        help="epochs an early-stopped full run is assumed to take (default 33, measured)")
+                        help="epochs an early-stopped full run is assumed to take (default 33, the median measured in results/full)")
     parser.add_argument("--efficiency", type=float, default=0.6,
                         help="throughput each further job adds on the device, vs one job alone (default 0.6)")
     parser.add_argument("--skip", nargs="+", default=[], metavar="STEP", help=f"steps to leave out: {', '.join(STEPS)}")
