@@ -366,12 +366,13 @@ def run_benchmarks(device: torch.device, large_batches: list[int], min_seconds: 
         rows.append(Row("full-image inference 605x700", v.name, seconds, "s/image",
                         f"x{timed[BASELINE.name] / seconds:.2f} vs eager fp32",
                         f"{image_flops / seconds / peaks[v.bf16]:.0%} of same-round peak; "
-                        f"fp32 floor at that peak {image_flops / peaks[False]:.2f} s"))
+                        f"fp32 floor at that peak {image_flops / peaks[False]:.3g} s"))
         log(f"inference [{v.name}]: {seconds:.3f} s/image")
     for n, (bf16, name) in enumerate((b, n) for b, n in ((False, "fp32"), (True, "bf16")) if b in dtypes):
         rows.insert(2 + n, Row(f"practical peak {name} (best matmul or conv3x3, best round)", "-",
                                max(p[bf16] for p in all_peaks) / 1e12, "TFLOP/s",
-                               note="the denominator of every '% of peak' below"))
+                               note="the best round's; each '% of same-round peak' below divides by the "
+                                    "peak measured in its own round, at most this"))
 
     seconds = metrics_seconds()
     rows.append(Row("metrics, 10 full images pooled", "-", seconds, "s"))
