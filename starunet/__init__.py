@@ -87,7 +87,7 @@ _EXPORTS = {
 # every module of the course, reachable as su.<module> without an import of its own
 _SUBMODULES = frozenset({"alt_text", "cli", "config", "course", "curves", "data", "device", "evaluate",
                          "fusion", "grid", "inference", "io", "lessons", "listing", "metrics", "model",
-                         "plots", "plots_data", "plots_model", "plots_theory", "preflight", "presets", "probe", "recipes",
+                         "plots", "plots_data", "plots_model", "plots_theory", "preflight", "presets", "probe", "provenance", "recipes",
                          "report", "reproducibility", "results", "runners", "runs", "source", "stare", "stats",
                          "theory", "toys", "training", "verdicts", "widgets"})
 

@@ -20,7 +20,7 @@ the minutes a run estimated from the benchmark (``benchmarks/cpu.csv``).
 bf16 training steps move quality (``results/fast-fp32``, the same grid in fp32, paired by seed).
 
 The folders differ in more than the recipe (hardware, precision, epoch size; the
-``training_conditions`` of ``starunet.verdicts`` lists them); the table names each row's
+``training_conditions`` of ``starunet.provenance`` lists them); the table names each row's
 source so a reader can see which.
 """
 from __future__ import annotations

@@ -15,6 +15,8 @@ import numpy as np
 from starunet.config import display_path
 from starunet.metrics import MAX_CURVE_POINTS, METRIC_NAMES
 from starunet.presets import PRESETS
+from starunet.provenance import (data_note, date_note, format_duration, parallel_note, partial_note, preset_changes,
+                                 reuse_note, rerun_note, title, training_conditions)
 from starunet.results import CurveResults, GridResults
 from starunet.runs import TrainingResult
 from starunet.source import format_points, improvement_points
@@ -22,7 +24,7 @@ from starunet.stats import (ACTIVATION_LABELS, FUSIONS_COMPARED, HEADLINE_METRIC
                             OLDER_EVALUATION, PairedDifference, budget_differences, config_order, pooled_per_seed,
                             parse_run_key, run_key, summarize_over_seeds)
 from starunet.verdicts import (curve_verdict_rows, family_name, grid_verdict_rows, recorded_cell,
-                               rerun_note, training_conditions, verdict_bullets, verdict_row, verdict_sections)
+                               verdict_bullets, verdict_row, verdict_sections)
 
 
 def format_value(mean: float, std: float | None = None, digits: int = 4) -> str:
@@ -271,36 +273,6 @@ def budget_verdicts_markdown(diffs: Mapping[str, Sequence[PairedDifference]]) ->
     return "\n".join(lines)
 
 
-def _parallel_note(p: Mapping) -> str:
-    """How a fanned-out grid ran (absent from grids trained one run at a time)."""
-    fan = p.get("fanout")
-    return (f"; up to {fan['jobs']} runs at once ({fan['cluster']}, {fan['threads_per_job']} torch threads "
-            "each)") if fan else ""
-
-
-def _duration(seconds: float) -> str:  # "1 h 05 min", "3 min 07 s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
-
-
-def _partial_note(p: Mapping) -> str:
-    """A grid that stopped short: why, and which runs it lacks."""
-    partial = p.get("partial")
-    if not partial:
-        return ""
-    return (f"; **partial: {partial['ended']}, {len(partial['missing'])} run(s) missing: "
-            f"{', '.join(partial['missing'])}** (re-run the command to finish them)")
-
-
-def _reuse_note(p: Mapping) -> str:
-    """What a grid invocation took over from earlier ones, in words."""
-    note = f"{p['runs_reused']} trained by an earlier invocation and reused"
-    if "evaluations_reused" in p:  # absent in provenance files of older versions
-        note += f"; {p['evaluations_reused']} of {p['runs']} evaluations reused, the others computed now"
-    return note
-
-
 def provenance_readme(results: GridResults) -> str:
     """The README of a grid output folder, generated from its provenance and results
     (written by :func:`reproduce`; never edited by hand)."""
@@ -308,21 +280,21 @@ def provenance_readme(results: GridResults) -> str:
     config = ", ".join(f"{k}={v}" for k, v in p["preset_config"].items() if k != "preset")
     table = markdown_table(["what", "how"], [
         ["command", f"`{p['command']}`{rerun_note(p)}"],
-        ["preset", f"`{p['preset']}` ({config})"],
+        ["preset", f"`{p['preset']}`{preset_changes(p)}; in full: {config}"],
         ["seeds", ", ".join(str(s) for s in p["seeds"])],
         ["grid", f"fusion {' / '.join(p['fusions'])} x activation {' / '.join(p['activations'])}: "
-                 f"{p['runs']} runs ({_reuse_note(p)}){_partial_note(p)}"],
-        ["test images", f"{len(p['test_ids'])}: {' '.join(p['test_ids'])}"],
+                 f"{p['runs']} runs ({reuse_note(p)}){partial_note(p)}"],
+        ["data", data_note(p)],
         ["training", training_conditions(p)],
         ["inference", f"`{p['method']}` (whole images; see starunet.evaluate)"],
         ["hardware", p["hardware"]["summary"]],
         ["software", f"torch {p['torch']}, numpy {p['numpy']}, Python {p['python']}, {p['platform']}"],
         ["code", f"git commit {p['git_commit']}"],
-        ["date", f"started {p['started']}, finished {p['finished']}"],
-        ["duration", f"{_duration(p['wall_seconds'])} for "
+        ["date", date_note(p)],
+        ["duration", f"{format_duration(p['wall_seconds'])} for "
                      f"{'these invocations' if p.get('invocations') else 'this invocation'}; training "
-                     f"{_duration(p['train_seconds_total'])} and evaluation {_duration(p['eval_seconds_total'])} "
-                     f"summed over all runs{_parallel_note(p)}"],
+                     f"{format_duration(p['train_seconds_total'])} and evaluation "
+                     f"{format_duration(p['eval_seconds_total'])} summed over all runs{parallel_note(p)}"],
         *([["invocations", "; ".join(f"`{i['command']}`: {i['outcome']}" for i in p["invocations"])]]
           if p.get("invocations") else []),
         *([["assembled", p["assembled"]]] if p.get("assembled") else []),
@@ -340,11 +312,12 @@ def provenance_readme(results: GridResults) -> str:
         f"- `predictions/`: probability maps (8-bit PNG) of the first seed's runs on {', '.join(p['panel_ids'])}",
         "- `evaluations/`: per-run evaluation cache (lets a re-run skip finished work)",
         "- `verdicts.csv`: every comparison's difference, interval, margin and verdict (pooled, per-image and, where "
-        "every run was scored both ways, pooled under tiled inference; "
-        "`python -m starunet verdicts` recomputes it)",
+        "every run was scored both ways, pooled under tiled inference; `python -m starunet verdicts` recomputes it)"
+        + ("; here only its header: one configuration, nothing to compare"
+           if len(p["fusions"]) * len(p["activations"]) == 1 else ""),
         "- `provenance.json`: the facts above, machine-readable",
     ])
-    return (f"# Grid results: sum vs star skip fusion, with and without ReLU\n\n"
+    return (f"# Grid results: {title(p)}\n\n"
             f"Generated by `python -m starunet reproduce` at the end of its run; do not edit by hand, "
             f"re-run the command instead (finished runs are reused).\n{smoke}\n"
             f"## How these numbers were made\n\n{table}\n\n"
@@ -479,8 +452,9 @@ def curves_readme(results: CurveResults) -> str:
         f"epoch, validated after each epoch on the split's validation images, up to "
         f"{config['samples_per_epoch'] * config['max_epochs']:,} patches, no early stopping: the best "
         "validation (PR-AUC) weights so far are kept and snapshotted at every doubling of patches seen.",
+        f"- **Data**: {data_note(p)}.",
         f"- **Points**: {', '.join(f'{n:,}' for n in p['points'])} patches; every snapshot scored on the "
-        f"test images {' '.join(p['test_ids'])} (whole images, pooled inside the FOV, threshold 0.5, and "
+        f"{len(p['test_ids'])} test images (whole images, pooled inside the FOV, threshold 0.5, and "
         "again at the validation images' F1-optimal threshold).",
         "- **Commands**: `python -m starunet curves train --shard 0/2 --threads 1` and `--shard 1/2` "
         "side by side (two workers of one torch thread each), then "

@@ -19,6 +19,7 @@ import numpy as np
 from starunet.config import PROJECT_ROOT, default_runs_dir, display_path
 from starunet.io import read_csv, read_numeric_csv
 from starunet.metrics import METRIC_NAMES
+from starunet.provenance import preset_changes
 from starunet.stats import (ACTIVATIONS_COMPARED, FUSIONS_COMPARED, PairedDifference, TUNED_COLUMNS, paired_differences,
                             run_key, summarize_over_seeds)
 
@@ -126,7 +127,7 @@ class GridResults:
         short = (f" (partial: {partial['ended']}, {len(partial['missing'])} of the {p.get('runs', '?')} runs it was "
                  "started for missing)") if partial else ""
         hardware = p.get("hardware", {}).get("summary", "unknown hardware")
-        return (f"{who} in `{display_path(self.directory)}`: preset `{p.get('preset', '?')}`, "
+        return (f"{who} in `{display_path(self.directory)}`: preset `{p.get('preset', '?')}`{preset_changes(p)}, "
                 f"seeds {seeds}, {len(self.runs)} run{'s' * (len(self.runs) != 1)}{short}, trained and evaluated on {hardware} "
                 f"(torch {p.get('torch', '?')}), finished {p.get('finished', '?')}, "
                 f"{len(p.get('test_ids', []))} test images, {p.get('method', '?')} inference")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Mapping, Sequence
 
 from starunet.config import PROJECT_ROOT, display_path
 from starunet.io import read_csv, write_csv_atomic, write_text_atomic
+from starunet.provenance import training_conditions
 from starunet.results import (CURVES_DIR, FAST_DIR, FULL_REFERENCE_DIR, LONG_REFERENCE_DIR, REFERENCE_DIR, CurveResults,
                               GridResults, load_curves, load_results)
 from starunet.source import SOURCE_RESULTS
@@ -264,45 +264,6 @@ def family_name(d: PairedDifference) -> str:
     """The Bonferroni family ``d`` was adjusted in: ``headline`` (ROC-AUC, PR-AUC and F1 of
     every comparison, as in ``verdicts.csv``) or, for another metric, a family of its own."""
     return "headline" if d.metric in HEADLINE_METRICS else METRIC_LABELS.get(d.metric, d.metric)
-
-
-def _trained_on(provenance: Mapping) -> list[str]:
-    return provenance.get("trained_on") or [provenance.get("hardware", {}).get("summary", "?")]
-
-
-def training_precision(provenance: Mapping) -> str | None:
-    """``"fp32"`` or ``"bf16"``: what every training step of a folder's runs computed in,
-    or None when they differ. Folders made before precision was recorded trained in
-    bf16 autocast on CUDA and fp32 on CPU."""
-    recorded = provenance.get("precision")
-    if recorded:
-        names = recorded.split(" training steps")[0].split(", ")
-        return names[0] if len(names) == 1 else None
-    return "bf16" if all(d.startswith("cuda") for d in _trained_on(provenance)) else "fp32"
-
-
-def rerun_note(provenance: Mapping) -> str:
-    """What a grid README adds to a recorded ``reproduce`` command that does not name its
-    precision: ``auto`` picks by machine (bf16 on a CPU with native bf16, which the
-    source-recipe grids, made before the flag, did not use), so the same numbers need
-    the precision the runs trained in."""
-    command, precision = provenance.get("command", ""), training_precision(provenance)
-    named = re.search(r"--precision[ =](fp32|bf16)\b", command)
-    if not command.startswith("python -m starunet reproduce") or named or precision is None:
-        return ""
-    return f" (its runs trained in {precision}: add `--precision {precision}` to train them so on any machine)"
-
-
-def training_conditions(provenance: Mapping) -> str:
-    """How a folder's runs were trained, in the terms a comparison across folders must
-    name besides the budget: epoch size, stopping, device and precision (training ran in
-    bf16 autocast on CUDA and fp32 on CPU; evaluation is fp32 everywhere)."""
-    c = provenance["preset_config"]
-    devices = _trained_on(provenance)
-    precision = provenance.get("precision") or {"bf16": "bf16 autocast"}.get(training_precision(provenance), "fp32")
-    stop = (f"up to {c['max_epochs']} epochs, early stopping with patience {c['patience']}"
-            if c["patience"] < c["max_epochs"] else f"{c['max_epochs']} epochs, no early stopping")
-    return f"{c['samples_per_epoch']:,}-patch epochs, {stop}; {'; '.join(devices)}, {precision}"
 
 
 def coverage_line(grids: Mapping[str, GridResults]) -> str:

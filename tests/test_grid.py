@@ -329,7 +329,9 @@ def test_a_grid_describes_the_seeds_of_its_finished_runs(tmp_path):
     assert "seeds 2024, 2025, 4 runs, trained" in grid.describe()
 
 
-@pytest.mark.parametrize("name", ["reference", "long", "full", "fast"])
+@pytest.mark.parametrize("name", ["reference", "long", "full", "fast", "fast-fp32", "search/onecycle-2e-3-20k",
+                                  "search/onecycle-2e-3-32k", "search/onecycle-4e-3-16k",
+                                  "search/onecycle-4e-3-b32-20k"])
 def test_committed_grids_regenerate_their_readme(name):
     """The committed READMEs are what the code generates from the committed files."""
     folder = PROJECT_ROOT / "results" / name

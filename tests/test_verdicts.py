@@ -101,23 +101,6 @@ def test_coverage_line_names_the_configuration_that_lacks_a_seed(tmp_path):
     assert f"(star/none lacks {dropped})" in line and "the same 2 test images in every grid" in line
 
 
-@pytest.mark.parametrize("provenance, precision", [
-    ({"precision": "bf16 training steps, fp32 evaluation"}, "bf16"),
-    ({"precision": "bf16, fp32 training steps, fp32 evaluation"}, None),     # mixed: no one flag retrains it
-    ({"hardware": {"summary": "cpu: AMD EPYC, 2 torch threads"}}, "fp32"),  # before precision was recorded
-    ({"trained_on": ["cuda: NVIDIA H200"]}, "bf16"),
-])
-def test_a_grid_readme_names_the_precision_its_command_left_to_auto(provenance, precision):
-    """`auto` picks by machine, so a recorded command without `--precision` reruns the
-    same numbers only with the precision its runs trained in, which the README adds."""
-    command = "python -m starunet reproduce --preset quick --out results/reference"
-    assert V.training_precision(provenance) == precision
-    note = V.rerun_note({**provenance, "command": command})
-    assert note == ("" if precision is None else f" (its runs trained in {precision}: add `--precision {precision}` "
-                                                 "to train them so on any machine)")
-    assert V.rerun_note({**provenance, "command": command + " --precision fp32"}) == ""
-
-
 def test_the_committed_source_recipe_grids_say_how_to_retrain_them_as_they_were():
     for folder, precision in ((REFERENCE_DIR, "fp32"), (LONG_REFERENCE_DIR, "fp32"), (FULL_REFERENCE_DIR, "bf16")):
         command_row = next(l for l in (folder / "README.md").read_text(encoding="utf-8").splitlines()
