@@ -121,9 +121,10 @@ def reuse_note(p: Mapping) -> str:
 
 def date_note(p: Mapping) -> str:
     """When the recorded invocation ran; one that reused every run only assembled the
-    folder, and its dates (and commit) are not those of the training."""
+    folder, and its dates (and commit) are not those of the training, unless the folder's
+    ``invocations`` or ``assembled`` record says what trained them."""
     note = f"started {p['started']}, finished {p['finished']}"
-    if p.get("runs_reused") == p.get("runs") and not p.get("invocations"):
+    if p.get("runs_reused") == p.get("runs") and not (p.get("invocations") or p.get("assembled")):
         note += (" (this invocation reused every run: it assembled the folder; earlier invocations, "
                  "whose dates and commit are not recorded, trained them)")
     return note

@@ -280,7 +280,7 @@ def provenance_readme(results: GridResults) -> str:
     config = ", ".join(f"{k}={v}" for k, v in p["preset_config"].items() if k != "preset")
     table = markdown_table(["what", "how"], [
         ["command", f"`{p['command']}`{rerun_note(p)}"],
-        ["preset", f"`{p['preset']}`{preset_changes(p)}; in full: {config}"],
+        ["preset", f"`{p['preset']}`{preset_changes(p)}; all fields: {config}"],
         ["seeds", ", ".join(str(s) for s in p["seeds"])],
         ["grid", f"fusion {' / '.join(p['fusions'])} x activation {' / '.join(p['activations'])}: "
                  f"{p['runs']} runs ({reuse_note(p)}){partial_note(p)}"],

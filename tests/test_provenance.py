@@ -55,6 +55,7 @@ def test_an_invocation_that_reused_every_run_says_it_only_assembled_the_folder()
     assert "it assembled the folder" in P.date_note(p)
     assert P.date_note({**p, "runs_reused": 3}) == "started a, finished b"
     assert P.date_note({**p, "invocations": [{"command": "c", "outcome": "o"}]}) == "started a, finished b"
+    assert P.date_note({**p, "assembled": "retrained on ..."}) == "started a, finished b"
 
 
 def test_the_committed_search_readme_names_its_recipe_and_its_single_configuration():
