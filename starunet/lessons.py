@@ -71,7 +71,7 @@ def reading_minutes(path: Path) -> int:
     return max(1, math.ceil(words / WORDS_PER_MINUTE + lines / CODE_LINES_PER_MINUTE))
 
 
-def _duration(seconds: float) -> str:
+def _rough_duration(seconds: float) -> str:  # "59 s", "17 min": a lesson header's grain
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
@@ -80,9 +80,9 @@ def compute_time(lesson: str, timings: Path = TIMINGS_CSV) -> str:
     where it trained, how many runs; the text says when no measurement is recorded."""
     rows = [r for r in read_csv(timings) if r["notebook"].startswith(f"{lesson}_")] if timings.exists() else []
     if not rows:
-        return "not measured yet (`python -m starunet course --inplace` records it)"
+        return "not measured yet (`python -m starunet course --inplace --record-timings` records it)"
     row = rows[-1]
-    text = f"{_duration(float(row['seconds']))} on a {row['cores']}-core {row['cpu']} ({row['measured']})"
+    text = f"{_rough_duration(float(row['seconds']))} on a {row['cores']}-core {row['cpu']} ({row['measured']})"
     if int(row["runs_trained"]):
         text += f", training {row['runs_trained']} runs; seconds once they exist"
     return text

@@ -8,10 +8,10 @@ Pure functions of the provenance mapping: nothing here reads or writes files.
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Mapping
 
 from starunet.data import split_ids
-from starunet.stats import ACTIVATION_LABELS
 
 
 def format_duration(seconds: float) -> str:
@@ -21,37 +21,43 @@ def format_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
 
 
-def title(p: Mapping) -> str:
+def grid_title(p: Mapping) -> str:
     """What the grid compares: ``sum vs star skip fusion, with and without ReLU``."""
     activations = p.get("activations", [])
     if set(activations) == {"none", "relu"}:
         which = "with and without ReLU"
     else:
-        which = " and ".join(ACTIVATION_LABELS.get(a, f"activation {a}") for a in activations)
+        names = {"none": "without activation", "relu": "with ReLU", "gelu": "with GELU", "silu": "with SiLU"}
+        which = ", ".join(names.get(a, f"with {a}") for a in activations)
     return f"{' vs '.join(p.get('fusions', []))} skip fusion, {which}"
 
 
 def preset_changes(p: Mapping) -> str:
     """The ``--set FIELD=VALUE`` changes of the recorded command (a recipe search), as
     `` with lr=4e-3 (changed by `--set`)``, or ``""`` for the preset as it is."""
-    tokens = p.get("command", "").split()
-    if "--set" not in tokens:
-        return ""
-    changes = []
-    for token in tokens[tokens.index("--set") + 1:]:
-        if token.startswith("--"):
-            break
-        changes.append(token)
-    return f" with {', '.join(changes)} (changed by `--set`)"
+    changes, group = [], None  # argparse keeps the last --set group; "--set=a=1" opens one too
+    for token in shlex.split(p.get("command", "")):
+        if token == "--set" or token.startswith("--set="):
+            group = changes = [token.removeprefix("--set=")] if token != "--set" else []
+        elif token.startswith("--"):
+            group = None
+        elif group is not None:
+            group.append(token)
+    return f" with {', '.join(changes)} (changed by `--set`)" if changes else ""
 
 
 def data_note(p: Mapping) -> str:
     """Which images trained, validated and tested: the split is by image, fixed by its seed."""
-    c, tests = p["preset_config"], p.get("test_ids", [])
-    split = split_ids(n_test=len(tests), val_ratio=c["val_ratio"], seed=c["split_seed"])
+    c = p["preset_config"]
+    split = split_ids(n_test=c["n_test"], val_ratio=c["val_ratio"], seed=c["split_seed"])
+    validation = " ".join(split.val[:c["val_images"]] if c.get("val_images") else split.val)
+    if c.get("val_images"):
+        validation += f", the first {c['val_images']} of {len(split.val)} only"
+    if c.get("val_crop"):
+        validation += f", centre-cropped to {c['val_crop']}x{c['val_crop']}"
     return (f"STARE's 20 vessel-labelled images, with annotator `ah`'s labels: {len(split.train)} train, "
-            f"{len(split.val)} validate ({' '.join(split.val)}; split seed {c['split_seed']}), "
-            f"{len(tests)} test: {' '.join(tests)}")
+            f"{len(split.val)} validate ({validation}; split seed {c['split_seed']}), "
+            f"{len(split.test)} test: {' '.join(split.test)}")
 
 
 def trained_on(provenance: Mapping) -> list[str]:
@@ -87,7 +93,7 @@ def training_conditions(provenance: Mapping) -> str:
     name besides the budget: epoch size, stopping, device and precision (training ran in
     bf16 autocast on CUDA and fp32 on CPU; evaluation is fp32 everywhere)."""
     c = provenance["preset_config"]
-    precision = provenance.get("precision") or {"bf16": "bf16 autocast"}.get(training_precision(provenance), "fp32")
+    precision = provenance.get("precision") or f"{training_precision(provenance)} training steps, fp32 evaluation"
     stop = (f"up to {c['max_epochs']} epochs, early stopping with patience {c['patience']}"
             if c["patience"] < c["max_epochs"] else f"{c['max_epochs']} epochs, no early stopping")
     return f"{c['samples_per_epoch']:,}-patch epochs, {stop}; {'; '.join(trained_on(provenance))}, {precision}"

@@ -143,12 +143,12 @@ def test_step_commands_name_repository_paths_relative_to_it(tmp_path):
 
 def test_the_default_epochs_are_the_median_of_the_committed_full_runs():
     """README and `--expected-epochs` say 33 is the median early-stopped length in results/full."""
-    import csv
     import statistics
 
     from starunet.config import PROJECT_ROOT
+    from starunet.io import read_csv
     from starunet.lab.gpu_session import _default_epochs
 
-    rows = list(csv.DictReader(open(PROJECT_ROOT / "results" / "full" / "metrics.csv", encoding="utf-8")))
+    rows = read_csv(PROJECT_ROOT / "results" / "full" / "metrics.csv")
     assert _default_epochs("full") == statistics.median(int(r["epochs"]) for r in rows)
     assert _default_epochs("smoke") == 2

@@ -217,12 +217,19 @@ def test_the_training_result_puts_one_run_alone_first_and_counts_what_results_fa
 
 
 def test_the_readme_states_the_course_time_that_timings_csv_adds_up_to():
-    """README's `make course` time is the sum of the lessons' recorded times, not a typed number."""
-    import csv
+    """README's `make course` times are computed from the lessons' recorded times (and, for a
+    CPU without native bf16, the fp32/bf16 ratio of a whole fast run in benchmarks/cpu.csv)."""
+    from starunet.io import read_csv
 
-    rows = list(csv.DictReader(open(lessons.TIMINGS_CSV, encoding="utf-8")))
+    rows = read_csv(lessons.TIMINGS_CSV)
     total = sum(int(r["seconds"]) for r in rows)
-    training = sum(int(r["seconds"]) for r in rows if int(r["runs_trained"]) > 0)
+    trainer = next(r for r in rows if int(r["runs_trained"]) > 0)
+    training = int(trainer["seconds"])
     readme = " ".join((lessons.PROJECT_ROOT / "README.md").read_text(encoding="utf-8").split())
-    said = f"add up to {total // 60} min {total % 60:02d} s, {training // 60} min {training % 60:02d} s of it notebook 04"
-    assert said in readme
+    assert (f"add up to {total // 60} min {total % 60:02d} s, {training // 60} min {training % 60:02d} s of it "
+            f"notebook {trainer['notebook'][:2]} training its four runs") in readme
+    assert f"make course` about {round(total / 60 / 5) * 5} min after the install" in readme
+    fast = {r["variant"]: float(r["value"]) for r in read_csv(lessons.PROJECT_ROOT / "benchmarks" / "cpu.csv")
+            if r["what"].startswith("fast preset run")}
+    without_bf16 = training * fast["fp32"] / fast["bf16"] + total - training
+    assert f"so expect about {round(without_bf16 / 60 / 5) * 5} min" in readme

@@ -281,12 +281,10 @@ def test_no_import_reaches_down_the_map_but_the_one_it_names():
     doc = (ROOT / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
     order = {m: i for i, m in enumerate(dict.fromkeys(re.findall(r"\*\*`([\w.]+)`\*\* --", doc)))}
     files = _module_files()
-    below = {}
-    for name, path in files.items():
-        if name in order:
-            everything = _imported(list(ast.walk(ast.parse(path.read_text(encoding="utf-8")))), files)
-            below.update({(name, m): 1 for m in everything if m in order and order[m] > order[name]})
-    assert set(below) == {("toys", "stats")}
+    below = {(name, m) for name, path in files.items() if name in order
+             for m in _imported(list(ast.walk(ast.parse(path.read_text(encoding="utf-8")))), files)
+             if m in order and order[m] > order[name]}
+    assert below == {("toys", "stats")}
 
 
 def test_every_starunet_reference_in_docs_docstrings_and_notebooks_resolves():
