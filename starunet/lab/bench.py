@@ -19,7 +19,7 @@ the numbers that matter are ratios, which survive a noisy shared machine:
 * full-image (605x700) inference time and the metric time for the 10 test images;
 * with ``--fast-run``: one whole ``fast`` run (sum/none, seed 2024) trained for real in
   each precision, its training time measured end to end (validation included);
-* the end-to-end time of the quick 2x2 grid, read from the runs that produced it.
+* the end-to-end time of the quick 2x2 grid, where its runs are in this machine's runs folder.
 """
 from __future__ import annotations
 
