@@ -33,6 +33,19 @@ def test_committed_verdicts_match_the_committed_metrics(folder):
             assert float(r["low"]) <= float(r["estimate"]) <= float(r["high"])
 
 
+def test_every_committed_results_folder_holds_the_verdicts_its_metrics_give():
+    """Not only the named grids: every folder under results/ with metrics (the recipe search's
+    one-configuration grids hold a header only, nothing to compare)."""
+    from starunet.config import PROJECT_ROOT
+
+    folders = sorted(p.parent for p in (PROJECT_ROOT / "results").rglob("metrics.csv"))
+    assert len(folders) >= len(COMMITTED) + 4
+    for folder in folders:
+        assert V.read_verdicts(folder) == V.folder_verdict_rows(folder), folder
+        header = (folder / V.VERDICTS_FILE).read_text(encoding="utf-8").splitlines()[0]
+        assert header.split(",") == V.COLUMNS, folder
+
+
 def test_the_grid_readme_shows_the_verdicts_it_was_made_with():
     readme = (FULL_REFERENCE_DIR / "README.md").read_text(encoding="utf-8")
     for r in V.read_verdicts(FULL_REFERENCE_DIR):
