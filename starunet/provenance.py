@@ -37,8 +37,10 @@ def preset_changes(p: Mapping) -> str:
     `` with lr=4e-3 (changed by `--set`)``, or ``""`` for the preset as it is."""
     changes, group = [], None  # argparse keeps the last --set group; "--set=a=1" opens one too
     for token in shlex.split(p.get("command", "")):
-        if token == "--set" or token.startswith("--set="):
-            group = changes = [token.removeprefix("--set=")] if token != "--set" else []
+        if token == "--set":
+            group = changes = []
+        elif token.startswith("--set="):
+            group = changes = [token.removeprefix("--set=")]
         elif token.startswith("--"):
             group = None
         elif group is not None:

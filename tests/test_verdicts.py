@@ -15,15 +15,20 @@ from starunet.stats import MARGINS, VERDICTS
 COMMITTED = [REFERENCE_DIR, LONG_REFERENCE_DIR, FULL_REFERENCE_DIR, CURVES_DIR, FAST_DIR]
 
 
+def _scored_both_ways(folder) -> int:
+    """How many runs a folder's inference_methods.csv scores with both inference methods."""
+    methods = folder / "inference_methods.csv"
+    return len({r["run"] for r in read_csv(methods)}) if methods.is_file() else 0
+
+
 @pytest.mark.parametrize("folder", [*COMMITTED, FP32_DIR], ids=lambda p: p.name)
 def test_committed_verdicts_match_the_committed_metrics(folder):
     rows = V.read_verdicts(folder)
     assert rows == V.folder_verdict_rows(folder), f"rerun: python -m starunet verdicts {folder.name}"
     assert list(rows[0]) == V.COLUMNS
     # a third family where inference_methods.csv scores every run of metrics.csv both ways
-    methods, runs = folder / "inference_methods.csv", folder / "metrics.csv"
-    both = methods.is_file() and len({r["run"] for r in read_csv(methods)}) == len(read_csv(runs))
-    tiles = {V.TILES_STATISTIC} if both else set()
+    scored = _scored_both_ways(folder)  # curves has no inference_methods.csv (and no metrics.csv)
+    tiles = {V.TILES_STATISTIC} if scored and scored == len(read_csv(folder / "metrics.csv")) else set()
     assert {r["statistic"] for r in rows} == {"pooled", "per_image"} | tiles
     for r in rows:
         assert r["verdict"] in VERDICTS and float(r["margin"]) == MARGINS[r["metric"]].value
@@ -243,7 +248,6 @@ def test_notebook_05s_summary_holds_for_every_committed_grid():
 def test_notebook_01_names_the_committed_grids_scored_with_tiles_on_one_run_only():
     """Notebook 01, section 7 names the committed grids made before `reproduce` scored both
     inference methods on every run (one run each there); every other grid has both on every run."""
-    import csv
     import json
 
     from starunet.config import PROJECT_ROOT
@@ -251,9 +255,9 @@ def test_notebook_01_names_the_committed_grids_scored_with_tiles_on_one_run_only
     for name, folder in V.COMMITTED_FOLDERS.items():
         if not (folder / "inference_methods.csv").is_file():
             continue
-        scored = {r["run"] for r in csv.DictReader(open(folder / "inference_methods.csv", encoding="utf-8"))}
-        if len(scored) < len(V.load_results(folder).runs):
-            assert len(scored) == 1, name
+        scored = _scored_both_ways(folder)
+        if scored < len(V.load_results(folder).runs):
+            assert scored == 1, name
             one.append({"quick": "reference"}.get(name, name))
     nb = json.loads((PROJECT_ROOT / "notebooks" / "01_data_preparation.ipynb").read_text(encoding="utf-8"))
     text = " ".join(" ".join("".join(c["source"]) for c in nb["cells"]).split())
